@@ -1,0 +1,1 @@
+"""Reading re-ID datasets, turning them into tensors and sampling batches."""

@@ -1,0 +1,1 @@
+"""Distances, k-reciprocal re-ranking and ranking metrics (CMC, mAP, mINP)."""
