@@ -16,7 +16,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spanet.cli import data as data_cmds
+    from spanet.cli import data, deploy, evaluate, experiments, synth, train, viz
 
     parser = argparse.ArgumentParser(
         prog="spanet",
@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `spanet COMMAND --help` for the options of one command.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (data_cmds,):
+    for module in (synth, data, train, evaluate, viz, deploy, experiments):
         module.register(subparsers)
     return parser
 
