@@ -1,0 +1,107 @@
+"""Checkpoints: written atomically, read with `weights_only=True`, and checked before they are trusted.
+
+A checkpoint is a dict of tensors and plain containers only (config as a dict, RNG states as tensors), so loading
+it never runs pickled code. Writing goes to a temporary file in the same folder and is renamed over the target, so
+an interrupted or crashed write leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from spanet.errors import SpanetError
+
+if TYPE_CHECKING:
+    from spanet.model import SPANet
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_VERSION",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_model",
+    "check_model_config",
+]
+
+CHECKPOINT_FORMAT = "spanet-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
+    """Write `state` (plus the format marker and version) to `path` atomically; return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a spanet checkpoint with `weights_only=True`; anything else raises `SpanetError` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpanetError(f"checkpoint {path} does not exist; pass the path of a .pt file written by `spanet train`")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises many types for truncated, foreign or unsafe files
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise SpanetError(f"checkpoint {path} could not be read ({first_line}); is it a complete spanet .pt file?") from None
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise SpanetError(f"{path} is not a spanet checkpoint (no '{CHECKPOINT_FORMAT}' marker); use a file from `spanet train`")
+    version = state.get("version")
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise SpanetError(f"checkpoint {path} has version {version!r}; this spanet reads up to {CHECKPOINT_VERSION}, upgrade spanet")
+    missing = [key for key in ("model", "model_args") if key not in state]
+    if missing:
+        raise SpanetError(f"checkpoint {path} lacks {', '.join(missing)}; it cannot rebuild a model")
+    return state
+
+
+def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") -> tuple[SPANet, dict[str, Any]]:
+    """Rebuild `SPANet(**model_args)` from a checkpoint, load its weights, return it in eval mode with the dict."""
+    from spanet.model import SPANet
+
+    state = load_checkpoint(path, map_location=map_location)
+    model_args = dict(state["model_args"])
+    model_args["pretrained"] = None  # the checkpoint holds the weights; never download to rebuild
+    try:
+        model = SPANet(**model_args)
+        model.load_state_dict(state["model"])
+    except (TypeError, RuntimeError, KeyError, ValueError) as exc:
+        first_line = str(exc).strip().splitlines()[0]
+        raise SpanetError(f"checkpoint {path}: weights do not fit SPANet({model_args}): {first_line}") from None
+    model.to(map_location)
+    model.eval()
+    return model, state
+
+
+def check_model_config(checkpoint_model: dict[str, Any], config_model: dict[str, Any], *, path: str | Path) -> None:
+    """Raise `SpanetError` naming every model key whose value differs between a checkpoint and a config."""
+    keys = sorted(set(checkpoint_model) | set(config_model))
+    mismatched = [key for key in keys if _normalise(checkpoint_model.get(key)) != _normalise(config_model.get(key))]
+    if mismatched:
+        details = "; ".join(
+            f"model.{key}: checkpoint {checkpoint_model.get(key)!r} vs config {config_model.get(key)!r}" for key in mismatched
+        )
+        raise SpanetError(
+            f"checkpoint {path} was trained with a different model ({details}); "
+            "use the run's config.yaml or start a new --output folder"
+        )
+
+
+def _normalise(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value

@@ -1,0 +1,92 @@
+"""Checkpoints: atomic writes, weights_only loading, clear errors for foreign/corrupt files and model mismatch."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from spanet.checkpoint import check_model_config, load_checkpoint, load_model, save_checkpoint
+from spanet.errors import SpanetError
+
+
+def _state() -> dict:
+    return {
+        "model": {"w": torch.arange(6.0).reshape(2, 3)},
+        "model_args": {"num_classes": 3, "backbone": "resnet18"},
+        "config": {"model": {"backbone": "resnet18"}, "optim": {"milestones": [40]}},
+        "epoch": 2,
+        "rng": {"torch": torch.get_rng_state()},
+    }
+
+
+def test_round_trip_and_marker(tmp_path: Path) -> None:
+    path = save_checkpoint(tmp_path / "sub" / "a.pt", _state())
+    state = load_checkpoint(path)
+    assert torch.equal(state["model"]["w"], _state()["model"]["w"])
+    assert state["epoch"] == 2 and state["format"] == "spanet-checkpoint" and state["version"] == 1
+    assert [p.name for p in path.parent.iterdir()] == ["a.pt"]  # no temp file left behind
+
+
+def test_failed_write_keeps_previous_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = save_checkpoint(tmp_path / "a.pt", _state())
+    before = path.read_bytes()
+
+    def broken_save(obj: object, handle: object) -> None:
+        handle.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        save_checkpoint(path, {**_state(), "epoch": 3})
+    assert path.read_bytes() == before
+    assert os.listdir(tmp_path) == ["a.pt"]
+
+
+def test_missing_corrupt_and_foreign_files(tmp_path: Path) -> None:
+    with pytest.raises(SpanetError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+    full = save_checkpoint(tmp_path / "full.pt", _state())
+    (tmp_path / "cut.pt").write_bytes(full.read_bytes()[:100])
+    with pytest.raises(SpanetError, match="cut.pt"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / "other.pt")
+    with pytest.raises(SpanetError, match="not a spanet checkpoint"):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+def test_pickled_objects_are_refused(tmp_path: Path) -> None:
+    """weights_only=True: a file that needs arbitrary unpickling is rejected, not executed."""
+    torch.save({"format": "spanet-checkpoint", "version": 1, "model": {}, "model_args": {}, "x": Path("/")}, tmp_path / "p.pt")
+    with pytest.raises(SpanetError, match="could not be read"):
+        load_checkpoint(tmp_path / "p.pt")
+
+
+def test_model_mismatch_names_keys() -> None:
+    check_model_config({"backbone": "resnet18", "dropout": 0.5}, {"backbone": "resnet18", "dropout": 0.5}, path="x.pt")
+    with pytest.raises(SpanetError) as info:
+        check_model_config(
+            {"backbone": "resnet18", "dropout": 0.5, "parts": True},
+            {"backbone": "resnet50", "dropout": 0.5, "parts": False},
+            path="x.pt",
+        )
+    message = str(info.value)
+    assert "model.backbone" in message and "model.parts" in message and "model.dropout" not in message
+
+
+def test_load_model_rebuilds_in_eval_mode(tmp_path: Path) -> None:
+    spanet_model = pytest.importorskip("spanet.model")
+    torch.manual_seed(0)
+    args = {"num_classes": 5, "backbone": "resnet18", "pretrained": None}
+    model = spanet_model.SPANet(**args)
+    save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "model_args": args, "input_size": [64, 32]})
+    loaded, state = load_model(tmp_path / "m.pt")
+    assert not loaded.training and state["input_size"] == [64, 32]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, loaded.state_dict()[key]), key
+    bad = {"model": model.state_dict(), "model_args": {**args, "num_classes": 7}}
+    save_checkpoint(tmp_path / "bad.pt", bad)
+    with pytest.raises(SpanetError, match="do not fit"):
+        load_model(tmp_path / "bad.pt")

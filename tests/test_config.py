@@ -1,0 +1,101 @@
+"""Config tree: YAML + overrides, type checking, round trips, and the shipped configs."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spanet.config import Config, ModelConfig, config_from_dict, config_to_dict, load_config, save_config
+from spanet.errors import SpanetError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_defaults_round_trip_through_dict_and_yaml(tmp_path: Path) -> None:
+    config = load_config(None, ["optim.milestones=[10, 20]", "train.amp=bf16"])
+    assert config_from_dict(config_to_dict(config)) == config
+    save_config(config, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == config
+
+
+def test_file_then_overrides_in_order(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("optim:\n  lr: 0.5\n  weight_decay: 5e-4\ndata:\n  height: 64\n")
+    config = load_config(path, ["optim.lr=0.01", "model.pretrained=null", "train.max_steps_per_epoch=3"])
+    assert config.optim.lr == 0.01
+    assert config.optim.weight_decay == pytest.approx(5e-4)  # PyYAML reads 5e-4 as a string; it must still work
+    assert config.data.height == 64 and config.data.width == Config().data.width
+    assert config.model.pretrained is None and config.train.max_steps_per_epoch == 3
+
+
+@pytest.mark.parametrize(
+    ("override", "expected_words"),
+    [
+        ("optim.lrr=0.1", ["optim.lrr", "lr", "backbone_lr_mult"]),
+        ("optimizer.lr=0.1", ["optimizer", "data", "model", "optim"]),
+        ("optim.lr=fast", ["optim.lr", "number"]),
+        ("data.height=12.5", ["data.height", "integer"]),
+        ("model.parts=yes please", ["model.parts", "true or false"]),
+        ("train.amp=fp8", ["train.amp", "'bf16'"]),
+        ("optim.milestones=[a]", ["optim.milestones", "list of an integer"]),
+        ("optim.lr", ["section.key=value"]),
+    ],
+)
+def test_bad_overrides_name_the_key(override: str, expected_words: list[str]) -> None:
+    with pytest.raises(SpanetError) as info:
+        load_config(None, [override])
+    for word in expected_words:
+        assert word in str(info.value)
+
+
+def test_unknown_key_in_file_names_file_and_valid_keys(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("model:\n  backbone: resnet18\n  dropuot: 0.3\n")
+    with pytest.raises(SpanetError) as info:
+        load_config(path)
+    message = str(info.value)
+    assert str(path) in message and "model.dropuot" in message and "dropout" in message
+
+
+def test_missing_or_non_mapping_file(tmp_path: Path) -> None:
+    with pytest.raises(SpanetError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
+    with pytest.raises(SpanetError, match="mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_model_section_matches_spanet_keywords() -> None:
+    """`SPANet(num_classes=n, **asdict(cfg.model))` must work: same names as the constructor's keywords."""
+    spanet_model = pytest.importorskip("spanet.model")
+    params = inspect.signature(spanet_model.SPANet).parameters
+    config_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    assert config_fields <= set(params)
+    missing = {name for name, p in params.items() if p.kind == p.KEYWORD_ONLY} - config_fields - {"num_classes"}
+    assert not missing
+
+
+@pytest.mark.parametrize("name", ["market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected", "msmt17", "cpu_demo"])
+def test_shipped_configs_load(name: str) -> None:
+    config = load_config(CONFIGS / f"{name}.yaml")
+    assert isinstance(config, Config)
+
+
+@pytest.mark.parametrize("name", ["market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected", "msmt17"])
+def test_paper_recipe_configs(name: str) -> None:
+    config = load_config(CONFIGS / f"{name}.yaml")
+    assert (config.data.height, config.data.width, config.data.batch_size) == (384, 128, 48)
+    assert config.model.backbone == "resnet50" and config.model.pretrained is not None
+    assert (config.optim.lr, config.optim.backbone_lr_mult, config.optim.momentum) == (0.1, 0.1, 0.9)
+    assert config.optim.nesterov and config.optim.weight_decay == pytest.approx(5e-4)
+    assert config.optim.milestones == (40,) and config.optim.gamma == pytest.approx(0.1) and config.optim.epochs == 60
+    assert config.model.dropout == (0.47 if name == "market1501" else 0.5)
+    assert config.loss.weighting == "paper" and config.data.flip_p == 0.5 and config.data.erasing_p == 0.5
+    text = (CONFIGS / f"{name}.yaml").read_text()
+    for key, value in yaml.safe_load(text)["optim"].items():  # every value carries a comment saying its source
+        line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
+        assert "#" in line, f"{name}.yaml: optim.{key} has no source comment"
