@@ -22,7 +22,7 @@ test: venv
 	$(BIN)/python -m pytest -q
 
 demo: venv
-	$(BIN)/python -m spanet demo --out $(DEMO_DIR)
+	DEMO_DIR=$(DEMO_DIR) bash scripts/demo.sh
 
 bench: venv
 	bash benchmarks/run.sh
