@@ -1,0 +1,170 @@
+"""ONNX export of the embedding graph, checked against PyTorch before it is trusted.
+
+The exported graph is `model.embed(x, kind)`: input `images` (B, 3, H, W) float32, already resized to the
+checkpoint's input size and normalised with ImageNet mean/std (what `FeatureExtractor.transform` produces);
+output `features` (B, D). The batch axis is dynamic. Export uses the torch.export-based exporter
+(`dynamo=True`, needs onnxscript); if that fails on some torch version it falls back to the TorchScript exporter.
+After writing, the file is run with onnxruntime on random batches of two different sizes (proving the dynamic
+axis) and the largest absolute difference to PyTorch must stay within `tolerance`, else `SpanetError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from spanet.errors import SpanetError
+
+__all__ = ["ExportReport", "EmbeddingGraph", "export_onnx", "export_checkpoint", "verify_onnx"]
+
+INPUT_NAME = "images"
+OUTPUT_NAME = "features"
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    """Where the model went, how it was exported, and how closely onnxruntime matches PyTorch per batch size."""
+
+    path: Path
+    exporter: str  # "dynamo" or "torchscript"
+    opset: int | None
+    input_size: tuple[int, int]
+    feature_dim: int
+    max_abs_diff: dict[int, float]
+
+    @property
+    def worst_diff(self) -> float:
+        return max(self.max_abs_diff.values())
+
+
+class EmbeddingGraph(torch.nn.Module):
+    """`model.embed(x, kind)` as a module whose `forward` is the whole graph to export."""
+
+    def __init__(self, model: torch.nn.Module, *, kind: str = "parts") -> None:
+        super().__init__()
+        self.model = model
+        self.kind = kind
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(x, kind=self.kind)  # (B, 3, H, W) -> (B, D)
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    out: str | os.PathLike[str],
+    *,
+    input_size: Sequence[int],
+    kind: str = "parts",
+    opset: int | None = None,
+    tolerance: float = 1e-4,
+    check_batch_sizes: Sequence[int] = (2, 3),
+    seed: int = 0,
+) -> ExportReport:
+    """Export `model.embed` to `out`, run it with onnxruntime, and fail if it differs from PyTorch."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    height, width = int(input_size[0]), int(input_size[1])
+    graph = EmbeddingGraph(model.to("cpu"), kind=kind).eval()
+    example = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(seed))
+    exporter = _export(graph, example, out, opset=opset)
+    diffs = verify_onnx(graph, out, input_size=(height, width), batch_sizes=check_batch_sizes, seed=seed)
+    with torch.inference_mode():
+        feature_dim = int(graph(example[:1]).shape[1])
+    report = ExportReport(
+        path=out, exporter=exporter, opset=opset, input_size=(height, width), feature_dim=feature_dim, max_abs_diff=diffs
+    )
+    if not report.worst_diff <= tolerance:  # also catches NaN
+        raise SpanetError(
+            f"ONNX model {out} differs from PyTorch by up to {report.worst_diff:.3g} (> {tolerance:g}); "
+            "do not deploy it — try another --opset, or report the torch/onnxruntime versions"
+        )
+    return report
+
+
+def export_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    *,
+    kind: str = "parts",
+    opset: int | None = None,
+    tolerance: float = 1e-4,
+) -> ExportReport:
+    """`export_onnx` for a checkpoint file, at the checkpoint's own input size."""
+    from spanet.checkpoint import load_model
+
+    model, state = load_model(checkpoint, map_location="cpu")
+    input_size = state.get("input_size")
+    if input_size is None:
+        raise SpanetError(f"checkpoint {checkpoint} has no input_size; it was not written by `spanet train`")
+    return export_onnx(model, out, input_size=input_size, kind=kind, opset=opset, tolerance=tolerance)
+
+
+def verify_onnx(
+    graph: torch.nn.Module,
+    path: str | os.PathLike[str],
+    *,
+    input_size: Sequence[int],
+    batch_sizes: Sequence[int] = (2, 3),
+    seed: int = 0,
+) -> dict[int, float]:
+    """Max |onnxruntime − PyTorch| on a random normal batch of each size in `batch_sizes`."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    generator = torch.Generator().manual_seed(seed + 1)
+    diffs = {}
+    for batch_size in batch_sizes:
+        x = torch.randn(batch_size, 3, int(input_size[0]), int(input_size[1]), generator=generator)
+        with torch.inference_mode():
+            expected = graph(x).numpy()
+        (got,) = session.run([OUTPUT_NAME], {INPUT_NAME: x.numpy()})
+        if got.shape != expected.shape:
+            raise SpanetError(f"ONNX model {path} returned shape {got.shape} for batch {batch_size}, expected {expected.shape}")
+        diffs[int(batch_size)] = float(np.abs(got - expected).max())
+    return diffs
+
+
+def _export(graph: torch.nn.Module, example: torch.Tensor, out: Path, *, opset: int | None) -> str:
+    """Try the dynamo exporter, then the TorchScript one; return which one wrote `out`."""
+    batch = torch.export.Dim("batch", min=1)
+    kwargs = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    try:
+        with _quiet():
+            program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes={"x": {0: batch}}, **kwargs)
+        program.save(str(out))
+        return "dynamo"
+    except Exception as dynamo_error:  # noqa: BLE001 - any failure of the new exporter means: try the old one
+        first_line = str(dynamo_error).strip().splitlines()[0] if str(dynamo_error).strip() else repr(dynamo_error)
+        warnings.warn(f"dynamo ONNX export failed ({first_line}); falling back to the TorchScript exporter", stacklevel=2)
+    try:
+        with _quiet():
+            torch.onnx.export(
+                graph,
+                (example,),
+                str(out),
+                dynamo=False,
+                dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+                **kwargs,
+            )
+    except Exception as exc:  # noqa: BLE001 - report both exporters' failure as one user-facing message
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+        raise SpanetError(f"ONNX export to {out} failed with both exporters: {first_line}") from exc
+    return "torchscript"
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """The dynamo exporter prints its progress to stdout; keep the command's own output readable."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
