@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-__all__ = ["add_dataset_args"]
+if TYPE_CHECKING:
+    from spanet.data.datasets import ReidDataset
+
+__all__ = ["add_dataset_args", "add_skip_corrupt_arg", "dataset_from_args"]
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -21,4 +25,22 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="DIR",
         help="folder holding bounding_box_train/ etc. (or list_*.txt for MSMT17), or a parent of the dataset's usual folder",
+    )
+
+
+def add_skip_corrupt_arg(parser: argparse.ArgumentParser) -> None:
+    """`--skip-corrupt`: decode every image first and leave out the ones that fail (slow on big datasets)."""
+    parser.add_argument(
+        "--skip-corrupt",
+        action="store_true",
+        help="decode every image first and leave out corrupt ones (listed in the output) instead of stopping",
+    )
+
+
+def dataset_from_args(args: argparse.Namespace, *, progress: bool = True) -> ReidDataset:
+    """`load_dataset` for a command that used `add_dataset_args` (and optionally `add_skip_corrupt_arg`)."""
+    from spanet.data.datasets import load_dataset
+
+    return load_dataset(
+        args.dataset, args.data_root, skip_corrupt=getattr(args, "skip_corrupt", False), progress=progress
     )

@@ -1,0 +1,397 @@
+"""Reading re-ID datasets from disk into train / query / gallery lists of `Sample`s.
+
+Market-1501, DukeMTMC-reID, CUHK03-NP and the synthetic set share one layout (`bounding_box_train/`,
+`bounding_box_test/`, `query/`) and differ only in folder names and the file-name pattern, so ONE reader handles
+them, parameterised by a `MarketFormat`. MSMT17 lists its images in `list_*.txt` files and has its own small reader.
+
+Conventions (the Market-1501 protocol, used for every dataset): junk images (id -1) are dropped; distractors
+(id 0) stay in the gallery as negatives; camera ids are 0-based; training ids are relabelled 0..N-1 in order of
+their original ids, so classifier outputs are deterministic; query and gallery keep their original ids.
+See docs/datasets.md for the layouts and the expected statistics.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import warnings
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from tqdm import tqdm
+
+from spanet.data.images import image_problem
+from spanet.errors import SpanetError
+
+__all__ = [
+    "Sample",
+    "ReidDataset",
+    "MarketFormat",
+    "DATASET_NAMES",
+    "EXPECTED_STATISTICS",
+    "DatasetCountWarning",
+    "load_dataset",
+    "dataset_statistics",
+]
+
+SPLITS = ("train", "query", "gallery")
+SYNTH_SUMMARY_FILE = "spanet_synth.json"
+_SHOWN = 5  # how many offending files an error message lists
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image: absolute path, person id and 0-based camera id."""
+
+    path: str
+    pid: int
+    camid: int
+
+
+@dataclass(frozen=True)
+class ReidDataset:
+    """A dataset split into train / query / gallery, plus what `load_dataset` found wrong but could read anyway.
+
+    `problems` are count mismatches against the known statistics; `skipped` are corrupt files left out because
+    the caller asked for `skip_corrupt`.
+    """
+
+    name: str
+    root: Path
+    train: tuple[Sample, ...]
+    query: tuple[Sample, ...]
+    gallery: tuple[Sample, ...]
+    problems: tuple[str, ...] = ()
+    skipped: tuple[str, ...] = ()
+
+    @property
+    def num_train_ids(self) -> int:
+        return len({s.pid for s in self.train})
+
+
+class DatasetCountWarning(UserWarning):
+    """A full real dataset whose image/id counts differ from the published ones (incomplete copy, wrong split)."""
+
+
+@dataclass(frozen=True)
+class MarketFormat:
+    """How one Market-layout dataset differs from another: where it usually lives and how its files are named."""
+
+    folders: tuple[str, ...]  # usual folder names below --data-root; a match means "the full real dataset"
+    pattern: str  # regex with named groups `pid` (may be -1) and `camid` (1-based), matched against the file name
+    example: str  # a valid file name, shown in error messages
+    aliases: tuple[str, ...] = ()  # also searched below --data-root, but not taken as the full real dataset
+    train_dir: str = "bounding_box_train"
+    query_dir: str = "query"
+    gallery_dir: str = "bounding_box_test"
+
+
+@dataclass(frozen=True)
+class ListFormat:
+    """MSMT17: images listed in text files (`relative/path.jpg label`), camera number in the file name."""
+
+    folders: tuple[str, ...]
+    train_dirs: tuple[str, ...]  # alternatives: V1 uses train/, V2 mask_train_v2/
+    test_dirs: tuple[str, ...]
+    train_lists: tuple[str, ...] = ("list_train.txt", "list_val.txt")
+    query_list: str = "list_query.txt"
+    gallery_list: str = "list_gallery.txt"
+
+
+_MARKET = MarketFormat(
+    folders=("Market-1501-v15.09.15",),
+    pattern=r"(?P<pid>-1|\d+)_c(?P<camid>\d+)s\d+_\d+_\d+\.jpe?g",
+    example="0002_c1s1_000451_03.jpg",
+)
+_FORMATS: dict[str, MarketFormat | ListFormat] = {
+    "market1501": _MARKET,
+    "dukemtmc": MarketFormat(
+        folders=("DukeMTMC-reID",),
+        pattern=r"(?P<pid>-1|\d+)_c(?P<camid>\d+)_f\d+\.jpe?g",
+        example="0001_c2_f0046182.jpg",
+    ),
+    "cuhk03_labeled": MarketFormat(
+        folders=("cuhk03-np/labeled",),
+        pattern=r"(?P<pid>-1|\d+)_c(?P<camid>\d+)_\d+\.(?:png|jpe?g)",
+        example="0001_c1_1.png",
+        aliases=("labeled",),  # --data-root pointing at cuhk03-np/
+    ),
+    "cuhk03_detected": MarketFormat(
+        folders=("cuhk03-np/detected",),
+        pattern=r"(?P<pid>-1|\d+)_c(?P<camid>\d+)_\d+\.(?:png|jpe?g)",
+        example="0001_c1_1.png",
+        aliases=("detected",),
+    ),
+    "msmt17": ListFormat(
+        folders=("MSMT17_V1", "MSMT17_V2", "MSMT17"),
+        train_dirs=("train", "mask_train_v2"),
+        test_dirs=("test", "mask_test_v2"),
+    ),
+    "synthetic": MarketFormat(folders=(), pattern=_MARKET.pattern, example="0001_c1s1_000001_00.jpg"),
+}
+DATASET_NAMES: tuple[str, ...] = tuple(_FORMATS)
+
+# Published statistics after dropping junk, ids counting the distractor id 0 (docs/datasets.md, NOTES.md).
+# CUHK03-NP detected: NOTES gives image counts only; the new protocol splits the same 767 / 700 people for both.
+# MSMT17 train = list_train.txt (30,248 images) + list_val.txt (2,373 images of the same 1,041 people) = 32,621.
+EXPECTED_STATISTICS: dict[str, dict[str, dict[str, int]]] = {
+    "market1501": {
+        "train": {"images": 12936, "ids": 751},
+        "query": {"images": 3368, "ids": 750},
+        "gallery": {"images": 15913, "ids": 752},
+    },
+    "dukemtmc": {
+        "train": {"images": 16522, "ids": 702},
+        "query": {"images": 2228, "ids": 702},
+        "gallery": {"images": 17661, "ids": 1110},
+    },
+    "cuhk03_labeled": {
+        "train": {"images": 7368, "ids": 767},
+        "query": {"images": 1400, "ids": 700},
+        "gallery": {"images": 5328, "ids": 700},
+    },
+    "cuhk03_detected": {
+        "train": {"images": 7365, "ids": 767},
+        "query": {"images": 1400, "ids": 700},
+        "gallery": {"images": 5332, "ids": 700},
+    },
+    "msmt17": {
+        "train": {"images": 32621, "ids": 1041},
+        "query": {"images": 11659, "ids": 3060},
+        "gallery": {"images": 82161, "ids": 3060},
+    },
+}
+
+_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+
+
+def load_dataset(
+    name: str,
+    root: str | Path,
+    *,
+    skip_corrupt: bool = False,
+    verify_images: bool = False,
+    progress: bool = False,
+) -> ReidDataset:
+    """Read dataset `name` from `root` (the dataset folder itself, or a parent holding its usual folder name).
+
+    Decoding every image is slow (minutes for MSMT17), so it happens only with `verify_images` (raise on the first
+    corrupt files) or `skip_corrupt` (leave them out and list them in `skipped`). Without either, a corrupt file
+    raises a `SpanetError` naming it when it is first read.
+    """
+    if name not in _FORMATS:
+        raise SpanetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
+    fmt = _FORMATS[name]
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise SpanetError(f"--data-root {root} is not a folder; point it at the {name} dataset folder")
+    if isinstance(fmt, MarketFormat):
+        folder, splits = _read_market_format(name, fmt, root)
+    else:
+        folder, splits = _read_list_format(fmt, root)
+    splits = {split: [s for s in samples if s.pid != -1] for split, samples in splits.items()}  # drop junk
+
+    skipped: list[str] = []
+    if skip_corrupt or verify_images:
+        splits, skipped = _drop_corrupt(splits, skip=skip_corrupt, progress=progress)
+    for split, samples in splits.items():
+        if not samples:
+            raise SpanetError(
+                f"the {split} split of {name} in {folder} has no images (after dropping junk id -1 and "
+                "skipped files); check that the folder is complete"
+            )
+    ds = ReidDataset(
+        name=name,
+        root=folder,
+        train=_relabel(splits["train"]),
+        query=tuple(splits["query"]),
+        gallery=tuple(splits["gallery"]),
+        skipped=tuple(skipped),
+    )
+    problems = _count_problems(ds, official=_is_official(folder, fmt.folders))
+    if problems:
+        warnings.warn(f"{name} in {folder}: " + "; ".join(problems), DatasetCountWarning, stacklevel=2)
+    return replace(ds, problems=tuple(problems))
+
+
+def dataset_statistics(ds: ReidDataset) -> dict[str, dict[str, int]]:
+    """Images, distinct ids (the distractor id 0 included) and distinct cameras per split."""
+    return {
+        split: {
+            "images": len(samples),
+            "ids": len({s.pid for s in samples}),
+            "cameras": len({s.camid for s in samples}),
+        }
+        for split, samples in (("train", ds.train), ("query", ds.query), ("gallery", ds.gallery))
+    }
+
+
+def _find_folder(root: Path, folders: tuple[str, ...], required: tuple[str, ...], layout: str) -> Path:
+    """`root` itself or `root/<usual folder>`, whichever holds every `required` entry."""
+    candidates = [root] + [root / folder for folder in folders]
+    for candidate in candidates:
+        if all((candidate / entry).exists() for entry in required):
+            return candidate
+    closest = max(candidates, key=lambda c: sum((c / entry).exists() for entry in required))
+    missing = [entry for entry in required if not (closest / entry).exists()]
+    where = f"{root}" + (f" or {root}/{{{','.join(folders)}}}" if folders else "")
+    raise SpanetError(
+        f"no {layout} layout found in {where}: missing {', '.join(missing)} in {closest}; expected "
+        f"{', '.join(required)} there (see docs/datasets.md)"
+    )
+
+
+def _read_market_format(name: str, fmt: MarketFormat, root: Path) -> tuple[Path, dict[str, list[Sample]]]:
+    dirs = {"train": fmt.train_dir, "query": fmt.query_dir, "gallery": fmt.gallery_dir}
+    layout = f"Market-1501 ({'/, '.join(dirs.values())}/)"
+    folder = _find_folder(root, fmt.folders + fmt.aliases, tuple(dirs.values()), layout)
+    pattern = re.compile(fmt.pattern, re.IGNORECASE)
+    splits: dict[str, list[Sample]] = {}
+    unparseable: list[Path] = []
+    for split, sub in dirs.items():
+        splits[split] = []
+        for path in sorted((folder / sub).iterdir()):
+            # Only image files count: the real Market-1501 ships a Thumbs.db, macOS adds hidden ._ files.
+            if path.name.startswith(".") or path.suffix.lower() not in _IMAGE_SUFFIXES or not path.is_file():
+                continue
+            match = pattern.fullmatch(path.name)
+            if match is None or int(match["camid"]) < 1:
+                unparseable.append(path)
+                continue
+            splits[split].append(Sample(str(path.resolve()), int(match["pid"]), int(match["camid"]) - 1))
+    if unparseable:
+        shown = ", ".join(str(p) for p in unparseable[:_SHOWN])
+        more = f" (and {len(unparseable) - _SHOWN} more)" if len(unparseable) > _SHOWN else ""
+        raise SpanetError(
+            f"{len(unparseable)} image file names in {folder} do not follow the {name} naming "
+            f"(e.g. {fmt.example}: person id, then c + 1-based camera number): {shown}{more}; rename or remove them"
+        )
+    return folder, splits
+
+
+def _read_list_format(fmt: ListFormat, root: Path) -> tuple[Path, dict[str, list[Sample]]]:
+    lists = (*fmt.train_lists, fmt.query_list, fmt.gallery_list)
+    folder = _find_folder(root, fmt.folders, lists, "MSMT17 (list_*.txt beside train/ and test/)")
+    train_dir = _first_existing(folder, fmt.train_dirs)
+    test_dir = _first_existing(folder, fmt.test_dirs)
+    bad_lines: list[str] = []
+    missing: list[str] = []
+    splits = {
+        "train": [s for lst in fmt.train_lists for s in _read_list(folder / lst, train_dir, bad_lines, missing)],
+        "query": _read_list(folder / fmt.query_list, test_dir, bad_lines, missing),
+        "gallery": _read_list(folder / fmt.gallery_list, test_dir, bad_lines, missing),
+    }
+    for problem, what in ((bad_lines, "lines are not `relative/path.jpg label` with a camera number as the "
+                           "third _ field of the file name"), (missing, "listed images do not exist")):
+        if problem:
+            more = f" (and {len(problem) - _SHOWN} more)" if len(problem) > _SHOWN else ""
+            raise SpanetError(f"{len(problem)} {what}: {', '.join(problem[:_SHOWN])}{more}")
+    return folder, splits
+
+
+def _first_existing(folder: Path, names: tuple[str, ...]) -> Path:
+    for name in names:
+        if (folder / name).is_dir():
+            return folder / name
+    raise SpanetError(f"no image folder in {folder}: expected one of {', '.join(n + '/' for n in names)}")
+
+
+def _read_list(list_path: Path, image_dir: Path, bad_lines: list[str], missing: list[str]) -> list[Sample]:
+    """Parse one MSMT17 list; collect bad lines and missing files so the error can name them all at once."""
+    samples = []
+    for number, line in enumerate(list_path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            relative, label = line.split()
+            pid = int(label)
+            camera = int(Path(relative).name.split("_")[2])  # 0000_000_01_0303morning_0015_0.jpg -> camera 1
+        except (ValueError, IndexError):
+            bad_lines.append(f"{list_path}:{number}: {line.strip()!r}")
+            continue
+        if pid < 0 or camera < 1:
+            bad_lines.append(f"{list_path}:{number}: {line.strip()!r}")
+            continue
+        path = image_dir / relative
+        if not path.is_file():
+            missing.append(str(path))
+            continue
+        samples.append(Sample(str(path.resolve()), pid, camera - 1))
+    return samples
+
+
+def _drop_corrupt(
+    splits: dict[str, list[Sample]], *, skip: bool, progress: bool
+) -> tuple[dict[str, list[Sample]], list[str]]:
+    """Decode every image; raise naming the corrupt ones, or (with `skip`) leave them out and return their paths."""
+    total = sum(len(samples) for samples in splits.values())
+    # disable=None lets tqdm hide the bar when stderr is not a terminal.
+    bar = tqdm(total=total, desc="verifying images", unit="img", disable=None if progress else True)
+    kept: dict[str, list[Sample]] = {}
+    reasons: list[str] = []
+    bad: list[str] = []
+    for split, samples in splits.items():
+        kept[split] = []
+        for sample in samples:
+            problem = image_problem(sample.path)
+            if problem is None:
+                kept[split].append(sample)
+            else:
+                bad.append(sample.path)
+                reasons.append(problem)
+            bar.update(1)
+    bar.close()
+    if bad and not skip:
+        more = f" (and {len(bad) - _SHOWN} more)" if len(bad) > _SHOWN else ""
+        raise SpanetError(
+            f"{len(bad)} corrupt image(s): {', '.join(bad[:_SHOWN])}{more}; first problem: {reasons[0]}"
+            if len(bad) > 1 else reasons[0]
+        )
+    return kept, bad
+
+
+def _relabel(train: list[Sample]) -> tuple[Sample, ...]:
+    """Map original training ids to 0..N-1 in sorted order, so the same folder always gives the same labels."""
+    labels = {pid: label for label, pid in enumerate(sorted({s.pid for s in train}))}
+    return tuple(Sample(s.path, labels[s.pid], s.camid) for s in train)
+
+
+def _is_official(folder: Path, folders: tuple[str, ...]) -> bool:
+    """True when `folder` carries the real dataset's usual name: only then are the published counts expected."""
+    resolved = folder.resolve()
+    return any(resolved.parts[-len(Path(f).parts):] == Path(f).parts for f in folders)
+
+
+def _count_problems(ds: ReidDataset, *, official: bool) -> list[str]:
+    """Compare the counts with the published ones (real datasets) or with what `spanet synth` says it wrote."""
+    summary_path = ds.root / SYNTH_SUMMARY_FILE
+    if summary_path.is_file():
+        summary = _read_synth_summary(summary_path)
+        if summary.get("complete") is False:
+            return [f"{summary_path} says `spanet synth` did not finish; re-run it to regenerate the folder"]
+        expected, source = summary, str(summary_path)
+    elif official and ds.name in EXPECTED_STATISTICS:
+        expected, source = EXPECTED_STATISTICS[ds.name], f"the published {ds.name} statistics"
+    else:
+        return []
+    stats = dataset_statistics(ds)
+    problems = []
+    for split in SPLITS:
+        for key, want in (expected.get(split) or {}).items():
+            got = stats[split].get(key)
+            if got is not None and got != want:
+                problems.append(f"{split} has {got} {key}, expected {want} ({source})")
+    if problems and ds.skipped:
+        problems.append(f"{len(ds.skipped)} corrupt images were skipped, which explains part of the difference")
+    return problems
+
+
+def _read_synth_summary(path: Path) -> dict:
+    """`spanet_synth.json`: the options and, at the top level, the counts in the `dataset_statistics` shape."""
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise SpanetError(f"cannot read {path} ({exc}); delete it or re-run `spanet synth`") from None
+    if not isinstance(summary, dict):
+        raise SpanetError(f"{path} is not a `spanet synth` summary; delete it or re-run `spanet synth`")
+    return summary
