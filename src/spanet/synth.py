@@ -21,7 +21,8 @@ import numpy as np
 from tqdm import tqdm
 
 from spanet.errors import SpanetError
-from spanet.synth_render import Camera, Identity, build_cameras, build_identities, random_identity, render_image
+from spanet.synth_cast import Camera, Identity, build_cameras, build_identities, random_identity
+from spanet.synth_render import render_image
 
 __all__ = ["SYNTH_PRESETS", "MANIFEST_NAME", "SynthSummary", "generate_dataset"]
 
