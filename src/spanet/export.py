@@ -17,13 +17,17 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from spanet.errors import SpanetError
 
-__all__ = ["ExportReport", "EmbeddingGraph", "export_onnx", "export_checkpoint", "verify_onnx"]
+if TYPE_CHECKING:
+    from spanet.model import SPANet
+
+__all__ = ["ExportReport", "export_onnx", "export_checkpoint", "verify_onnx"]
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
@@ -45,20 +49,8 @@ class ExportReport:
         return max(self.max_abs_diff.values())
 
 
-class EmbeddingGraph(torch.nn.Module):
-    """`model.embed(x, kind)` as a module whose `forward` is the whole graph to export."""
-
-    def __init__(self, model: torch.nn.Module, *, kind: str = "parts") -> None:
-        super().__init__()
-        self.model = model
-        self.kind = kind
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(x, kind=self.kind)  # (B, 3, H, W) -> (B, D)
-
-
 def export_onnx(
-    model: torch.nn.Module,
+    model: SPANet,
     out: str | os.PathLike[str],
     *,
     input_size: Sequence[int],
@@ -72,14 +64,16 @@ def export_onnx(
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     height, width = int(input_size[0]), int(input_size[1])
-    graph = EmbeddingGraph(model.to("cpu"), kind=kind).eval()
+    from spanet.model import SPANetEmbedder
+
+    graph = SPANetEmbedder(model.to("cpu"), kind=kind).eval()
     example = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(seed))
     exporter = _export(graph, example, out, opset=opset)
     diffs = verify_onnx(graph, out, input_size=(height, width), batch_sizes=check_batch_sizes, seed=seed)
     with torch.inference_mode():
         feature_dim = int(graph(example[:1]).shape[1])
     report = ExportReport(
-        path=out, exporter=exporter, opset=opset, input_size=(height, width), feature_dim=feature_dim, max_abs_diff=diffs
+        path=out, exporter=exporter, opset=_opset_of(out), input_size=(height, width), feature_dim=feature_dim, max_abs_diff=diffs
     )
     if not report.worst_diff <= tolerance:  # also catches NaN
         raise SpanetError(
@@ -160,6 +154,13 @@ def _export(graph: torch.nn.Module, example: torch.Tensor, out: Path, *, opset: 
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
         raise SpanetError(f"ONNX export to {out} failed with both exporters: {first_line}") from exc
     return "torchscript"
+
+
+def _opset_of(path: Path) -> int | None:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next((int(o.version) for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
 @contextlib.contextmanager

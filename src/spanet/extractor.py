@@ -29,7 +29,20 @@ from PIL import Image
 
 from spanet.errors import SpanetError
 
-__all__ = ["ImageInput", "ExtractionResult", "FeatureExtractor", "resolve_device", "model_fingerprints"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "ImageInput",
+    "ExtractionResult",
+    "FeatureExtractor",
+    "collect_images",
+    "save_features",
+    "load_features",
+    "resolve_device",
+    "model_fingerprints",
+]
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+_GLOB_CHARS = set("*?[")
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, torch.Tensor]
 
@@ -113,17 +126,13 @@ class FeatureExtractor:
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.model.to(self.device).eval()
         self.transform = _eval_transform(self.input_size)
-        self._feature_dim: int | None = None
         self._fingerprints: dict[str, str] | None = None
 
     # -- information about the features ------------------------------------------------------------------------
     @property
     def feature_dim(self) -> int:
-        """Length of one feature vector (found with one dummy forward pass, then remembered)."""
-        if self._feature_dim is None:
-            dummy = torch.zeros(1, 3, *self.input_size)
-            self._feature_dim = int(self.embed_tensor(dummy).shape[1])
-        return self._feature_dim
+        """Length of one feature vector."""
+        return int(self.model.embedding_dim(self.kind))
 
     @property
     def info(self) -> dict[str, Any]:
@@ -191,6 +200,77 @@ class FeatureExtractor:
             raise SpanetError(f"embed_tensor expects a (B, 3, H, W) batch, got shape {tuple(batch.shape)}")
         features = self.model.embed(batch.to(self.device, torch.float32), kind=self.kind)  # (B, D)
         return features.float().cpu().numpy().astype(np.float32, copy=False)
+
+
+def collect_images(items: Sequence[str | os.PathLike[str]]) -> list[str]:
+    """Expand files, folders (recursively, image extensions only) and glob patterns into a sorted-per-item list.
+
+    Order: items in the order given, each item's files sorted; duplicates keep their first position. An item that
+    matches nothing raises `SpanetError` naming it (a typo should not silently shrink a gallery).
+    """
+    import glob
+
+    found: dict[str, None] = {}
+    for item in items:
+        text = str(item)
+        path = Path(text)
+        if path.is_dir():
+            matches = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not matches:
+                raise SpanetError(f"folder {text} holds no images ({', '.join(IMAGE_EXTENSIONS)}); check the path")
+        elif path.is_file():
+            matches = [text]
+        elif _GLOB_CHARS & set(text):
+            matches = []
+            for hit in sorted(glob.glob(text, recursive=True)):
+                if Path(hit).is_dir():
+                    matches.extend(collect_images([hit]))
+                elif Path(hit).suffix.lower() in IMAGE_EXTENSIONS:
+                    matches.append(hit)
+            if not matches:
+                raise SpanetError(f"pattern {text} matches no image files; check the pattern (quote it for the shell)")
+        else:
+            raise SpanetError(f"{text} is not a file, folder or glob pattern that exists; check the path")
+        found.update(dict.fromkeys(matches))
+    return list(found)
+
+
+def save_features(path: str | os.PathLike[str], result: ExtractionResult, info: dict[str, Any]) -> Path:
+    """Write features, paths, failed paths and the model `info` (as JSON) to an `.npz` (no pickled objects)."""
+    path = Path(path)
+    if path.suffix != ".npz":
+        raise SpanetError(f"--out {path} must end in .npz (numpy archive of paths and features)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(
+        path,
+        features=result.features.astype(np.float32, copy=False),
+        paths=np.array(result.paths, dtype=str),
+        failed=np.array([p for p, _ in result.failures], dtype=str),
+        model_info=np.array(json.dumps(_plain(info))),
+        checkpoint=np.array(str(info.get("checkpoint") or "")),
+        feature_dim=np.array(int(result.features.shape[1]) if result.features.ndim == 2 else 0),
+        kind=np.array(str(info.get("kind", ""))),
+    )
+    return path
+
+
+def load_features(path: str | os.PathLike[str]) -> tuple[np.ndarray, list[str], dict[str, Any]]:
+    """Read an `.npz` from `save_features` (or any npz with `features` and `paths`): features, paths, model info."""
+    path = Path(path)
+    if not path.is_file():
+        raise SpanetError(f"features file {path} does not exist; write one with `spanet extract ... --out {path}`")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "features" not in data or "paths" not in data:
+                raise SpanetError(f"{path} lacks 'features' or 'paths'; write it with `spanet extract`")
+            features = np.asarray(data["features"], dtype=np.float32)
+            paths = [str(p) for p in data["paths"]]
+            info = json.loads(str(data["model_info"])) if "model_info" in data else {}
+    except (OSError, ValueError, EOFError) as exc:
+        raise SpanetError(f"features file {path} could not be read ({exc}); write it again with `spanet extract`") from None
+    if features.ndim != 2 or features.shape[0] != len(paths):
+        raise SpanetError(f"{path}: features of shape {features.shape} do not match {len(paths)} paths")
+    return features, paths, info
 
 
 def _eval_transform(input_size: tuple[int, int]) -> Callable[[Image.Image], torch.Tensor]:

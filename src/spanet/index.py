@@ -38,6 +38,7 @@ __all__ = [
     "choose_params",
     "build_index",
     "check_compatible",
+    "draw_matches",
 ]
 
 INDEX_KINDS = ("flat", "ivfpq")
@@ -319,6 +320,37 @@ def check_compatible(index_meta: dict[str, Any], model_info: dict[str, Any], *, 
                 f"{built.get('checkpoint', 'unknown')}) than the query model ({model_info[key]!r}, from "
                 f"{model_info.get('checkpoint', 'unknown')}); search with the same checkpoint or rebuild the index"
             )
+
+
+def draw_matches(query_path: str, matches: Sequence[Match], *, out_path: str | Path, thumb: tuple[int, int] = (64, 128)) -> Path:
+    """Save one PNG: the query (blue frame) then its matches left to right, each labelled with rank and distance.
+
+    A gallery image that can no longer be read is drawn as a grey tile, so a moved file does not stop the picture.
+    """
+    from PIL import Image, ImageDraw
+
+    from spanet.data.images import read_image
+
+    width, height = thumb
+    pad, label = 6, 28
+    canvas = Image.new("RGB", ((len(matches) + 1) * (width + pad) + pad, height + 2 * pad + label), "white")
+    draw = ImageDraw.Draw(canvas)
+    tiles = [(query_path, "query", (40, 90, 200))]
+    tiles += [(m.path, f"#{rank} d={m.distance:.3g}", (120, 120, 120)) for rank, m in enumerate(matches, start=1)]
+    for column, (path, text, colour) in enumerate(tiles):
+        left = pad + column * (width + pad)
+        try:
+            tile = read_image(path).resize((width, height))
+        except SpanetError:
+            tile = Image.new("RGB", (width, height), (200, 200, 200))
+            text += " (missing)"
+        canvas.paste(tile, (left, pad))
+        draw.rectangle([left - 2, pad - 2, left + width + 1, pad + height + 1], outline=colour, width=2)
+        draw.text((left, pad + height + 4), text, fill=(0, 0, 0))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out_path)
+    return out_path
 
 
 def _as_float32_matrix(array: np.ndarray, *, what: str) -> np.ndarray:

@@ -1,11 +1,212 @@
-"""Subcommands: (being written)."""
+"""Subcommands for using a trained model: extract, index build, search, export."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
+
+from spanet.errors import SpanetError
 
 __all__ = ["register"]
 
+_MAX_LISTED_FAILURES = 20
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands (none yet)."""
+    _register_extract(subparsers)
+    _register_index(subparsers)
+    _register_search(subparsers)
+    _register_export(subparsers)
+
+
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    parser.add_argument("--device", default="auto", help="auto (GPU if any, else CPU), cpu, cuda, cuda:1 … (default: auto)")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _register_extract(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "extract",
+        help="compute re-ID features of your own images with a trained checkpoint",
+        description=(
+            "Compute one feature vector per image with the checkpoint's own evaluation transform and save "
+            "paths + features (+ which model made them) to an .npz. IMAGES are files, folders (searched recursively "
+            "for image files) or glob patterns (quote them). Unreadable images are listed and skipped."
+        ),
+    )
+    _add_model_args(parser)
+    parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns")
+    parser.add_argument("--out", type=Path, required=True, metavar="FEATS.npz", help="where to write the features")
+    parser.add_argument(
+        "--kind", default="parts", choices=("parts", "reduced", "global"),
+        help="which embedding (default: parts = the paper's 6 L2-normalised stripe features)",
+    )
+    parser.set_defaults(func=_run_extract)
+
+
+def _register_index(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "index", help="build a faiss index over extracted gallery features",
+        description="Gallery indexes for `spanet search`.",
+    )
+    actions = parser.add_subparsers(dest="index_action", metavar="ACTION", required=True)
+    build = actions.add_parser(
+        "build",
+        help="index an .npz written by `spanet extract`",
+        description=(
+            "Build a faiss index from FEATS.npz and write it as a folder (index.faiss, paths.txt, meta.json). "
+            "flat = exact squared-Euclidean search, no training, 4·D bytes per image: the right choice up to about "
+            "a million images. ivfpq = inverted lists + product quantisation (+ PCA for wide features and "
+            "8-bit re-ranking) for larger galleries; parameters left out are chosen from the gallery size."
+        ),
+    )
+    build.add_argument("features", type=Path, metavar="FEATS.npz", help="features from `spanet extract`")
+    build.add_argument("--out", type=Path, required=True, metavar="INDEX", help="output folder")
+    build.add_argument("--kind", default="flat", choices=("flat", "ivfpq"), help="index kind (default: flat)")
+    build.add_argument("--nlist", type=int, metavar="N", help="ivfpq: inverted lists (default ≈ 4·√N)")
+    build.add_argument("--m", type=int, metavar="M", help="ivfpq: PQ sub-quantisers, must divide the dimension")
+    build.add_argument("--nbits", type=int, metavar="B", help="ivfpq: bits per PQ code (default 8)")
+    build.add_argument("--nprobe", type=int, metavar="P", help="ivfpq: lists visited per query (default ≈ nlist/64, ≥ 8)")
+    build.add_argument("--pca", type=int, metavar="D", help="ivfpq: PCA to D dims first, 0 = none (default 256 when D > 1024)")
+    build.add_argument("--refine", choices=("none", "sq8", "flat"), help="ivfpq: re-rank candidates (default sq8)")
+    build.add_argument("--seed", type=int, default=0, help="seed of the training sample and k-means (default 0)")
+    build.set_defaults(func=_run_index_build)
+
+
+def _register_search(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "search",
+        help="find the gallery images nearest to query images",
+        description=(
+            "Extract features of the QUERY images with CKPT and print, per query, the top-K gallery images of "
+            "INDEX with their squared Euclidean distances. The checkpoint must be the one the gallery was "
+            "extracted with (checked)."
+        ),
+    )
+    _add_model_args(parser)
+    parser.add_argument("--index", type=Path, required=True, metavar="INDEX", help="folder from `spanet index build`")
+    parser.add_argument("queries", nargs="+", metavar="QUERY_IMAGES", help="query image files, folders or globs")
+    parser.add_argument("--top-k", type=int, default=10, metavar="K", help="matches per query (default: 10)")
+    parser.add_argument("--nprobe", type=int, metavar="P", help="ivfpq: override the index's nprobe")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
+    parser.add_argument("--visualize", type=Path, metavar="DIR", help="save one PNG per query with its matches")
+    parser.set_defaults(func=_run_search)
+
+
+def _register_export(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="export the embedding network to ONNX and check it against PyTorch",
+        description=(
+            "Write the embedding graph as ONNX: input 'images' (B, 3, H, W) float32, resized to the checkpoint's "
+            "input size and normalised with ImageNet mean/std, dynamic batch; output 'features' (B, D), the same "
+            "vector as SPANet.embed. The file is then run with onnxruntime on two batch sizes; the command fails "
+            "if the largest difference to PyTorch exceeds --tolerance."
+        ),
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    parser.add_argument("--out", type=Path, required=True, metavar="MODEL.onnx", help="where to write the ONNX model")
+    parser.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding (default: parts)")
+    parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's)")
+    parser.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |ONNX − PyTorch| (default 1e-4)")
+    parser.set_defaults(func=_run_export)
+
+
+def _run_extract(args: argparse.Namespace) -> int:
+    from spanet.extractor import FeatureExtractor, collect_images, save_features
+
+    if args.out.suffix != ".npz":
+        raise SpanetError(f"--out {args.out} must end in .npz")
+    paths = collect_images(args.images)
+    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=args.kind)
+    result = extractor.extract_files(paths, progress=not args.quiet and sys.stderr.isatty())
+    _report_failures(result.failures)
+    if not result.paths:
+        raise SpanetError(f"none of the {len(paths)} images could be read; nothing written to {args.out}")
+    save_features(args.out, result, extractor.info)
+    print(
+        f"extracted {len(result.paths)} × {result.features.shape[1]}-d features ({args.kind}) "
+        f"-> {args.out}" + (f"; skipped {len(result.failures)} unreadable" if result.failures else "")
+    )
+    return 0
+
+
+def _run_index_build(args: argparse.Namespace) -> int:
+    from spanet.extractor import load_features
+    from spanet.index import GalleryIndex, choose_params
+
+    features, paths, info = load_features(args.features)
+    params = choose_params(
+        features.shape[0], features.shape[1], kind=args.kind, nlist=args.nlist, m=args.m, nbits=args.nbits,
+        nprobe=args.nprobe, pca_dim=args.pca, refine=args.refine,
+    )
+    gallery = GalleryIndex.build(features, paths, params=params, info=info, seed=args.seed)
+    gallery.save(args.out)
+    print(
+        f"indexed {len(gallery)} × {gallery.feature_dim}-d vectors as {gallery.meta['factory']} "
+        f"in {gallery.meta['build_seconds']:.1f} s -> {args.out}/"
+    )
+    return 0
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from spanet.extractor import FeatureExtractor, collect_images
+    from spanet.index import GalleryIndex, check_compatible, draw_matches
+
+    if args.top_k < 1:
+        raise SpanetError(f"--top-k must be at least 1, got {args.top_k}")
+    gallery = GalleryIndex.load(args.index)
+    if args.nprobe is not None:
+        gallery.set_nprobe(args.nprobe)
+    queries = collect_images(args.queries)
+    extractor = FeatureExtractor(
+        args.checkpoint, device=args.device, batch_size=args.batch_size, kind=gallery.meta.get("model", {}).get("kind", "parts")
+    )
+    check_compatible(gallery.meta, extractor.info, index_path=args.index)
+    result = extractor.extract_files(queries, progress=not args.quiet and sys.stderr.isatty())
+    _report_failures(result.failures)
+    if not result.paths:
+        raise SpanetError(f"none of the {len(queries)} query images could be read")
+    all_matches = gallery.search(result.features, top_k=args.top_k)
+    records = []
+    for query, matches in zip(result.paths, all_matches):
+        print(f"{query}")
+        for rank, match in enumerate(matches, start=1):
+            print(f"  {rank:3d}. {match.distance:10.4f}  {match.path}")
+        records.append({"query": query, "matches": [{"path": m.path, "distance": m.distance} for m in matches]})
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+        print(f"results written to {args.json}")
+    if args.visualize:
+        for number, (query, matches) in enumerate(zip(result.paths, all_matches)):
+            draw_matches(query, matches, out_path=args.visualize / f"query_{number:05d}_{Path(query).stem}.png")
+        print(f"pictures written to {args.visualize}/")
+    return 0
+
+
+def _run_export(args: argparse.Namespace) -> int:
+    from spanet.export import export_checkpoint
+
+    report = export_checkpoint(args.checkpoint, args.out, kind=args.kind, opset=args.opset, tolerance=args.tolerance)
+    diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in report.max_abs_diff.items())
+    print(
+        f"exported {report.exporter} ONNX (opset {report.opset}) -> {report.path}: input images (B, 3, "
+        f"{report.input_size[0]}, {report.input_size[1]}), output features (B, {report.feature_dim})"
+    )
+    print(f"max |onnxruntime - pytorch|: {diffs} (tolerance {args.tolerance:g})")
+    return 0
+
+
+def _report_failures(failures: tuple[tuple[str, str], ...]) -> None:
+    if not failures:
+        return
+    print(f"skipped {len(failures)} unreadable image(s):", file=sys.stderr)
+    for path, reason in failures[:_MAX_LISTED_FAILURES]:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    if len(failures) > _MAX_LISTED_FAILURES:
+        print(f"  … and {len(failures) - _MAX_LISTED_FAILURES} more", file=sys.stderr)
