@@ -80,7 +80,7 @@ def test_choose_params_rejects_bad_values(kwargs: dict, message: str) -> None:
 def test_ivfpq_finds_neighbours_and_round_trips(tmp_path: Path) -> None:
     gallery = _clustered(2000, 32, clusters=20, seed=0)
     queries = gallery[:50] + 0.01 * np.random.default_rng(3).normal(size=(50, 32)).astype(np.float32)
-    params = choose_params(2000, 32, kind="ivfpq")
+    params = choose_params(2000, 32, kind="ivfpq", nbits=6)
     index = GalleryIndex.build(gallery, [f"{i}" for i in range(2000)], params=params, info={"kind": "parts"})
     assert index.meta["factory"].startswith("IVF") and "PQ" in index.meta["factory"]
     _, rows = index.search_arrays(queries, top_k=10)
@@ -96,9 +96,11 @@ def test_ivfpq_finds_neighbours_and_round_trips(tmp_path: Path) -> None:
 
 
 def test_wide_features_use_pca(tmp_path: Path) -> None:
-    gallery = _clustered(600, 2048, clusters=8, seed=0)
-    params = choose_params(600, 2048, kind="ivfpq", pca_dim=32)
-    index = GalleryIndex.build(gallery, [str(i) for i in range(600)], params=params)
+    gallery = _clustered(400, 1536, clusters=8, seed=0)
+    params = choose_params(400, 1536, kind="ivfpq", nbits=4)
+    assert params.pca_dim == 256  # wide features get a PCA by default
+    params = choose_params(400, 1536, kind="ivfpq", pca_dim=32, nbits=3)
+    index = GalleryIndex.build(gallery, [str(i) for i in range(400)], params=params)
     assert index.meta["factory"].startswith("PCA32,")
     _, rows = index.search_arrays(gallery[:20], top_k=1)
     assert np.mean(rows[:, 0] == np.arange(20)) >= 0.9
