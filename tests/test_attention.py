@@ -1,0 +1,134 @@
+"""The parameter-free spatial attention layer: the paper's formula, its gradient (§3.4), stability and dtypes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spanet.attention import SpatialAttention, attention_pool
+from spanet.errors import SpanetError
+
+MODES = ("softmax", "l1")
+
+
+def _features(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(*shape, generator=generator, dtype=dtype)  # non-negative, like a post-ReLU map
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_has_no_parameters_or_buffers(mode: str) -> None:
+    layer = SpatialAttention(mode)  # type: ignore[arg-type]
+    assert sum(p.numel() for p in layer.parameters()) == 0
+    assert layer.state_dict() == {}
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("shape", [(1, 3, 1, 1), (2, 8, 5, 3), (4, 16, 24, 8), (3, 2, 7, 11)])
+def test_keeps_shape_and_weights_sum_to_one_per_sample(mode: str, shape: tuple[int, ...]) -> None:
+    x = _features(*shape)
+    layer = SpatialAttention(mode)  # type: ignore[arg-type]
+    weights = layer.attention_map(x)
+    assert weights.shape == (shape[0], 1, shape[2], shape[3])
+    assert (weights >= 0).all()
+    torch.testing.assert_close(weights.sum(dim=(1, 2, 3)), torch.ones(shape[0]))
+    assert layer(x).shape == x.shape
+
+
+def test_softmax_mode_is_the_papers_formula() -> None:
+    x = _features(2, 5, 4, 3, dtype=torch.float64)
+    summed = x.sum(dim=1)  # (B, H, W)
+    expected = torch.exp(summed) / torch.exp(summed).sum(dim=(1, 2), keepdim=True)
+    out = SpatialAttention("softmax")(x)
+    torch.testing.assert_close(out, x * expected[:, None])
+
+
+def test_l1_mode_is_the_official_formula_and_handles_an_all_zero_map() -> None:
+    x = _features(2, 5, 4, 3, dtype=torch.float64)
+    x[1] = 0.0
+    weights = SpatialAttention("l1").attention_map(x)
+    mean = x[0].mean(dim=0)
+    torch.testing.assert_close(weights[0, 0], mean / mean.sum())
+    torch.testing.assert_close(weights[1, 0], torch.full((4, 3), 1 / 12, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_batch_items_are_independent(mode: str) -> None:
+    x = _features(4, 6, 5, 4)
+    layer = SpatialAttention(mode)  # type: ignore[arg-type]
+    together = layer(x)
+    one_by_one = torch.cat([layer(x[i : i + 1]) for i in range(4)])
+    torch.testing.assert_close(together, one_by_one)
+    changed = x.clone()
+    changed[2] = changed[2] * 5 + 1
+    after = layer(changed)
+    torch.testing.assert_close(after[[0, 1, 3]], together[[0, 1, 3]])
+    assert not torch.allclose(after[2], together[2])
+
+
+def test_gradient_equals_the_closed_form_of_section_3_4() -> None:
+    """dL/dF_{c,p} = A_p g_{c,p} + A_p Σ_k g_{k,p} F_{k,p} − A_p Σ_q A_q Σ_k g_{k,q} F_{k,q}, with g = dL/do."""
+    x = (_features(3, 7, 5, 4, seed=1, dtype=torch.float64) * 2).requires_grad_(True)
+    g = torch.randn(3, 7, 5, 4, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    layer = SpatialAttention("softmax")
+    (layer(x) * g).sum().backward()
+
+    with torch.no_grad():
+        attention = layer.attention_map(x)  # (B, 1, H, W)
+        same_position = (g * x).sum(dim=1, keepdim=True)  # Σ_k g_{k,p} F_{k,p}: (B, 1, H, W)
+        all_positions = (attention * same_position).sum(dim=(2, 3), keepdim=True)  # Σ_q A_q Σ_k g F: (B, 1, 1, 1)
+        closed_form = attention * g + attention * same_position - attention * all_positions
+    torch.testing.assert_close(x.grad, closed_form)
+
+
+def test_huge_channel_sums_stay_finite() -> None:
+    x = torch.zeros(2, 2048, 6, 4)
+    x[0, :, 1, 2] = 1e4  # channel sum 2e7 at one position: exp() of it would overflow without max-subtraction
+    x[1] = torch.rand(2048, 6, 4, generator=torch.Generator().manual_seed(3)) * 3e3
+    layer = SpatialAttention("softmax")
+    weights = layer.attention_map(x)
+    out = layer(x)
+    assert torch.isfinite(weights).all() and torch.isfinite(out).all()
+    assert weights[0, 0, 1, 2] == pytest.approx(1.0)
+    torch.testing.assert_close(weights.sum(dim=(1, 2, 3)), torch.ones(2))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_input_is_summed_in_float32(dtype: torch.dtype) -> None:
+    # 2048 channels of 60 sum to ~1.2e5: beyond float16's range if the sum were computed in float16
+    x = (torch.rand(2, 2048, 6, 4, generator=torch.Generator().manual_seed(4)) * 60).to(dtype)
+    for mode in MODES:
+        weights = SpatialAttention(mode).attention_map(x)  # type: ignore[arg-type]
+        assert weights.dtype == dtype
+        assert torch.isfinite(weights).all()
+        torch.testing.assert_close(weights.float().sum(dim=(1, 2, 3)), torch.ones(2), atol=2e-2, rtol=0)
+        reference = SpatialAttention(mode).attention_map(x.float())  # type: ignore[arg-type]
+        torch.testing.assert_close(weights.float(), reference, atol=1e-2, rtol=2e-2)
+
+
+def test_works_under_cpu_bf16_autocast() -> None:
+    conv = torch.nn.Conv2d(3, 64, kernel_size=3, padding=1)
+    x = torch.rand(2, 3, 8, 4)
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        features = torch.relu(conv(x))
+        out = SpatialAttention("softmax")(features)
+    assert out.dtype == torch.bfloat16
+    assert torch.isfinite(out.float()).all()
+
+
+def test_attention_pool_is_gap_under_uniform_attention_and_a_weighted_sum_otherwise() -> None:
+    x = _features(2, 5, 4, 3)
+    torch.testing.assert_close(attention_pool(x, None), x.mean(dim=(2, 3)))
+
+    uniform = torch.ones(2, 5, 4, 3) * torch.arange(1.0, 6.0)[None, :, None, None]  # equal channel sums everywhere
+    torch.testing.assert_close(attention_pool(uniform, SpatialAttention("softmax")), uniform.mean(dim=(2, 3)))
+
+    layer = SpatialAttention("softmax")
+    expected = (layer.attention_map(x) * x).sum(dim=(2, 3))
+    torch.testing.assert_close(attention_pool(x, layer), expected)
+    assert not torch.allclose(attention_pool(x, layer), x.mean(dim=(2, 3)))
+
+
+def test_unknown_mode_is_a_user_error() -> None:
+    with pytest.raises(SpanetError, match="softmax"):
+        SpatialAttention("sigmoid")  # type: ignore[arg-type]
