@@ -18,13 +18,15 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
         "--dataset",
         required=True,
         metavar="NAME",
-        help=f"dataset name, one of: {', '.join(DATASET_NAMES)} (market1501 reads any folder in the Market-1501 layout)",
+        help=f"dataset name, one of: {', '.join(DATASET_NAMES)} "
+        "(market1501 reads any folder in the Market-1501 layout)",
     )
     parser.add_argument(
         "--data-root",
         required=True,
         metavar="DIR",
-        help="folder holding bounding_box_train/ etc. (or list_*.txt for MSMT17), or a parent of the dataset's usual folder",
+        help="folder holding bounding_box_train/ etc. (or list_*.txt for MSMT17), or a parent of the dataset's "
+        "usual folder (see docs/datasets.md)",
     )
 
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from spanet.data.images import image_problem
 from spanet.errors import SpanetError
 
 __all__ = [
@@ -133,33 +132,18 @@ DATASET_NAMES: tuple[str, ...] = tuple(_FORMATS)
 
 # Published statistics after dropping junk, ids counting the distractor id 0 (docs/datasets.md, NOTES.md).
 # CUHK03-NP detected: NOTES gives image counts only; the new protocol splits the same 767 / 700 people for both.
-# MSMT17 train = list_train.txt (30,248 images) + list_val.txt (2,373 images of the same 1,041 people) = 32,621.
+# MSMT17 train = list_train.txt + list_val.txt (more images of the same 1,041 people): 30,248 + 2,373 = 32,621,
+# the published training-set size; torchreid leaves the val list out by default (docs/datasets.md).
+_PUBLISHED = {  # (images, ids) for train, query, gallery
+    "market1501": ((12936, 751), (3368, 750), (15913, 752)),
+    "dukemtmc": ((16522, 702), (2228, 702), (17661, 1110)),
+    "cuhk03_labeled": ((7368, 767), (1400, 700), (5328, 700)),
+    "cuhk03_detected": ((7365, 767), (1400, 700), (5332, 700)),
+    "msmt17": ((32621, 1041), (11659, 3060), (82161, 3060)),
+}
 EXPECTED_STATISTICS: dict[str, dict[str, dict[str, int]]] = {
-    "market1501": {
-        "train": {"images": 12936, "ids": 751},
-        "query": {"images": 3368, "ids": 750},
-        "gallery": {"images": 15913, "ids": 752},
-    },
-    "dukemtmc": {
-        "train": {"images": 16522, "ids": 702},
-        "query": {"images": 2228, "ids": 702},
-        "gallery": {"images": 17661, "ids": 1110},
-    },
-    "cuhk03_labeled": {
-        "train": {"images": 7368, "ids": 767},
-        "query": {"images": 1400, "ids": 700},
-        "gallery": {"images": 5328, "ids": 700},
-    },
-    "cuhk03_detected": {
-        "train": {"images": 7365, "ids": 767},
-        "query": {"images": 1400, "ids": 700},
-        "gallery": {"images": 5332, "ids": 700},
-    },
-    "msmt17": {
-        "train": {"images": 32621, "ids": 1041},
-        "query": {"images": 11659, "ids": 3060},
-        "gallery": {"images": 82161, "ids": 3060},
-    },
+    name: {split: {"images": images, "ids": ids} for split, (images, ids) in zip(SPLITS, rows)}
+    for name, rows in _PUBLISHED.items()
 }
 
 _IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
@@ -175,9 +159,9 @@ def load_dataset(
 ) -> ReidDataset:
     """Read dataset `name` from `root` (the dataset folder itself, or a parent holding its usual folder name).
 
-    Decoding every image is slow (minutes for MSMT17), so it happens only with `verify_images` (raise on the first
-    corrupt files) or `skip_corrupt` (leave them out and list them in `skipped`). Without either, a corrupt file
-    raises a `SpanetError` naming it when it is first read.
+    Decoding every image is slow (a minute or more for MSMT17), so it happens only with `verify_images` (raise,
+    naming the corrupt files) or `skip_corrupt` (leave them out and list them in `skipped`). Without either, a
+    corrupt file raises a `SpanetError` naming it when it is first read.
     """
     if name not in _FORMATS:
         raise SpanetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
@@ -185,6 +169,7 @@ def load_dataset(
     root = Path(root).expanduser()
     if not root.is_dir():
         raise SpanetError(f"--data-root {root} is not a folder; point it at the {name} dataset folder")
+    root = root.resolve()  # sample paths come out absolute and stay valid if the working directory changes
     if isinstance(fmt, MarketFormat):
         folder, splits = _read_market_format(name, fmt, root)
     else:
@@ -258,13 +243,11 @@ def _read_market_format(name: str, fmt: MarketFormat, root: Path) -> tuple[Path,
             if match is None or int(match["camid"]) < 1:
                 unparseable.append(path)
                 continue
-            splits[split].append(Sample(str(path.resolve()), int(match["pid"]), int(match["camid"]) - 1))
+            splits[split].append(Sample(str(path), int(match["pid"]), int(match["camid"]) - 1))
     if unparseable:
-        shown = ", ".join(str(p) for p in unparseable[:_SHOWN])
-        more = f" (and {len(unparseable) - _SHOWN} more)" if len(unparseable) > _SHOWN else ""
         raise SpanetError(
-            f"{len(unparseable)} image file names in {folder} do not follow the {name} naming "
-            f"(e.g. {fmt.example}: person id, then c + 1-based camera number): {shown}{more}; rename or remove them"
+            f"{len(unparseable)} image file names in {folder} do not follow the {name} naming (e.g. {fmt.example}: "
+            f"person id, then c + 1-based camera number): {_first(unparseable)}; rename or remove them"
         )
     return folder, splits
 
@@ -281,12 +264,20 @@ def _read_list_format(fmt: ListFormat, root: Path) -> tuple[Path, dict[str, list
         "query": _read_list(folder / fmt.query_list, test_dir, bad_lines, missing),
         "gallery": _read_list(folder / fmt.gallery_list, test_dir, bad_lines, missing),
     }
-    for problem, what in ((bad_lines, "lines are not `relative/path.jpg label` with a camera number as the "
-                           "third _ field of the file name"), (missing, "listed images do not exist")):
-        if problem:
-            more = f" (and {len(problem) - _SHOWN} more)" if len(problem) > _SHOWN else ""
-            raise SpanetError(f"{len(problem)} {what}: {', '.join(problem[:_SHOWN])}{more}")
+    if bad_lines:
+        raise SpanetError(
+            f"{len(bad_lines)} list lines are not `relative/path.jpg label` with the 1-based camera number as the "
+            f"third _ field of the file name (e.g. 0000/0000_000_01_0303morning_0015_0.jpg 0): {_first(bad_lines)}"
+        )
+    if missing:
+        raise SpanetError(f"{len(missing)} listed images do not exist: {_first(missing)}; is the folder complete?")
     return folder, splits
+
+
+def _first(items: list) -> str:
+    """The first few items for an error message, and how many more there are."""
+    more = f" (and {len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
+    return ", ".join(str(item) for item in items[:_SHOWN]) + more
 
 
 def _first_existing(folder: Path, names: tuple[str, ...]) -> Path:
@@ -316,7 +307,7 @@ def _read_list(list_path: Path, image_dir: Path, bad_lines: list[str], missing: 
         if not path.is_file():
             missing.append(str(path))
             continue
-        samples.append(Sample(str(path.resolve()), pid, camera - 1))
+        samples.append(Sample(str(path), pid, camera - 1))
     return samples
 
 
@@ -324,6 +315,7 @@ def _drop_corrupt(
     splits: dict[str, list[Sample]], *, skip: bool, progress: bool
 ) -> tuple[dict[str, list[Sample]], list[str]]:
     """Decode every image; raise naming the corrupt ones, or (with `skip`) leave them out and return their paths."""
+    from spanet.data.images import image_problem  # imported here: it pulls in torch, which plain reading does not need
     total = sum(len(samples) for samples in splits.values())
     # disable=None lets tqdm hide the bar when stderr is not a terminal.
     bar = tqdm(total=total, desc="verifying images", unit="img", disable=None if progress else True)
@@ -341,12 +333,10 @@ def _drop_corrupt(
                 reasons.append(problem)
             bar.update(1)
     bar.close()
+    if len(bad) == 1 and not skip:
+        raise SpanetError(reasons[0])
     if bad and not skip:
-        more = f" (and {len(bad) - _SHOWN} more)" if len(bad) > _SHOWN else ""
-        raise SpanetError(
-            f"{len(bad)} corrupt image(s): {', '.join(bad[:_SHOWN])}{more}; first problem: {reasons[0]}"
-            if len(bad) > 1 else reasons[0]
-        )
+        raise SpanetError(f"{len(bad)} corrupt images: {_first(bad)}; the first: {reasons[0]}")
     return kept, bad
 
 

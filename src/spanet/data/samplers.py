@@ -26,7 +26,9 @@ def _check_rank(seed: int, rank: int, world_size: int) -> None:
     if seed < 0:
         raise SpanetError(f"sampler seed must be a non-negative integer, got {seed}")
     if world_size < 1 or not 0 <= rank < world_size:
-        raise SpanetError(f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, world_size={world_size}")
+        raise SpanetError(
+            f"rank must be in [0, world_size) and world_size >= 1, got rank={rank}, world_size={world_size}"
+        )
 
 
 class ShuffleSampler(Sampler[int]):
