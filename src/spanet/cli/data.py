@@ -71,7 +71,7 @@ def check_data(args: argparse.Namespace) -> int:
     else:
         print(f"{ds.name} at {ds.root} ({ds.num_train_ids} training classes)")
         print(format_statistics(stats))
-        if not args.verify_images:
+        if not (args.verify_images or args.skip_corrupt):  # --skip-corrupt decodes every image anyway
             print("images not decoded (--no-verify-images)")
         if ds.skipped:
             print(f"skipped {len(ds.skipped)} corrupt image(s):")
