@@ -45,7 +45,8 @@ def _run_ablation(args: argparse.Namespace) -> int:
             from spanet.synth import SYNTH_PRESETS, generate_dataset
 
             generate_dataset(data_root, **SYNTH_PRESETS["demo"])
-    overrides = [f"data.dataset={args.dataset}", f"data.root={data_root}", *args.overrides]
+    quoted_root = str(data_root).replace("'", "''")  # a YAML string even for folder names like 1e5 or null
+    overrides = [f"data.dataset={args.dataset}", f"data.root='{quoted_root}'", *args.overrides]
     result = run_ablation(
         config_path=args.config, rows=args.rows, seeds=args.seeds, output_dir=args.output, overrides=overrides
     )
