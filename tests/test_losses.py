@@ -13,7 +13,9 @@ from spanet.model import SPANetOutput
 CLASSES = 7
 
 
-def _output(*, ds: bool, parts: bool, batch: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32) -> SPANetOutput:
+def _output(
+    *, ds: bool, parts: bool, batch: int = 4, seed: int = 0, dtype: torch.dtype = torch.float32
+) -> SPANetOutput:
     generator = torch.Generator().manual_seed(seed)
 
     def logits() -> torch.Tensor:

@@ -37,14 +37,14 @@ def _small_model(**flags: bool) -> SPANet:
     return SPANet(num_classes=CLASSES, backbone="resnet18", **flags)
 
 
-@pytest.mark.parametrize("height", [1, 4, 5, 7, 8, 24])
 @pytest.mark.parametrize("parts", [1, 3, 6])
-def test_stripes_pool_like_adaptive_average_pooling(height: int, parts: int) -> None:
-    last_map = torch.rand(2, 3, height, 5)
-    expected = F.adaptive_avg_pool2d(last_map, (parts, 1))[..., 0].transpose(1, 2)  # (B, P, C)
+def test_stripes_pool_like_adaptive_average_pooling(parts: int) -> None:
     model = SPANet(num_classes=2, backbone="resnet18", num_parts=parts, deep_supervision=False)
-    torch.testing.assert_close(model.pool_parts(last_map), expected)
-    assert len(stripe_bounds(height, parts)) == parts
+    for height in (1, 4, 5, 7, 8, 24):
+        last_map = torch.rand(2, 3, height, 5)
+        expected = F.adaptive_avg_pool2d(last_map, (parts, 1))[..., 0].transpose(1, 2)  # (B, P, C)
+        torch.testing.assert_close(model.pool_parts(last_map), expected)
+        assert len(stripe_bounds(height, parts)) == parts
 
 
 def test_table2_rows_match_the_ablation_runner() -> None:
@@ -124,7 +124,8 @@ def test_embedding_kinds(parts: bool) -> None:
         assert embedding.shape == (3, model.embedding_dim(kind))  # type: ignore[arg-type]
     assert embeddings["parts"].shape == (3, num_parts * 512)
     torch.testing.assert_close(embeddings["parts"].view(3, num_parts, 512), F.normalize(output.part_features, dim=-1))
-    torch.testing.assert_close(embeddings["reduced"].view(3, num_parts, 256), F.normalize(output.reduced_features, dim=-1))
+    reduced = embeddings["reduced"].view(3, num_parts, 256)
+    torch.testing.assert_close(reduced, F.normalize(output.reduced_features, dim=-1))
     torch.testing.assert_close(embeddings["global"], F.normalize(output.global_feature, dim=-1))
     with pytest.raises(SpanetError, match="kind"):
         model.embed(images, kind="logits")  # type: ignore[arg-type]

@@ -319,9 +319,10 @@ def _load_backbone_weights(trunk: nn.Module, *, pretrained: str, backbone: str) 
     unexpected = [key for key in state if key not in expected]
     wrong_shape = [key for key in expected if key in state and state[key].shape != expected[key].shape]
     if missing or unexpected or wrong_shape:
+        labelled = (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape))
         problems = [
             f"{label} {', '.join(keys[:5])}{' …' if len(keys) > 5 else ''} ({len(keys)})"
-            for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong_shape))
+            for label, keys in labelled
             if keys
         ]
         raise SpanetError(
@@ -335,7 +336,8 @@ def _read_state_dict(path: Path, *, hint: str) -> dict[str, Tensor]:
     """A local torchvision-format state dict, read with `weights_only=True` (no arbitrary code from the file)."""
     if not path.is_file():
         raise SpanetError(
-            f"model.pretrained: file {path} does not exist; pass none, imagenet or a torchvision ResNet state dict ({hint})"
+            f"model.pretrained: file {path} does not exist; "
+            f"pass none, imagenet or a torchvision ResNet state dict ({hint})"
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
