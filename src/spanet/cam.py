@@ -19,7 +19,7 @@ How `w^c` is composed (attribute names from `spanet.model`):
 - "parts" (display only): each stripe shows the CAM of its own part classifier, stitched into one map.
 
 Dropout is the identity in eval mode, which these functions switch on for their duration. Maps are upsampled to
-the input size (bilinear) and min-max normalised for display and for the spread measures.
+the input size (bilinear); display and spread measures use the positive part scaled by the maximum (`normalise`).
 """
 
 from __future__ import annotations
@@ -193,9 +193,12 @@ def image_cams(model: nn.Module, image: Tensor, *, target: int | None = None) ->
         raise SpanetError(f"image_cams expects one (3, H, W) image tensor, got shape {tuple(image.shape)}")
     was_training = model.training
     model.eval()
+    maps: list[Tensor] = []
+    layers = [getattr(model.backbone, f"layer{k}") for k in range(1, 5)]
+    # capture the stage maps of the one forward pass, so the CAMs use exactly the features the logits came from
+    hooks = [layer.register_forward_hook(lambda _m, _i, out: maps.append(out)) for layer in layers]
     try:
         x = image[None].to(next(model.parameters()).device)
-        maps = model.forward_features(x)
         output = model(x)
         predicted = int(output.global_logits[0].argmax())
         c = predicted if target is None else int(target)
@@ -204,6 +207,8 @@ def image_cams(model: nn.Module, image: Tensor, *, target: int | None = None) ->
         heads = _ds_cams(model, maps[:3], output.ds_logits, c)
         heads.update(_stage4_cams(model, maps[3], output, c))
     finally:
+        for hook in hooks:
+            hook.remove()
         model.train(was_training)
     heads = {name: replace(head, cam=head.cam.float().cpu()) for name, head in heads.items()}
     stitched = _stitch_parts(heads, maps[3].shape[2])
@@ -235,26 +240,35 @@ def upsample(cam: Tensor, *, size: tuple[int, int]) -> Tensor:
 
 
 def normalise(cam: Tensor | np.ndarray) -> np.ndarray:
-    """Min-max to [0, 1] (a constant map becomes all ones: nothing stands out, it is fully spread)."""
+    """Positive evidence scaled to [0, 1]: `max(M, 0) / max(M)` (all zeros when no position has positive evidence).
+
+    Negative CAM values argue against the class; like Grad-CAM we show (and measure) only where the map supports
+    it. Plain min-max scaling would instead turn a map that is ~0 everywhere except one strongly negative spot into
+    "everything highlighted".
+    """
     values = np.asarray(cam, dtype=np.float64)
-    low, high = values.min(), values.max()
-    if not np.isfinite(high - low) or high - low <= 1e-12 * max(1.0, abs(high)):
-        return np.ones_like(values)
-    return (values - low) / (high - low)
+    high = values.max()
+    if not np.isfinite(high) or high <= 0:
+        return np.zeros_like(values)
+    return np.clip(values, 0.0, None) / high
 
 
 def cam_spread(cam: Tensor | np.ndarray) -> dict[str, float]:
-    """How spread out a CAM is, on its min-max normalised form (what the figure shows); higher = more spread.
+    """How spread out a CAM is, on its normalised form (what the figure shows); higher = more spread.
 
-    - `area_above_half`: fraction of positions at ≥ 0.5 of the maximum (the paper's "highlighted area").
+    - `area_above_half`: fraction of positions at ≥ half the maximum (the paper's "highlighted area").
     - `entropy`: entropy of the normalised map taken as a distribution, divided by log(#positions): 1 = uniform.
-    - `rows_above_half`: fraction of rows reaching ≥ 0.5 somewhere (§5.2: SA is "more scattered along the
-      vertical axis").
+    - `rows_above_half`: fraction of rows reaching ≥ half the maximum somewhere (§5.2: SA is "more scattered
+      along the vertical axis").
+    A map with no positive value highlights nothing: all three are 0.
     """
     values = normalise(cam)
     if values.ndim != 2 or values.size < 2:
         raise SpanetError(f"cam_spread expects a 2-D map with at least 2 positions, got shape {values.shape}")
-    p = values / values.sum()
+    total = values.sum()
+    if total <= 0:
+        return {"area_above_half": 0.0, "entropy": 0.0, "rows_above_half": 0.0}
+    p = values / total
     nonzero = p[p > 0]
     entropy = float(-(nonzero * np.log(nonzero)).sum() / math.log(values.size))
     above = values >= 0.5

@@ -74,10 +74,10 @@ def draw_cam_grid(
         raise SpanetError("draw_cam_grid: no stages to draw; pass at least one stage")
     num_cols = 1 + len(column_titles)
     height, width = image.shape[:2]
-    cell_w = 1.9
-    cell_h = cell_w * height / width + 0.45
-    fig, axes = plt.subplots(len(rows), num_cols, figsize=(cell_w * num_cols + 0.9, cell_h * len(rows) + 0.6),
-                             squeeze=False)
+    cell_w = 1.35
+    cell_h = cell_w * height / width + 0.3
+    fig_h = cell_h * len(rows) + (0.75 if title else 0.35)
+    fig, axes = plt.subplots(len(rows), num_cols, figsize=(cell_w * num_cols + 0.6, fig_h), squeeze=False)
     for r, row in enumerate(rows):
         if len(row.cams) != len(column_titles):
             plt.close(fig)
@@ -93,10 +93,10 @@ def draw_cam_grid(
             if c < len(row.notes) and row.notes[c]:
                 ax.set_xlabel(row.notes[c], fontsize=7)
     for c, name in enumerate(["original", *column_titles]):
-        axes[0][c].set_title(name, fontsize=8)
+        axes[0][c].set_title(name, fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+        fig.suptitle(title, fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig_h) if title else None, h_pad=0.4, w_pad=0.2)
     out = Path(out_path)
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=100)

@@ -1,11 +1,100 @@
-"""Subcommands: (being written)."""
+"""`spanet cam` (class activation maps with and without SA, and how spread out they are) and `spanet report`."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 __all__ = ["register"]
 
+_CAM_EPILOG = """\
+examples:
+  spanet cam --checkpoint runs/market/best.pt --images data/market/bounding_box_train/0002_c1s1_000451_03.jpg \\
+      --out runs/market/cam                            # compared with the same weights, SA switched off
+  spanet cam --checkpoint runs/sa/best.pt --compare runs/no_sa/best.pt --images 'data/market/query/*.jpg' \\
+      --out runs/sa/cam --class predicted --stages stage2 global
+output: one PNG per image (rows = stages; original | CAM with SA | CAM without SA), spread.json and spread.csv
+(area_above_half, entropy, rows_above_half per image, stage and variant; higher = more spread out) and a summary.
+"""
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands (none yet)."""
+    """Add `spanet cam` and `spanet report`."""
+    from spanet.cam import CAM_STAGES
+
+    cam = subparsers.add_parser(
+        "cam",
+        help="class activation maps per stage, with vs without spatial attention (paper Fig. 5/6)",
+        description="Class activation maps (paper §3.3) of every supervised head: deep-supervision stages 1-3 and "
+        "stage 4 (global classifier; parts = each stripe's own classifier), side by side with and without SA, "
+        "plus numbers for how spread out each map is.",
+        epilog=_CAM_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cam.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    cam.add_argument("--images", nargs="+", required=True, metavar="IMG",
+                     help="image files, folders of images or quoted glob patterns")
+    cam.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs and spread.json/csv")
+    cam.add_argument("--compare", type=Path, metavar="CKPT_WITHOUT_SA",
+                     help="checkpoint of a model trained without SA for the right column (default: the same "
+                     "weights with attention switched off)")
+    cam.add_argument("--class", dest="class_mode", choices=("true", "predicted"), default="true",
+                     help="explain the true class (person id from a training image's file name; falls back to the "
+                     "predicted class, and says so, when unknown) or the predicted class (default: true)")
+    cam.add_argument("--stages", nargs="+", choices=CAM_STAGES, metavar="STAGE",
+                     help=f"rows to draw, from: {', '.join(CAM_STAGES)} (default: all the model has)")
+    cam.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default) or cuda[:N]")
+    cam.set_defaults(func=run_cam_command)
+
+    report = subparsers.add_parser(
+        "report",
+        help="write RUN_DIR/report.html: config, metrics, CMC, training curves, ranked lists, CAMs",
+        description="Build one HTML page for a run folder from whatever it holds (config.yaml, log.jsonl, "
+        "eval/metrics.json, eval/ranked/*.png, cam/*.png); lists what is missing.",
+    )
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="the run folder (`spanet train --output`)")
+    report.add_argument("--out", type=Path, metavar="FILE", help="where to write the page (default RUN_DIR/report.html)")
+    report.set_defaults(func=run_report_command)
+
+
+def run_cam_command(args: argparse.Namespace) -> int:
+    from spanet.cam import collect_images, run_cam, train_labels_by_pid
+    from spanet.checkpoint import load_model
+
+    images = collect_images(args.images)
+    model, ckpt = load_model(args.checkpoint, map_location=args.device)
+    compare = None
+    if args.compare is not None:
+        compare, _ = load_model(args.compare, map_location=args.device)
+        if compare.num_classes != model.num_classes:
+            from spanet.errors import SpanetError
+
+            raise SpanetError(f"--compare {args.compare} has {compare.num_classes} classes, --checkpoint has "
+                              f"{model.num_classes}; compare models trained on the same data")
+    labels = None
+    if args.class_mode == "true":
+        labels, source = train_labels_by_pid(ckpt)
+        print(f"true classes: {source}" if labels else f"true classes unavailable: {source}; using predicted classes")
+    height, width = (int(v) for v in ckpt.get("input_size") or (384, 128))
+    summary = run_cam(model, images, out_dir=args.out, input_size=(height, width), compare_model=compare,
+                      compare_label=args.compare.name if args.compare else "", class_mode=args.class_mode,
+                      labels_by_pid=labels, stages=args.stages, progress=sys.stderr.isatty())
+    print(f"{len(summary.figures)} figure(s) in {args.out}; spread per image in {args.out / 'spread.csv'}")
+    if summary.class_note:
+        print(summary.class_note)
+    print(f"mean spread (higher = more spread out); with_sa = {summary.variants['with_sa']}, "
+          f"without_sa = {summary.variants['without_sa']}")
+    print(f"{'stage':<8} {'variant':<11} {'n':>4} {'area>=half':>10} {'entropy':>8} {'rows>=half':>10}")
+    for row in summary.summary:
+        print(f"{row['stage']:<8} {row['variant']:<11} {row['count']:>4} {row['area_above_half']:>10.3f} "
+              f"{row['entropy']:>8.3f} {row['rows_above_half']:>10.3f}")
+    return 0
+
+
+def run_report_command(args: argparse.Namespace) -> int:
+    from spanet.report import build_report
+
+    page = build_report(args.run_dir, out_path=args.out)
+    print(f"wrote {page}")
+    return 0
