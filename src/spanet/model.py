@@ -40,7 +40,6 @@ from spanet.errors import SpanetError
 __all__ = [
     "BACKBONES",
     "EMBEDDING_KINDS",
-    "TABLE2_ROWS",
     "DeepSupervisionHead",
     "SPANet",
     "SPANetEmbedder",
@@ -51,23 +50,6 @@ __all__ = [
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101")
 EMBEDDING_KINDS: tuple[str, ...] = ("parts", "reduced", "global")
 _BACKBONE_LAYERS: tuple[str, ...] = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
-
-
-def _row(*, parts: bool, ds: bool, sa1: bool, sa2: bool) -> dict[str, bool]:
-    return {"parts": parts, "deep_supervision": ds, "sa_backbone": sa1, "sa_branches": sa2}
-
-
-# Table 2 of the paper: row name -> the constructor switches that build it (keys match `spanet.ablation.ROWS`).
-TABLE2_ROWS: dict[str, dict[str, bool]] = {
-    "backbone": _row(parts=False, ds=False, sa1=False, sa2=False),
-    "sa1": _row(parts=False, ds=False, sa1=True, sa2=False),
-    "ds": _row(parts=False, ds=True, sa1=False, sa2=False),
-    "ds-sa2": _row(parts=False, ds=True, sa1=False, sa2=True),
-    "ds-sa1-sa2": _row(parts=False, ds=True, sa1=True, sa2=True),
-    "p-ds": _row(parts=True, ds=True, sa1=False, sa2=False),
-    "p-ds-sa2": _row(parts=True, ds=True, sa1=False, sa2=True),
-    "p-ds-sa1-sa2": _row(parts=True, ds=True, sa1=True, sa2=True),
-}
 
 
 @dataclass
@@ -114,7 +96,7 @@ class DeepSupervisionHead(nn.Module):
 
 
 class SPANet(nn.Module):
-    """The paper's network; the switches give every row of Table 2 (see `TABLE2_ROWS` and the module docstring).
+    """The paper's network; the switches give every row of Table 2 (`spanet.ablation.ROWS` names them).
 
     `pretrained`: None (random init), "imagenet" (torchvision's IMAGENET1K_V1 weights, downloaded) or the path of a
     local torchvision-format ResNet state dict (e.g. resnet50-0676ba61.pth). `sa_branches` has no effect without
