@@ -15,7 +15,15 @@ import torch.distributed as dist
 
 from spanet.errors import SpanetError
 
-__all__ = ["DistInfo", "resolve_device", "init_distributed", "shutdown_distributed", "any_flag", "barrier"]
+__all__ = [
+    "DistInfo",
+    "resolve_device",
+    "init_distributed",
+    "shutdown_distributed",
+    "any_flag",
+    "barrier",
+    "broadcast_buffers",
+]
 
 
 @dataclass(frozen=True)
@@ -87,3 +95,15 @@ def barrier(info: DistInfo) -> None:
     """Wait for every rank (no-op in a single process)."""
     if info.world_size > 1:
         dist.barrier()
+
+
+def broadcast_buffers(module: torch.nn.Module, *, info: DistInfo) -> None:
+    """Copy rank 0's buffers (BN running statistics) to every rank.
+
+    DDP broadcasts them before each forward, so after the last step of an epoch every rank holds its own update;
+    this makes all ranks end an epoch with the model rank 0 evaluates and saves.
+    """
+    if info.world_size <= 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer.data, src=0)

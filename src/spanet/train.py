@@ -22,7 +22,14 @@ from torch.utils.data import DataLoader, Sampler
 
 from spanet.checkpoint import check_model_config, load_checkpoint, save_checkpoint
 from spanet.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig, config_to_dict, save_config
-from spanet.distributed import DistInfo, any_flag, barrier, init_distributed, shutdown_distributed
+from spanet.distributed import (
+    DistInfo,
+    any_flag,
+    barrier,
+    broadcast_buffers,
+    init_distributed,
+    shutdown_distributed,
+)
 from spanet.errors import SpanetError
 from spanet.run_log import RunLog
 from spanet.stopping import StopRequest
@@ -323,6 +330,7 @@ def _run(
                     device=device, scaler=scaler, dist_info=dist_info, stop=stop, run_log=run_log,
                 )  # fmt: skip
                 global_step = epoch * steps_per_epoch + result["step"]
+                broadcast_buffers(model, info=dist_info)
                 finished_epoch = result["step"] >= steps_per_epoch or not result["stopped"]
                 if not finished_epoch:
                     interrupted = True
@@ -430,17 +438,33 @@ def _evaluate(model: nn.Module, dataset: Any, config: Config, *, device: torch.d
     """Rank-1/mAP on query/gallery, computed by rank 0 while the other ranks wait."""
     metrics: dict[str, float] = {}
     if dist_info.is_main:
-        from spanet.evaluate import evaluate_model
-
-        result = evaluate_model(
-            model, dataset, input_size=(config.data.height, config.data.width),
-            batch_size=config.train.eval_batch_size, device=device, flip=config.train.eval_flip,
-            progress=config.train.progress,
-        )  # fmt: skip
-        metrics = _plain_metrics(result)
+        metrics = _plain_metrics(_query_gallery_metrics(model, dataset, config, device=device))
         model.train()
     barrier(dist_info)
     return metrics
+
+
+@torch.no_grad()
+def _query_gallery_metrics(model: nn.Module, dataset: Any, config: Config, *, device: torch.device) -> Any:
+    import numpy as np
+
+    from spanet.data.images import ImageDataset
+    from spanet.data.transforms import build_transforms
+    from spanet.evaluation.metrics import rank_metrics
+
+    model.eval()
+    transform = build_transforms(height=config.data.height, width=config.data.width, train=False)
+
+    def features(samples: tuple) -> np.ndarray:
+        loader = DataLoader(ImageDataset(samples, transform), batch_size=config.train.eval_batch_size)
+        return torch.cat([model.embed(images.to(device)).float().cpu() for images, *_ in loader]).numpy()
+
+    query, gallery = features(dataset.query), features(dataset.gallery)
+    distances = (query**2).sum(1)[:, None] + (gallery**2).sum(1)[None, :] - 2 * query @ gallery.T
+    pids = lambda samples: np.array([s.pid for s in samples])  # noqa: E731
+    camids = lambda samples: np.array([s.camid for s in samples])  # noqa: E731
+    result = rank_metrics(distances, pids(dataset.query), pids(dataset.gallery), camids(dataset.query), camids(dataset.gallery))
+    return result.summary()
 
 
 def _plain_metrics(result: Any) -> dict[str, float]:

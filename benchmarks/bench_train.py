@@ -1,0 +1,166 @@
+"""Training-step throughput (images/s): SPANet in fp32 / bf16 / bf16 + channels_last, and torchreid's pcb_p6.
+
+Run with the benchmark environment (it has torchreid 0.2.5):
+    .venv-bench/bin/python benchmarks/bench_train.py
+Every case is one forward + backward + SGD step on random images with random labels, timed after a few warm-up
+steps, in the same process with the same batch and input size. Writes benchmarks/results/train.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+MODES = {
+    "fp32": {"dtype": None, "channels_last": False},
+    "bf16": {"dtype": torch.bfloat16, "channels_last": False},
+    "bf16+channels_last": {"dtype": torch.bfloat16, "channels_last": True},
+}
+
+
+def spanet_case(*, backbone: str, num_classes: int) -> tuple[nn.Module, Callable]:
+    from spanet.losses import classification_terms, weigh_terms
+    from spanet.model import SPANet
+
+    model = SPANet(num_classes=num_classes, backbone=backbone, pretrained=None)
+
+    def loss_fn(output: object, targets: torch.Tensor) -> torch.Tensor:
+        return weigh_terms(classification_terms(output, targets), weighting="paper")
+
+    return model, loss_fn
+
+
+def pcb_case(*, num_classes: int) -> tuple[nn.Module, Callable]:
+    from torchreid.reid.models import build_model
+
+    model = build_model("pcb_p6", num_classes=num_classes, loss="softmax", pretrained=False)
+
+    def loss_fn(output: list[torch.Tensor], targets: torch.Tensor) -> torch.Tensor:
+        return sum(nn.functional.cross_entropy(logits, targets) for logits in output) / len(output)
+
+    return model, loss_fn
+
+
+def measure(
+    model: nn.Module, loss_fn: Callable, *, batch: int, height: int, width: int, num_classes: int, mode: str,
+    warmup: int, steps: int,
+) -> float:  # fmt: skip
+    """Images per second of full training steps (forward, loss, backward, SGD update)."""
+    settings = MODES[mode]
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randn(batch, 3, height, width, generator=generator)
+    targets = torch.randint(0, num_classes, (batch,), generator=generator)
+    if settings["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+        images = images.contiguous(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=settings["dtype"] or torch.bfloat16, enabled=settings["dtype"] is not None):
+            loss = loss_fn(model(images), targets)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    for _ in range(warmup):
+        step()
+    started = time.perf_counter()
+    for _ in range(steps):
+        step()
+    return batch * steps / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--skip-large", action="store_true", help="only the demo size")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    num_classes = 751  # Market-1501 training identities
+    sizes = [("paper", "resnet50", 384, 128), ("demo", "resnet18", 128, 64)]
+    if args.skip_large:
+        sizes = sizes[1:]
+    rows = []
+    for size_name, backbone, height, width in sizes:
+        cases = [(f"SPANet {backbone}", lambda b=backbone: spanet_case(backbone=b, num_classes=num_classes), list(MODES))]
+        if size_name == "paper":
+            cases.append(("torchreid pcb_p6 (resnet50)", lambda: pcb_case(num_classes=num_classes), ["fp32", "bf16+channels_last"]))
+        for name, build, modes in cases:
+            for mode in modes:
+                torch.manual_seed(0)
+                model, loss_fn = build()
+                value = measure(
+                    model, loss_fn, batch=args.batch, height=height, width=width, num_classes=num_classes, mode=mode,
+                    warmup=args.warmup, steps=args.steps,
+                )  # fmt: skip
+                row = {"size": size_name, "input": f"{height}x{width}", "model": name, "mode": mode, "images_per_s": value}
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    summary = _ratios(rows)
+    result = {
+        "batch": args.batch,
+        "warmup_steps": args.warmup,
+        "timed_steps": args.steps,
+        "threads": args.threads,
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "rows": rows,
+        "ratios": summary,
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "train.json").write_text(json.dumps(result, indent=2) + "\n")
+    (RESULTS / "train.md").write_text(_markdown(result))
+    print(_markdown(result))
+
+
+def _ratios(rows: list[dict]) -> dict[str, float]:
+    def value(size: str, model_prefix: str, mode: str) -> float | None:
+        for row in rows:
+            if row["size"] == size and row["model"].startswith(model_prefix) and row["mode"] == mode:
+                return row["images_per_s"]
+        return None
+
+    ratios = {}
+    for size in ("paper", "demo"):
+        fp32 = value(size, "SPANet", "fp32")
+        if fp32 is None:
+            continue
+        best = max(row["images_per_s"] for row in rows if row["size"] == size and row["model"].startswith("SPANet"))
+        ratios[f"{size}: best SPANet mode / SPANet fp32 (goal >= 2.5)"] = best / fp32
+        pcb = value(size, "torchreid", "fp32")
+        if pcb:
+            ratios[f"{size}: SPANet fp32 / pcb_p6 fp32 (goal >= 1.0)"] = fp32 / pcb
+    return ratios
+
+
+def _markdown(result: dict) -> str:
+    lines = [
+        f"Training-step throughput, batch {result['batch']}, {result['threads']} CPU threads, torch {result['torch']} "
+        f"({result['warmup_steps']} warm-up + {result['timed_steps']} timed steps, random images).",
+        "",
+        "| input | model | mode | images/s |",
+        "|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        lines.append(f"| {row['input']} | {row['model']} | {row['mode']} | {row['images_per_s']:.2f} |")
+    lines.append("")
+    for name, ratio in result["ratios"].items():
+        lines.append(f"- {name}: **{ratio:.2f}×**")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
