@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import html
 import os
+import re
 import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -122,7 +123,8 @@ def _metrics_section(metrics: Mapping) -> str:
 
 
 def _img(path: Path, base: Path, caption: str) -> str:
-    return (f'<figure><img src="{_src(path, base)}" alt="{_esc(caption)}" loading="eager">'
+    src = _src(path, base)
+    return (f'<figure><a href="{src}"><img src="{src}" alt="{_esc(caption)}" loading="eager"></a>'
             f"<figcaption>{_esc(caption)}</figcaption></figure>")
 
 
@@ -144,7 +146,7 @@ def _spread_section(spread: Mapping) -> str:
     return (f"<table><tr><th>stage</th><th>variant</th><th>images</th>{head}</tr>{rows}</table>"
             f"<p class=\"meta\">Higher = more spread out. area_above_half: fraction of the image where the "
             f"normalised CAM is at least half its maximum; entropy: normalised entropy of the CAM as a distribution "
-            f"(1 = uniform); rows_above_half: fraction of image rows reaching half the maximum. {legend} "
+            f"(1 = uniform); rows_above_half: fraction of image rows reaching half the maximum. {legend}. "
             f"{_esc(note)}</p>")
 
 
@@ -233,6 +235,12 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
         sections.append(f"<h2>{_esc(title)}</h2>{body}<div class=\"figs grid\">"
                         + "".join(_img(p, base, p.name) for p in good) + "</div>")
 
+    # a small table of contents: every section heading gets an id
+    titles = re.findall(r"<h2>(.*?)</h2>", "".join(sections))
+    anchors = {t: "sec-" + re.sub(r"[^a-z0-9]+", "-", html.unescape(t).lower()).strip("-") for t in titles}
+    sections = [re.sub(r"<h2>(.*?)</h2>", lambda m: f'<h2 id="{anchors[m[1]]}">{m[1]}</h2>', part) for part in sections]
+    toc = ("<p class=\"meta\">" + " · ".join(f'<a href="#{anchors[t]}">{t}</a>' for t in titles) + "</p>"
+           if titles else "")
     missing_html = ("<div class=\"missing\"><b>Not in this report:</b><ul>"
                     + "".join(f"<li>{_esc(m)}</li>" for m in missing) + "</ul></div>") if missing else ""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -242,7 +250,7 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
         f"<h1>spanet run report: {_esc(run.name)}</h1>"
         f"<p class=\"meta\">{_esc(run)} — generated {_esc(stamp)}</p>"
         "<div id=\"image-check\" data-status=\"pending\"></div>"
-        f"{missing_html}{''.join(sections)}{_IMAGE_CHECK_SCRIPT}</body></html>\n"
+        f"{toc}{missing_html}{''.join(sections)}{_IMAGE_CHECK_SCRIPT}</body></html>\n"
     )
     page.parent.mkdir(parents=True, exist_ok=True)
     page.write_text(document, encoding="utf-8")
