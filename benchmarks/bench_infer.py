@@ -1,6 +1,6 @@
 """Embedding throughput on CPU: images/s of a ResNet-50 SPANet at 384×128, several execution paths, same run.
 
-    .venv/bin/python benchmarks/bench_infer.py            # batch 32, 8 timed rounds per path
+    .venv/bin/python benchmarks/bench_infer.py            # batch 16, 5 timed rounds per path
     .venv/bin/python benchmarks/bench_infer.py --quick    # batch 8, 3 rounds
 
 Paths (weights random: speed does not depend on their values):
@@ -82,8 +82,9 @@ def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="batch 8, 3 rounds")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=8, help="timed rounds per path (interleaved)")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--rounds", type=int, default=5, help="timed rounds per path (interleaved)")
+    parser.add_argument("--torch-threads", type=int, default=0, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
@@ -91,6 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.batch_size, args.rounds = 8, 3
 
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
     torch.manual_seed(0)
     model = SPANet(num_classes=751, backbone="resnet50", pretrained=None).eval()
     batch = torch.randn(args.batch_size, 3, args.height, args.width)

@@ -220,13 +220,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=1000, help="queries (default 1000)")
     parser.add_argument("--singles", type=int, default=100, help="queries timed one at a time (default 100)")
     parser.add_argument("--nprobes", type=int, nargs="+", default=[8, 16, 32, 62, 128], help="nprobe values to sweep")
-    parser.add_argument("--wide-num", type=int, default=20_000, help="vectors in the 12288-d PCA experiment (0: skip)")
-    parser.add_argument("--threads", type=int, default=0, help="faiss OpenMP threads (default: faiss's choice)")
+    parser.add_argument("--wide-num", type=int, default=5000, help="vectors in the 12288-d PCA experiment (0: skip)")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="faiss OpenMP threads (default 1: on cores shared with other jobs, 2 spinning threads ran 2x slower)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.num, args.queries, args.singles, args.wide_num = 100_000, 200, 50, min(args.wide_num, 5000)
+        args.num, args.queries, args.singles, args.wide_num = 100_000, 200, 50, min(args.wide_num, 2000)
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     result = {
