@@ -20,19 +20,20 @@ N×N exists at all. Ties in distance are ordered by index (the reference's quick
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from spanet.errors import SpanetError
-from spanet.evaluation.distance import distance_rows, prepare
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["k_reciprocal_rerank", "k_reciprocal_rerank_features"]
 
 # (query, gallery) pairs sharing a nonzero that are expanded at once (~50 bytes each).
-_PAIR_BUDGET = 4_000_000
+_PAIR_BUDGET = 2_000_000
 
 
 class _RowSource(Protocol):
@@ -82,6 +83,8 @@ def k_reciprocal_rerank_features(
 ) -> np.ndarray:
     """Re-ranking from features: equals `k_reciprocal_rerank` on `pairwise_distances` of the same features (up to
     float rounding), but computes distance rows in chunks (exact k-NN by matrix products) and never holds N×N."""
+    import torch  # the matrix entry point works without torch (its import alone costs ~0.5 GiB of RSS)
+
     query = torch.as_tensor(query_features).detach().cpu().float()
     gallery = torch.as_tensor(gallery_features).detach().cpu().float()
     if query.ndim != 2 or gallery.ndim != 2 or query.shape[1] != gallery.shape[1]:
@@ -148,6 +151,8 @@ def _scan(
     for start, stop in tqdm(ranges, desc="re-ranking: k-NN", unit="chunk", disable=not progress):
         squared = source.squared_rows(start, stop)  # (B, N)
         col_max[start:stop] = squared.max(axis=1)
+        if not col_max[start:stop].all():
+            raise SpanetError("re-ranking: an image is at distance 0 from every other image; the features collapsed")
         normalised = squared / col_max[start:stop, None]
         nearest[start:stop] = _smallest(normalised, num_nearest)
         if start < num_q:
@@ -156,16 +161,21 @@ def _scan(
 
 
 def _smallest(rows: np.ndarray, k: int) -> np.ndarray:
-    """Column indices of the k smallest entries per row, ascending, ties by index (exact: rows with ties at or
-    inside the cut are redone with a stable sort)."""
-    values, indices = torch.topk(torch.from_numpy(rows), k, dim=1, largest=False, sorted=True)
-    kth = values[:, -1:]
-    crowded = (torch.from_numpy(rows) <= kth).sum(dim=1) > k  # another entry equals the k-th: ambiguous cut
-    tied_inside = (values[:, 1:] == values[:, :-1]).any(dim=1)
-    indices = indices.numpy()
-    for row in torch.nonzero(crowded | tied_inside).flatten().tolist():
-        indices[row] = np.argsort(rows[row], kind="stable")[:k]
-    return indices
+    """Column indices of the k smallest entries per row, ascending, ties by index; exact.
+
+    The k-th smallest of every 8th column bounds the row's k-th smallest from above, so the entries at or under it
+    (~8k per row) contain the answer; only those are sorted. Cheaper than a partition of the whole row.
+    """
+    num_rows, n = rows.shape
+    if k >= n:
+        return np.argsort(rows, axis=1, kind="stable")
+    step = max(1, min(8, n // (4 * k)))
+    bound = np.partition(rows[:, ::step], k - 1, axis=1)[:, k - 1]
+    row, col = np.divmod(np.flatnonzero(rows <= bound[:, None]), n)  # at least k per row (1-D nonzero: 3× faster)
+    order = np.lexsort((col, rows[row, col], row))  # by row, then value, then column
+    row, col = row[order], col[order]
+    first = np.searchsorted(row, np.arange(num_rows))
+    return col[first[:, None] + np.arange(k)]
 
 
 def _reciprocal_sets(nearest: np.ndarray) -> sp.csr_matrix:
@@ -208,7 +218,7 @@ def _pair_blocks(query_part: sp.csr_matrix, gallery_part: sp.csc_matrix, num_g: 
     per_entry = np.diff(gallery_part.indptr)[query_part.indices]
     rows = np.repeat(np.arange(query_part.shape[0]), np.diff(query_part.indptr))
     cost = np.bincount(rows, weights=per_entry, minlength=query_part.shape[0])
-    max_rows = max(1, 16_000_000 // max(num_g, 1))
+    max_rows = max(1, 4_000_000 // max(num_g, 1))  # (rows, G) float64 sums: 32 MB
     start = 0
     while start < query_part.shape[0]:
         running = np.cumsum(cost[start : start + max_rows])
@@ -241,11 +251,15 @@ class _MatrixSource:
 
     def squared_rows(self, start: int, stop: int) -> np.ndarray:
         q = self.num_query
+        raw = np.empty((stop - start, q + self.num_gallery), dtype=self.dtype)  # C order: rows are contiguous
         if stop <= q:  # column i of [[q_q, q_g], [q_g.T, g_g]] for a query i
-            raw = np.hstack([self.q_q[:, start:stop].T, self.q_g[start:stop]], dtype=self.dtype)
+            _transpose_into(raw[:, :q], self.q_q[:, start:stop])
+            raw[:, q:] = self.q_g[start:stop]
         else:  # a gallery column
-            raw = np.hstack([self.q_g[:, start - q : stop - q].T, self.g_g[:, start - q : stop - q].T], dtype=self.dtype)
-        return np.power(raw, 2).astype(np.float32, copy=False)
+            _transpose_into(raw[:, :q], self.q_g[:, start - q : stop - q])
+            _transpose_into(raw[:, q:], self.g_g[:, start - q : stop - q])
+        np.square(raw, out=raw)
+        return raw.astype(np.float32, copy=False)
 
     def squared_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         q = self.num_query
@@ -261,24 +275,40 @@ class _MatrixSource:
         return np.power(value, 2).astype(np.float32, copy=False)
 
 
+def _transpose_into(out: np.ndarray, columns: np.ndarray, tile: int = 512) -> None:
+    """out[:] = columns.T, in tiles that fit the cache (a direct strided copy is ~20× slower)."""
+    for start in range(0, columns.shape[0], tile):
+        out[:, start : start + tile] = columns[start : start + tile].T
+
+
 class _FeatureSource:
     """Distance rows computed from features on demand (chunked matrix products); symmetric by construction."""
 
     def __init__(self, query: torch.Tensor, gallery: torch.Tensor, *, metric: str) -> None:
+        import torch
+
+        from spanet.evaluation.distance import prepare
+
         self.metric = metric
         self.num_query, self.num_gallery = len(query), len(gallery)
         self.prepared = prepare(torch.cat([query, gallery]), metric=metric)
 
-    def _rows(self, index: slice | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rows(self, index: slice | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         features, norms = self.prepared
         return features[index], (norms[index] if norms.numel() else norms)
 
     def squared_rows(self, start: int, stop: int) -> np.ndarray:
+        import torch
+
+        from spanet.evaluation.distance import distance_rows
+
         with torch.inference_mode():
             dist = distance_rows(self._rows(slice(start, stop)), self.prepared, metric=self.metric)
             return dist.square_().numpy()
 
     def squared_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        import torch
+
         out = np.empty(len(rows), dtype=np.float32)
         step = 8192
         with torch.inference_mode():
