@@ -1,11 +1,106 @@
-"""Subcommands: (being written)."""
+"""Subcommand `spanet evaluate`: CMC / mAP / mINP of a checkpoint, plain and k-reciprocal re-ranked."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
-__all__ = ["register"]
+from spanet.cli.common import add_dataset_args
+
+__all__ = ["register", "run_evaluate"]
+
+_EPILOG = """\
+examples:
+  spanet evaluate --checkpoint runs/market/best.pt --dataset market1501 --data-root data/ --rerank --flip
+  spanet evaluate --checkpoint runs/demo/last.pt --dataset synthetic --data-root data/demo --json metrics.json \\
+      --visualize 10
+output (in --out, default: eval/ beside the checkpoint): metrics.json (the --json content plus CMC curves and query
+counts), features.npz (query/gallery features, pids, camids, paths) and with --visualize ranked/*.png.
+"""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands (none yet)."""
+    """Add `evaluate`."""
+    parser = subparsers.add_parser(
+        "evaluate",
+        help="rank-1/5/10, mAP and mINP of a checkpoint on a dataset's query/gallery split",
+        description=(
+            "Extract query and gallery features with a trained model, rank the gallery for every query "
+            "(Market-1501 single-query protocol: same id and same camera removed, queries without a true match "
+            "skipped) and report rank-1/5/10, mAP and mINP; with --rerank also after k-reciprocal re-ranking "
+            "(Zhong et al. 2017, k1=20, k2=6, lambda=0.3)."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_dataset_args(parser)
+    parser.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked metrics")
+    parser.add_argument("--flip", action="store_true", help="average each feature with its mirror image's")
+    parser.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean",
+                        help="squared euclidean (default, as the paper's code) or cosine distance")
+    parser.add_argument("--kind", choices=("parts", "reduced", "global"), default="parts",
+                        help="which embedding to use: the 6 stripe features (default, as the paper), the reduced "
+                        "256-d stripe features, or their mean")
+    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
+    parser.add_argument("--num-workers", type=int, default=0, metavar="N", help="image-loading processes (default 0)")
+    parser.add_argument("--device", default="auto", metavar="DEV", help="auto (default: CUDA if available), cpu, cuda")
+    parser.add_argument("--json", type=Path, metavar="FILE",
+                        help='write {"plain": {"rank1", "rank5", "rank10", "mAP", "mINP"}, "reranked": {...}} '
+                        "(fractions in [0, 1]) to FILE")
+    parser.add_argument("--out", type=Path, metavar="DIR", help="folder for metrics.json, features.npz, ranked/ "
+                        "(default: eval/ beside the checkpoint)")
+    parser.add_argument("--visualize", type=int, default=0, metavar="K",
+                        help="draw the top-K gallery images for a few queries into OUT/ranked/")
+    parser.add_argument("--visualize-queries", type=int, default=8, metavar="N",
+                        help="how many (seeded random) queries to draw with --visualize (default 8)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.set_defaults(func=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from spanet.checkpoint import load_model
+    from spanet.data.datasets import load_dataset
+    from spanet.errors import SpanetError
+    from spanet.evaluate import extract_feature_set, format_table, score_features
+    from spanet.features import resolve_device
+
+    if args.batch_size < 1 or args.visualize < 0:
+        raise SpanetError("--batch-size must be at least 1 and --visualize at least 0")
+    device = resolve_device(args.device)
+    model, checkpoint = load_model(args.checkpoint, map_location=device)
+    input_size = checkpoint.get("input_size")
+    if not input_size or len(input_size) != 2:
+        raise SpanetError(f"checkpoint {args.checkpoint} has no input_size [H, W]; re-save it with `spanet train`")
+    dataset = load_dataset(args.dataset, args.data_root)
+    features = extract_feature_set(
+        model, dataset, input_size=input_size, batch_size=args.batch_size, device=device, flip=args.flip,
+        kind=args.kind, progress=args.progress, num_workers=args.num_workers,
+    )  # fmt: skip
+    result = score_features(
+        features, metric=args.metric, rerank=args.rerank, keep_distances=args.visualize > 0, progress=args.progress
+    )
+    print(f"{args.checkpoint} on {dataset.name} ({len(features.query)} query / {len(features.gallery)} gallery images)")
+    print(format_table(result))
+
+    out_dir = args.out if args.out is not None else args.checkpoint.parent / "eval"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+    metrics = {**result.to_metrics_file(), "checkpoint": str(args.checkpoint), "dataset": dataset.name,
+               "flip": args.flip, "kind": args.kind}  # fmt: skip
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    features.save(out_dir / "features.npz")
+    if args.visualize > 0:
+        from spanet.visualize import draw_ranked_lists
+
+        drawn = draw_ranked_lists(
+            result.distances, features.query, features.gallery, out_dir=out_dir / "ranked",
+            top_k=args.visualize, num_queries=args.visualize_queries, seed=0,
+        )  # fmt: skip
+        print(f"ranked lists: {len(drawn)} images in {out_dir / 'ranked'}", file=sys.stderr)
+    print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'features.npz'}", file=sys.stderr)
+    return 0

@@ -1,0 +1,97 @@
+"""extract_features: shapes, order, batching, flip averaging, paths vs samples, model mode."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from spanet.data.datasets import Sample
+from spanet.data.transforms import build_transforms
+from spanet.errors import SpanetError
+from spanet.features import extract_features
+
+INPUT_SIZE = (64, 32)
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    from spanet.model import SPANet
+
+    torch.manual_seed(0)
+    net = SPANet(num_classes=3, backbone="resnet18", pretrained=None)
+    net.train()
+    with torch.no_grad():  # non-default BN statistics
+        net(torch.rand(4, 3, *INPUT_SIZE))
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    folder = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(5):
+        pixels = rng.integers(0, 256, size=(80, 40, 3), dtype=np.uint8)
+        pixels[:, :20] = rng.integers(0, 256, size=3, dtype=np.uint8)  # a left/right asymmetric block
+        path = folder / f"{i + 1:04d}_c{i % 2 + 1}s1_{i:06d}_00.jpg"
+        Image.fromarray(pixels).save(path, quality=95)
+        paths.append(path)
+    return paths
+
+
+def test_shape_dtype_and_per_part_norms(model, images) -> None:
+    feats = extract_features(model, images, input_size=INPUT_SIZE, batch_size=2, progress=False)
+    assert feats.shape == (5, model.embedding_dim("parts")) and feats.dtype == np.float32
+    parts = feats.reshape(5, model.num_parts, -1)
+    np.testing.assert_allclose(np.linalg.norm(parts, axis=-1), 1.0, atol=1e-5)
+
+
+def test_batching_and_order_do_not_change_features(model, images) -> None:
+    whole = extract_features(model, images, input_size=INPUT_SIZE, batch_size=5, progress=False)
+    one_by_one = extract_features(model, images, input_size=INPUT_SIZE, batch_size=1, progress=False)
+    reversed_ = extract_features(model, images[::-1], input_size=INPUT_SIZE, batch_size=2, progress=False)
+    np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(whole, reversed_[::-1], atol=1e-5)
+    assert not np.allclose(whole[0], whole[1])  # distinct images give distinct features
+
+
+def test_samples_and_paths_give_the_same_features(model, images) -> None:
+    samples = [Sample(path=str(p), pid=i, camid=0) for i, p in enumerate(images)]
+    np.testing.assert_allclose(
+        extract_features(model, samples, input_size=INPUT_SIZE, progress=False),
+        extract_features(model, images, input_size=INPUT_SIZE, progress=False),
+        atol=1e-6,
+    )
+
+
+@pytest.mark.parametrize("kind", ["parts", "global"])
+def test_flip_is_the_renormalised_sum_of_image_and_mirror(model, images, kind) -> None:
+    flipped = extract_features(model, images, input_size=INPUT_SIZE, flip=True, kind=kind, progress=False)
+    plain = extract_features(model, images, input_size=INPUT_SIZE, kind=kind, progress=False)
+    transform = build_transforms(height=INPUT_SIZE[0], width=INPUT_SIZE[1], train=False)
+    with torch.inference_mode():
+        x = torch.stack([transform(Image.open(p).convert("RGB")) for p in images])
+        summed = model.embed(x, kind=kind) + model.embed(torch.flip(x, dims=[3]), kind=kind)
+    parts = model.num_parts if kind == "parts" else 1
+    expected = F.normalize(summed.reshape(len(images), parts, -1), dim=-1).reshape(len(images), -1).numpy()
+    np.testing.assert_allclose(flipped, expected, atol=1e-5)
+    assert not np.allclose(flipped, plain, atol=1e-4)  # the mirror image changed something
+
+
+def test_model_mode_is_restored_and_errors_are_clear(model, images) -> None:
+    model.train()
+    try:
+        extract_features(model, images[:1], input_size=INPUT_SIZE, progress=False)
+        assert model.training
+    finally:
+        model.eval()
+    with pytest.raises(SpanetError, match="batch size"):
+        extract_features(model, images, input_size=INPUT_SIZE, batch_size=0, progress=False)
+    with pytest.raises(SpanetError, match="image not found"):
+        extract_features(model, [images[0].parent / "missing.jpg"], input_size=INPUT_SIZE, progress=False)
+    assert extract_features(model, [], input_size=INPUT_SIZE, progress=False).shape == (0, model.embedding_dim())
