@@ -84,6 +84,14 @@ def test_matches_dense_reference(k1: int, k2: int, lambda_value: float) -> None:
     assert np.abs(out - expected).max() <= 1e-5
 
 
+@pytest.mark.parametrize(("num_q", "num_g", "k1", "k2"), [(2, 5, 20, 6), (4, 12, 2, 6), (3, 9, 5, 30)])
+def test_small_galleries_and_large_k_follow_the_reference(num_q: int, num_g: int, k1: int, k2: int) -> None:
+    # k1 + 1 or k2 beyond the number of images: the reference's slices simply take every image.
+    q_g, q_q, g_g = blocks(*clustered_features(np.random.default_rng(num_g), num_q, num_g, num_ids=3))
+    expected = dense_rerank(q_g, q_q, g_g, k1, k2, 0.3)
+    assert np.abs(k_reciprocal_rerank(q_g, q_q, g_g, k1=k1, k2=k2) - expected).max() <= 1e-5
+
+
 def test_float64_and_asymmetric_inputs_follow_the_reference() -> None:
     # The reference reads columns of the stacked matrix; inputs need not be symmetric or float32.
     rng = np.random.default_rng(3)

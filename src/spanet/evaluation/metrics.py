@@ -6,9 +6,9 @@ fast-reid's `num_rel / rank of the hardest true match`. Ties in distance are bro
 
 Why not sort every row: only the ranks of the (few) true matches matter. A true match's rank is one plus the number
 of kept gallery entries that come before it, and only entries no farther than the query's hardest true match can
-come before any of them. So per chunk of queries we select those candidates with one comparison pass, sort just
-them (by row, distance, gallery index) and read the ranks off cumulative sums — exact, and ~10× faster than sorting
-whole rows when the model is any good (the cost grows with the rank of the hardest true match).
+come before any of them. So per chunk of queries we select those candidates with one comparison pass, pack them per
+query, sort just them by (distance, gallery index) and read the ranks off cumulative sums — exact, and ~10× faster
+than sorting whole rows when the model is any good (the cost grows with the rank of the hardest true match).
 """
 
 from __future__ import annotations
@@ -93,10 +93,10 @@ def rank_metrics(
         row, col = np.divmod(np.flatnonzero(candidate), block.shape[1])  # row-major; 1-D nonzero is 3× faster
         count = np.bincount(row, minlength=stop - start)
         row_start = np.r_[0, np.cumsum(count)[:-1]]
-        for rows in _groups_of_similar_width(count):
-            queries = start + rows
+        for group in _groups_of_similar_width(count):
+            queries = start + group
             first_rank[queries], last_rank[queries], ap_sum[queries] = _ranks_of_true_matches(
-                block, rows, row_start[rows], count[rows], col,
+                block, group, row_start[group], count[group], col,
                 q_pids[queries], q_camids[queries], g_pids, g_camids,
             )  # fmt: skip
 
