@@ -26,6 +26,8 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "check_model_config",
+    "rng_state",
+    "restore_rng_state",
 ]
 
 CHECKPOINT_FORMAT = "spanet-checkpoint"
@@ -105,3 +107,18 @@ def check_model_config(checkpoint_model: dict[str, Any], config_model: dict[str,
 
 def _normalise(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
+
+
+def rng_state() -> dict[str, Any]:
+    """The torch (and CUDA) generator states as tensors, which `weights_only` loading accepts."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    """Undo `rng_state` (the CUDA part only when the device count matches)."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -18,9 +18,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
-from spanet.checkpoint import check_model_config, load_checkpoint, save_checkpoint
+from spanet.checkpoint import check_model_config, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from spanet.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig, config_to_dict, save_config
 from spanet.distributed import (
     DistInfo,
@@ -31,6 +31,8 @@ from spanet.distributed import (
     shutdown_distributed,
 )
 from spanet.errors import SpanetError
+from spanet.loader import build_train_loader, epoch_seed
+from spanet.optim import build_optimizer, lr_factor, set_learning_rate
 from spanet.run_log import RunLog
 from spanet.stopping import StopRequest
 
@@ -54,90 +56,6 @@ def build_model(model_config: ModelConfig, *, num_classes: int) -> nn.Module:
     from spanet.model import SPANet
 
     return SPANet(num_classes=num_classes, **dataclasses.asdict(model_config))
-
-
-def build_train_loader(
-    samples: tuple,
-    data_config: DataConfig,
-    *,
-    seed: int,
-    epoch: int,
-    rank: int = 0,
-    world_size: int = 1,
-    skip_batches: int = 0,
-) -> DataLoader:
-    """The loader of one epoch; its order and augmentation depend only on (seed, epoch, rank)."""
-    from spanet.data.images import ImageDataset
-    from spanet.data.samplers import IdentitySampler, ShuffleSampler
-    from spanet.data.transforms import build_transforms
-
-    if data_config.batch_size % world_size:
-        raise SpanetError(
-            f"data.batch_size={data_config.batch_size} is not divisible by the {world_size} processes; "
-            "choose a multiple of the number of processes"
-        )
-    batch_size = data_config.batch_size // world_size
-    transform = build_transforms(
-        height=data_config.height,
-        width=data_config.width,
-        train=True,
-        flip_p=data_config.flip_p,
-        erasing_p=data_config.erasing_p,
-    )
-    dataset = ImageDataset(samples, transform)
-    if data_config.num_instances > 0:
-        if batch_size % data_config.num_instances:
-            raise SpanetError(
-                f"data.num_instances={data_config.num_instances} must divide the per-process batch {batch_size}"
-            )
-        sampler: Sampler = IdentitySampler(
-            [sample.pid for sample in samples],
-            batch_size=batch_size,
-            num_instances=data_config.num_instances,
-            seed=seed,
-            rank=rank,
-            world_size=world_size,
-        )
-    else:
-        sampler = ShuffleSampler(len(samples), seed=seed, rank=rank, world_size=world_size)
-    sampler.set_epoch(epoch)
-    if skip_batches:
-        sampler = _SkipSampler(sampler, skip=skip_batches * batch_size)
-    generator = torch.Generator().manual_seed(_epoch_seed(seed, epoch, rank))  # seeds the loader's workers
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        sampler=sampler,
-        num_workers=data_config.num_workers,
-        pin_memory=torch.cuda.is_available(),
-        drop_last=True,
-        generator=generator,
-    )
-
-
-def build_optimizer(model: nn.Module, optim_config: OptimConfig) -> torch.optim.SGD:
-    """SGD with two groups: the (pretrained) backbone at `backbone_lr_mult × lr`, the new heads at `lr`."""
-    groups = [
-        {"params": list(model.backbone_parameters()), "base_lr": optim_config.lr * optim_config.backbone_lr_mult},
-        {"params": list(model.head_parameters()), "base_lr": optim_config.lr},
-    ]
-    for group in groups:
-        group["lr"] = group["base_lr"]
-    return torch.optim.SGD(
-        groups,
-        lr=optim_config.lr,
-        momentum=optim_config.momentum,
-        nesterov=optim_config.nesterov and optim_config.momentum > 0,
-        weight_decay=optim_config.weight_decay,
-    )
-
-
-def lr_factor(epoch: float, optim_config: OptimConfig) -> float:
-    """Multiplier of each group's base lr at a (fractional) epoch: linear warm-up, then ×gamma per milestone."""
-    factor = optim_config.gamma ** sum(epoch >= milestone for milestone in optim_config.milestones)
-    if optim_config.warmup_epochs > 0 and epoch < optim_config.warmup_epochs:
-        factor *= (epoch + 1e-3) / optim_config.warmup_epochs
-    return factor
 
 
 def train_one_epoch(
@@ -178,9 +96,7 @@ def train_one_epoch(
             inputs, pids, _camids, _indices = next(batches)
         except StopIteration:
             break
-        factor = lr_factor(epoch + step / steps, optim_config)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
+        factor = set_learning_rate(optimizer, epoch=epoch + step / steps, optim_config=optim_config)
         inputs = inputs.to(device, non_blocking=True)
         if channels_last:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
@@ -307,7 +223,7 @@ def _run(
             "optimizer": optimizer.state_dict(),
             "scheduler": {"kind": "multistep", "epoch": epoch + step_in_epoch / steps_per_epoch},
             "scaler": scaler.state_dict(),
-            "rng": _rng_state(),
+            "rng": rng_state(),
             "metrics": metrics,
             "best_metric": best_map,
             "best_epoch": best_epoch,
@@ -317,10 +233,10 @@ def _run(
     with stop.installed():
         try:
             for epoch in range(start_epoch, epochs):
-                torch.manual_seed(_epoch_seed(config.train.seed, epoch, dist_info.rank))
+                torch.manual_seed(epoch_seed(config.train.seed, epoch, dist_info.rank))
                 skip = start_step if epoch == start_epoch else 0
                 if skip and checkpoint is not None and dist_info.world_size == 1:
-                    _restore_rng(checkpoint["rng"])
+                    restore_rng_state(checkpoint["rng"])
                 loader = build_train_loader(
                     dataset.train, config.data, seed=config.train.seed, epoch=epoch,
                     rank=dist_info.rank, world_size=dist_info.world_size, skip_batches=skip,
@@ -507,23 +423,6 @@ def _eval_due(epoch: int, epochs: int, every: int) -> bool:
     return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == epochs)
 
 
-def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 1009 + rank) % (2**63)
-
-
-def _rng_state() -> dict[str, Any]:
-    state: dict[str, Any] = {"torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _restore_rng(state: dict[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _is_main_process() -> bool:
     import torch.distributed as dist
 
@@ -536,19 +435,3 @@ def _printer(dist_info: DistInfo) -> Callable[[str], None]:
             print(message, file=sys.stderr, flush=True)
 
     return say
-
-
-class _SkipSampler(Sampler):
-    """A sampler without its first `skip` indices: resuming inside an epoch skips the batches already trained."""
-
-    def __init__(self, sampler: Sampler, *, skip: int) -> None:
-        self.sampler = sampler
-        self.skip = skip
-
-    def __iter__(self) -> Iterator[int]:
-        for position, index in enumerate(self.sampler):
-            if position >= self.skip:
-                yield index
-
-    def __len__(self) -> int:
-        return max(len(self.sampler) - self.skip, 0)
