@@ -351,48 +351,19 @@ def _epoch_with_progress(
 
 
 def _evaluate(model: nn.Module, dataset: Any, config: Config, *, device: torch.device, dist_info: DistInfo) -> dict:
-    """Rank-1/mAP on query/gallery, computed by rank 0 while the other ranks wait."""
+    """Rank-1/mAP on query/gallery (`spanet.evaluate`), computed by rank 0 while the other ranks wait."""
     metrics: dict[str, float] = {}
     if dist_info.is_main:
-        metrics = _plain_metrics(_query_gallery_metrics(model, dataset, config, device=device))
-        model.train()
+        from spanet.evaluate import evaluate_model
+
+        result = evaluate_model(
+            model, dataset, input_size=(config.data.height, config.data.width), batch_size=config.train.eval_batch_size,
+            device=device, flip=config.train.eval_flip, progress=config.train.progress,
+            num_workers=config.data.num_workers, amp=None if config.train.amp == "none" else True,
+        )  # fmt: skip
+        metrics = {key: float(getattr(result, key)) for key in ("rank1", "rank5", "rank10", "mAP", "mINP")}
     barrier(dist_info)
     return metrics
-
-
-@torch.no_grad()
-def _query_gallery_metrics(model: nn.Module, dataset: Any, config: Config, *, device: torch.device) -> Any:
-    import numpy as np
-
-    from spanet.data.images import ImageDataset
-    from spanet.data.transforms import build_transforms
-    from spanet.evaluation.metrics import rank_metrics
-
-    model.eval()
-    transform = build_transforms(height=config.data.height, width=config.data.width, train=False)
-
-    def features(samples: tuple) -> np.ndarray:
-        loader = DataLoader(ImageDataset(samples, transform), batch_size=config.train.eval_batch_size)
-        return torch.cat([model.embed(images.to(device)).float().cpu() for images, *_ in loader]).numpy()
-
-    query, gallery = features(dataset.query), features(dataset.gallery)
-    distances = (query**2).sum(1)[:, None] + (gallery**2).sum(1)[None, :] - 2 * query @ gallery.T
-    pids = lambda samples: np.array([s.pid for s in samples])  # noqa: E731
-    camids = lambda samples: np.array([s.camid for s in samples])  # noqa: E731
-    result = rank_metrics(distances, pids(dataset.query), pids(dataset.gallery), camids(dataset.query), camids(dataset.gallery))
-    return result.summary()
-
-
-def _plain_metrics(result: Any) -> dict[str, float]:
-    """Float rank-1/rank-5/rank-10/mAP/mINP from whatever the evaluation returns (dataclass or dict)."""
-    values = dataclasses.asdict(result) if dataclasses.is_dataclass(result) else dict(result)
-    plain = {}
-    for key, value in values.items():
-        if isinstance(value, (int, float)) or (hasattr(value, "ndim") and value.ndim == 0):
-            plain[key] = float(value)
-    if "rank1" not in plain and "cmc" in values:
-        plain["rank1"] = float(values["cmc"][0])
-    return plain
 
 
 def _save_if_finite(model: nn.Module, path: Path, state: dict[str, Any], dist_info: DistInfo) -> None:
