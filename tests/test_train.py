@@ -222,6 +222,9 @@ def test_cli_train_and_one_line_errors(tiny_market: Path, tmp_path: Path, capsys
     assert code == 0 and (out / "last.pt").is_file() and (out / "best.pt").is_file()
     assert load_config(out / "config.yaml").optim.epochs == 1
     assert "mAP" in capsys.readouterr().out
+    code = main(["train", "--output", str(out), "--resume", "--epochs", "2"])  # config.yaml of the run is reused
+    assert code == 0 and load_checkpoint(out / "last.pt")["epoch"] == 2
+    capsys.readouterr()
     code = main(["train", "--config", str(config_file), "--output", str(tmp_path / "x"), "--set", "optim.lrr=1"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "optim.lrr" in err

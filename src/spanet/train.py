@@ -275,6 +275,7 @@ def _run(
         )
     return {
         "output_dir": str(output_dir),
+        "rank": dist_info.rank,  # under torchrun only rank 0 should report
         "interrupted": interrupted,
         "epochs": epochs,
         "last_checkpoint": str(last_path),

@@ -63,6 +63,8 @@ def run(args: argparse.Namespace) -> int:
     summary = train(config, output_dir=args.output, resume=args.resume)
     if summary["interrupted"]:
         return 130
+    if summary["rank"] != 0:
+        return 0
     metrics = summary["final_metrics"]
     if metrics:
         print(f"final: rank-1 {metrics.get('rank1', float('nan')):.2%}  mAP {metrics.get('mAP', float('nan')):.2%}")
