@@ -9,6 +9,9 @@ Paths (weights random: speed does not depend on their values):
 - `torch bf16 channels_last`: channels_last + `torch.autocast("cpu", dtype=torch.bfloat16)`; the feature is cast
   back to float32 (and differs from fp32 by bf16 rounding — reported as max |Δ| and min cosine).
 - `onnxruntime fp32 …`: the file `spanet export` writes, with all graph optimisations, default threads and 2.
+- `onnxruntime int8 …`: that file statically quantised (QDQ, per-channel int8 weights, uint8 activations) with
+  onnxruntime's quantisation tool. Not something `spanet export` does: its calibration here uses random batches,
+  so only its speed is meaningful; a deployment would calibrate on real crops and re-check mAP before using it.
 
 The rounds are interleaved (path A, B, C, A, B, C, …) so that load from other processes on the shared cores hits
 every path alike; the table reports the median round and the speed-up over fp32 eager from the same run.
@@ -61,6 +64,31 @@ def ort_runner(path: Path, batch: np.ndarray, *, threads: int, optimisation: str
         return session.run(["features"], {"images": batch})[0]
 
     return run
+
+
+def quantise_int8(onnx_path: Path, folder: Path, *, input_size: tuple[int, int]) -> Path:
+    """Static int8 quantisation of the exported model, calibrated on a few random normal batches (speed only)."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    class RandomBatches(CalibrationDataReader):
+        def __init__(self) -> None:
+            rng = np.random.default_rng(0)
+            self._batches = iter(
+                [{"images": rng.normal(size=(2, 3, *input_size)).astype(np.float32)} for _ in range(4)]
+            )
+
+        def get_next(self) -> dict | None:
+            return next(self._batches, None)
+
+    prepared = folder / "prepared.onnx"
+    quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+    out = folder / "spanet_int8.onnx"
+    quantize_static(
+        str(prepared), str(out), RandomBatches(), quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+    )
+    return out
 
 
 def cpu_name() -> str:
@@ -118,6 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         runners["onnxruntime fp32 (basic opts, 2 threads)"] = ort_runner(
             onnx_path, batch.numpy(), threads=2, optimisation="ORT_ENABLE_BASIC"
+        )
+
+        int8_path = quantise_int8(onnx_path, Path(tmp), input_size=(args.height, args.width))
+        runners["onnxruntime int8 static QDQ (all opts, default threads)"] = ort_runner(
+            int8_path, batch.numpy(), threads=0, optimisation="ORT_ENABLE_ALL"
         )
 
         reference = runners["torch fp32 eager"]()
