@@ -254,7 +254,8 @@ def _run(
                     break
                 record = {key: result[key] for key in ("loss", "terms", "images_per_s", "seconds")}
                 run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
-                if not result["stopped"] and _eval_due(epoch, epochs, config.train.eval_every):
+                last_epoch = epoch + 1 == epochs
+                if (last_epoch or not result["stopped"]) and _eval_due(epoch, epochs, config.train.eval_every):
                     metrics = _evaluate(model, dataset, config, device=device, dist_info=dist_info)
                     if dist_info.is_main:
                         run_log.write({"type": "eval", "epoch": epoch + 1, "step": global_step, **metrics}, step=global_step)
@@ -264,7 +265,7 @@ def _run(
                             _save_if_finite(model, best_path, state(epoch + 1, 0), dist_info)
                 _save_if_finite(model, last_path, state(epoch + 1, 0), dist_info)
                 if result["stopped"]:
-                    interrupted = epoch + 1 < epochs
+                    interrupted = not last_epoch
                     break
         finally:
             run_log.close()
