@@ -175,7 +175,8 @@ def format_table(result: EvaluationResult) -> str:
     lines = [f"{'':<10}" + "".join(f"{c:>9}" for c in ("rank-1", "rank-5", "rank-10", "mAP", "mINP"))]
     for name, metrics in rows:
         summary = metrics.summary()
-        lines.append(f"{name:<10}" + "".join(f"{100 * summary[c]:>9.2f}" if c in summary else f"{'-':>9}" for c in columns))
+        cells = (f"{100 * summary[c]:>9.2f}" if c in summary else f"{'-':>9}" for c in columns)
+        lines.append(f"{name:<10}" + "".join(cells))
     lines.append(
         f"({result.plain.num_valid_queries} queries scored, {result.plain.num_skipped_queries} skipped without a "
         f"true match; {result.metric} distance)"

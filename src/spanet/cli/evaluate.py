@@ -27,9 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "evaluate",
         help="rank-1/5/10, mAP and mINP of a checkpoint on a dataset's query/gallery split",
         description=(
-            "Extract query and gallery features with a trained model, rank the gallery for every query "
-            "(Market-1501 single-query protocol: same id and same camera removed, queries without a true match "
-            "skipped) and report rank-1/5/10, mAP and mINP; with --rerank also after k-reciprocal re-ranking "
+            "Extract query and gallery features with a trained model, rank the gallery for every query\n"
+            "(Market-1501 single-query protocol: same id and same camera removed, queries without a true match\n"
+            "skipped) and report rank-1/5/10, mAP and mINP; with --rerank also after k-reciprocal re-ranking\n"
             "(Zhong et al. 2017, k1=20, k2=6, lambda=0.3)."
         ),
         epilog=_EPILOG,

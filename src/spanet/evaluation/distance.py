@@ -31,7 +31,9 @@ def pairwise_distances(
     """(len(a), len(b)) float32 distances between the rows of `a` and `b` (see the module docstring)."""
     a_t, b_t = _as_features(a, "a"), _as_features(b, "b")
     if a_t.shape[1] != b_t.shape[1]:
-        raise SpanetError(f"feature sizes differ: {a_t.shape[1]} vs {b_t.shape[1]}; were both extracted with one model?")
+        raise SpanetError(
+            f"feature sizes differ: {a_t.shape[1]} vs {b_t.shape[1]}; were both extracted with the same model?"
+        )
     b_prepared = prepare(b_t, metric=metric)
     out = np.empty((a_t.shape[0], b_t.shape[0]), dtype=np.float32)
     with torch.inference_mode():

@@ -121,7 +121,9 @@ def _check_inputs(
     if len(q_pids) != num_q or len(q_camids) != num_q:
         raise SpanetError(f"distance matrix has {num_q} rows but {len(q_pids)} query ids and {len(q_camids)} cameras")
     if len(g_pids) != num_g or len(g_camids) != num_g:
-        raise SpanetError(f"distance matrix has {num_g} columns but {len(g_pids)} gallery ids and {len(g_camids)} cameras")
+        raise SpanetError(
+            f"distance matrix has {num_g} columns but {len(g_pids)} gallery ids and {len(g_camids)} cameras"
+        )
     if max_rank < 1:
         raise SpanetError(f"max_rank must be at least 1, got {max_rank}")
     if not np.issubdtype(distmat.dtype, np.floating) and not np.issubdtype(distmat.dtype, np.integer):

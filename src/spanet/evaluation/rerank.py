@@ -97,7 +97,9 @@ def k_reciprocal_rerank_features(
     return _rerank(source, k1=k1, k2=k2, lambda_value=lambda_value, chunk_size=chunk_size, progress=progress)
 
 
-def _rerank(source: _RowSource, *, k1: int, k2: int, lambda_value: float, chunk_size: int, progress: bool) -> np.ndarray:
+def _rerank(
+    source: _RowSource, *, k1: int, k2: int, lambda_value: float, chunk_size: int, progress: bool
+) -> np.ndarray:
     if k1 < 1 or k2 < 1:
         raise SpanetError(f"re-ranking needs k1 >= 1 and k2 >= 1, got k1={k1}, k2={k2}")
     if not 0.0 <= lambda_value <= 1.0:
