@@ -90,7 +90,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     num_classes = 751  # Market-1501 training identities
-    sizes = [("paper", "resnet50", 384, 128), ("demo", "resnet18", 128, 64)]
+    sizes = [("paper", "resnet50", 384, 128), ("demo", "resnet18", 96, 48)]  # demo: configs/cpu_demo.yaml
     if args.skip_large:
         sizes = sizes[1:]
     rows = []
