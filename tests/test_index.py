@@ -102,6 +102,10 @@ def test_wide_features_use_pca(tmp_path: Path) -> None:
     params = choose_params(400, 1536, kind="ivfpq", pca_dim=32, nbits=3)
     index = GalleryIndex.build(gallery, [str(i) for i in range(400)], params=params)
     assert index.meta["factory"].startswith("PCA32,")
+    import faiss
+
+    pca = faiss.downcast_VectorTransform(faiss.downcast_index(index.index).chain.at(0))
+    assert pca.PCAMat.size() == 1536 * 32  # only the kept eigenvectors are stored
     _, rows = index.search_arrays(gallery[:20], top_k=1)
     assert np.mean(rows[:, 0] == np.arange(20)) >= 0.9
 
