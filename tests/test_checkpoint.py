@@ -60,8 +60,16 @@ def test_missing_corrupt_and_foreign_files(tmp_path: Path) -> None:
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     """weights_only=True: a file that needs arbitrary unpickling is rejected, not executed."""
     torch.save({"format": "spanet-checkpoint", "version": 1, "model": {}, "model_args": {}, "x": Path("/")}, tmp_path / "p.pt")
-    with pytest.raises(SpanetError, match="could not be read"):
+    with pytest.raises(SpanetError, match="could not be read: it holds Python objects") as info:
         load_checkpoint(tmp_path / "p.pt")
+    assert "weights_only=False" not in str(info.value)  # never advise the unsafe load
+
+
+@pytest.mark.parametrize("content", [b"not a checkpoint", b"PK\x03\x04truncated"])
+def test_garbage_and_truncated_files_are_named(tmp_path: Path, content: bytes) -> None:
+    (tmp_path / "bad.pt").write_bytes(content)
+    with pytest.raises(SpanetError, match="bad.pt is not a PyTorch checkpoint archive"):
+        load_checkpoint(tmp_path / "bad.pt")
 
 
 def test_model_mismatch_names_keys() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -57,11 +58,21 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     path = Path(path)
     if not path.is_file():
         raise SpanetError(f"checkpoint {path} does not exist; pass the path of a .pt file written by `spanet train`")
+    if not zipfile.is_zipfile(path):
+        raise SpanetError(
+            f"checkpoint {path} is not a PyTorch checkpoint archive (truncated, or another kind of file); "
+            "use a .pt file written by `spanet train`"
+        )
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises many types for truncated, foreign or unsafe files
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise SpanetError(f"checkpoint {path} could not be read ({first_line}); is it a complete spanet .pt file?") from None
+    except Exception as exc:  # torch raises many types for damaged, foreign or unsafe files
+        # torch's text for a refused pickle advises weights_only=False, which spanet never does: don't echo it.
+        reason = (
+            "it holds Python objects other than tensors and plain values, which spanet does not load"
+            if "Weights only load failed" in str(exc)
+            else (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+        )
+        raise SpanetError(f"checkpoint {path} could not be read: {reason}") from None
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise SpanetError(f"{path} is not a spanet checkpoint (no '{CHECKPOINT_FORMAT}' marker); use a file from `spanet train`")
     version = state.get("version")
