@@ -7,6 +7,7 @@ started again, so a long ablation can be interrupted and continued.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from collections.abc import Sequence
@@ -87,9 +88,12 @@ def _run_one(
     if row.table == 2:
         row_overrides.append("data.erasing_p=0")  # §5.3: Table 2 is trained without random erasing
     config = load_config(config_path, [*overrides, *row_overrides, f"train.seed={seed}"])
-    # The last epoch is always evaluated, so the trainer's summary holds the final metrics.
+    if config.train.eval_every == 0:  # the table needs the final metrics: evaluate the last epoch at least
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=config.optim.epochs))
     summary = train(config, output_dir=run_dir, resume=(run_dir / "last.pt").exists())
     final = summary["final_metrics"]
+    if not final:
+        raise SpanetError(f"run {run_dir} finished without evaluation metrics; delete the folder and run again")
     result = {"rank1": float(final["rank1"]), "mAP": float(final["mAP"])}
     result_file.write_text(json.dumps(result, indent=2))
     return result
