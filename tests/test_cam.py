@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from spanet.cam import cam_spread, collect_images, image_cams, normalise, run_cam, without_attention
+from spanet.cam import cam_spread, image_cams, normalise, run_cam, without_attention
 from spanet.errors import SpanetError
 from spanet.model import SPANet
 
@@ -164,12 +164,3 @@ def test_run_cam_with_compare_model_and_errors(tmp_path: Path) -> None:
     assert len(summary.figures) == 1
     with pytest.raises(SpanetError, match="unknown"):
         run_cam(_tiny_model(), images, out_dir=tmp_path / "x", input_size=(64, 32), stages=["stage9"])
-
-
-def test_collect_images(tmp_path: Path) -> None:
-    paths = _write_images(tmp_path / "d", ["b.jpg", "a.jpg"])
-    (tmp_path / "d" / "notes.txt").write_text("x")
-    assert collect_images([tmp_path / "d"]) == sorted(p.resolve() for p in paths)
-    assert collect_images([str(tmp_path / "d" / "a.*"), paths[0]]) == [paths[1].resolve(), paths[0].resolve()]
-    with pytest.raises(SpanetError, match="no image"):
-        collect_images([tmp_path / "missing*.jpg"])

@@ -14,7 +14,6 @@ from spanet.errors import SpanetError
 from spanet.extractor import (
     ExtractionResult,
     FeatureExtractor,
-    collect_images,
     load_features,
     model_fingerprints,
     save_features,
@@ -127,24 +126,6 @@ def test_info_fingerprints_tell_models_apart(tmp_path: Path, checkpoint: Path, e
 def test_missing_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SpanetError, match="does not exist"):
         FeatureExtractor(tmp_path / "nope.pt", device="cpu")
-
-
-def test_collect_images_files_folders_globs(tmp_path: Path, images: list[Path]) -> None:
-    root = images[0].parent.parent
-    (root / "notes.txt").write_text("not an image")
-    from_folder = collect_images([root])
-    assert sorted(from_folder) == sorted(str(p) for p in images)
-    from_glob = collect_images([str(root / "**" / "*.jpg")])
-    assert sorted(from_glob) == sorted(str(p) for p in images)
-    # explicit files keep their order; duplicates are dropped
-    assert collect_images([images[3], images[1], images[3]]) == [str(images[3]), str(images[1])]
-    with pytest.raises(SpanetError, match="not a file, folder or glob"):
-        collect_images([tmp_path / "missing.jpg"])
-    with pytest.raises(SpanetError, match="matches no image"):
-        collect_images([str(tmp_path / "*.png")])
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(SpanetError, match="holds no images"):
-        collect_images([tmp_path / "empty"])
 
 
 def test_features_file_round_trip(tmp_path: Path) -> None:

@@ -25,7 +25,6 @@ the input size (bilinear); display and spread measures use the positive part sca
 from __future__ import annotations
 
 import copy
-import glob
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -51,7 +50,6 @@ __all__ = [
     "upsample",
     "normalise",
     "cam_spread",
-    "collect_images",
     "train_labels_by_pid",
     "run_cam",
 ]
@@ -59,7 +57,6 @@ __all__ = [
 CAM_STAGES: tuple[str, ...] = ("stage1", "stage2", "stage3", "global", "parts")
 _STAGE_LABELS = {"stage1": "stage 1 (DS)", "stage2": "stage 2 (DS)", "stage3": "stage 3 (DS)",
                  "global": "stage 4 (global)", "parts": "stage 4 (parts)"}
-_IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 _PID_IN_NAME = re.compile(r"^(\d+)_")
 
 
@@ -277,24 +274,6 @@ def cam_spread(cam: Tensor | np.ndarray) -> dict[str, float]:
         "entropy": entropy,
         "rows_above_half": float(above.any(axis=1).mean()),
     }
-
-
-def collect_images(patterns: Sequence[str | Path]) -> list[Path]:
-    """Files, folders (their images, sorted) and glob patterns -> image paths, in order, without duplicates."""
-    found: list[Path] = []
-    for pattern in patterns:
-        path = Path(pattern).expanduser()
-        if path.is_dir():
-            matches = sorted(p for p in path.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
-        elif path.is_file():
-            matches = [path]
-        else:
-            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True)
-                             if Path(p).is_file() and Path(p).suffix.lower() in _IMAGE_SUFFIXES)
-        if not matches:
-            raise SpanetError(f"--images {pattern}: no image file, folder of images or matching glob pattern")
-        found.extend(matches)
-    return list(dict.fromkeys(p.resolve() for p in found))
 
 
 def train_labels_by_pid(checkpoint: Mapping[str, Any]) -> tuple[dict[int, int] | None, str]:

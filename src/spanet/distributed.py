@@ -13,11 +13,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-from spanet.errors import SpanetError
+from spanet.device import resolve_device
 
 __all__ = [
     "DistInfo",
-    "resolve_device",
     "init_distributed",
     "shutdown_distributed",
     "any_flag",
@@ -38,21 +37,6 @@ class DistInfo:
     @property
     def is_main(self) -> bool:
         return self.rank == 0
-
-
-def resolve_device(name: str, *, local_rank: int = 0) -> torch.device:
-    """`auto` means CUDA when present, else CPU; under torchrun each process takes the GPU of its local rank."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise SpanetError(f"train.device={name!r} but no CUDA device is available; use --device cpu or auto")
-        if name == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        return torch.device(name)
-    if name == "cpu":
-        return torch.device("cpu")
-    raise SpanetError(f"train.device={name!r} is not a device; use auto, cpu, cuda or cuda:N")
 
 
 def init_distributed(device_name: str, *, timeout_minutes: float = 120.0) -> tuple[DistInfo, torch.device]:

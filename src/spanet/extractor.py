@@ -27,22 +27,18 @@ import numpy as np
 import torch
 from PIL import Image
 
+from spanet.device import resolve_device
 from spanet.errors import SpanetError
 
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "ImageInput",
     "ExtractionResult",
     "FeatureExtractor",
-    "collect_images",
     "save_features",
     "load_features",
-    "resolve_device",
     "model_fingerprints",
 ]
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
-_GLOB_CHARS = set("*?[")
 
 ImageInput = Union[str, "os.PathLike[str]", Image.Image, np.ndarray, torch.Tensor]
 
@@ -54,19 +50,6 @@ class ExtractionResult:
     features: np.ndarray
     paths: tuple[str, ...]
     failures: tuple[tuple[str, str], ...]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """`"auto"` means the first GPU when there is one, else the CPU; anything else is passed to `torch.device`."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError as exc:
-        raise SpanetError(f"--device {device!r} is not a device name ({exc}); use auto, cpu or cuda") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise SpanetError(f"--device {device} asked for a GPU but torch sees none; use --device cpu")
-    return resolved
 
 
 def model_fingerprints(model_args: dict[str, Any], state_dict: dict[str, torch.Tensor]) -> dict[str, str]:
@@ -200,39 +183,6 @@ class FeatureExtractor:
             raise SpanetError(f"embed_tensor expects a (B, 3, H, W) batch, got shape {tuple(batch.shape)}")
         features = self.model.embed(batch.to(self.device, torch.float32), kind=self.kind)  # (B, D)
         return features.float().cpu().numpy().astype(np.float32, copy=False)
-
-
-def collect_images(items: Sequence[str | os.PathLike[str]]) -> list[str]:
-    """Expand files, folders (recursively, image extensions only) and glob patterns into a sorted-per-item list.
-
-    Order: items in the order given, each item's files sorted; duplicates keep their first position. An item that
-    matches nothing raises `SpanetError` naming it (a typo should not silently shrink a gallery).
-    """
-    import glob
-
-    found: dict[str, None] = {}
-    for item in items:
-        text = str(item)
-        path = Path(text)
-        if path.is_dir():
-            matches = sorted(str(p) for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-            if not matches:
-                raise SpanetError(f"folder {text} holds no images ({', '.join(IMAGE_EXTENSIONS)}); check the path")
-        elif path.is_file():
-            matches = [text]
-        elif _GLOB_CHARS & set(text):
-            matches = []
-            for hit in sorted(glob.glob(text, recursive=True)):
-                if Path(hit).is_dir():
-                    matches.extend(collect_images([hit]))
-                elif Path(hit).suffix.lower() in IMAGE_EXTENSIONS:
-                    matches.append(hit)
-            if not matches:
-                raise SpanetError(f"pattern {text} matches no image files; check the pattern (quote it for the shell)")
-        else:
-            raise SpanetError(f"{text} is not a file, folder or glob pattern that exists; check the path")
-        found.update(dict.fromkeys(matches))
-    return list(found)
 
 
 def save_features(path: str | os.PathLike[str], result: ExtractionResult, info: dict[str, Any]) -> Path:

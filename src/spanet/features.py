@@ -18,23 +18,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
+from spanet.device import resolve_device
 from spanet.errors import SpanetError
 
-__all__ = ["extract_features", "resolve_device"]
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """"auto" → CUDA when available, else CPU; "cuda" without a GPU is a user error."""
-    if isinstance(device, torch.device):
-        return device
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SpanetError(f"device {device!r} was asked for but CUDA is not available; use --device cpu or auto")
-    try:
-        return torch.device(device)
-    except RuntimeError:
-        raise SpanetError(f"device {device!r} is not a valid torch device; use auto, cpu or cuda") from None
+__all__ = ["extract_features"]
 
 
 def extract_features(

@@ -117,7 +117,8 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_extract(args: argparse.Namespace) -> int:
-    from spanet.extractor import FeatureExtractor, collect_images, save_features
+    from spanet.data.images import collect_images
+    from spanet.extractor import FeatureExtractor, save_features
 
     if args.out.suffix != ".npz":
         raise SpanetError(f"--out {args.out} must end in .npz")
@@ -154,7 +155,8 @@ def _run_index_build(args: argparse.Namespace) -> int:
 
 
 def _run_search(args: argparse.Namespace) -> int:
-    from spanet.extractor import FeatureExtractor, collect_images
+    from spanet.data.images import collect_images
+    from spanet.extractor import FeatureExtractor
     from spanet.index import GalleryIndex, check_compatible, draw_matches
 
     if args.top_k < 1:

@@ -63,9 +63,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_evaluate(args: argparse.Namespace) -> int:
     from spanet.checkpoint import load_model
     from spanet.data.datasets import load_dataset
+    from spanet.device import resolve_device
     from spanet.errors import SpanetError
     from spanet.evaluate import extract_feature_set, format_table, score_features
-    from spanet.features import resolve_device
 
     if args.batch_size < 1 or args.visualize < 0:
         raise SpanetError("--batch-size must be at least 1 and --visualize at least 0")

@@ -59,8 +59,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_cam_command(args: argparse.Namespace) -> int:
-    from spanet.cam import collect_images, run_cam, train_labels_by_pid
+    from spanet.cam import run_cam, train_labels_by_pid
     from spanet.checkpoint import load_model
+    from spanet.data.images import collect_images
 
     images = collect_images(args.images)
     model, ckpt = load_model(args.checkpoint, map_location=args.device)

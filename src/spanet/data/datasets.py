@@ -20,6 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from spanet.data.images import IMAGE_EXTENSIONS
 from spanet.errors import SpanetError
 
 __all__ = [
@@ -146,8 +147,6 @@ EXPECTED_STATISTICS: dict[str, dict[str, dict[str, int]]] = {
     for name, rows in _PUBLISHED.items()
 }
 
-_IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-
 
 def load_dataset(
     name: str,
@@ -237,7 +236,7 @@ def _read_market_format(name: str, fmt: MarketFormat, root: Path) -> tuple[Path,
         splits[split] = []
         for path in sorted((folder / sub).iterdir()):
             # Only image files count: the real Market-1501 ships a Thumbs.db, macOS adds hidden ._ files.
-            if path.name.startswith(".") or path.suffix.lower() not in _IMAGE_SUFFIXES or not path.is_file():
+            if path.name.startswith(".") or path.suffix.lower() not in IMAGE_EXTENSIONS or not path.is_file():
                 continue
             match = pattern.fullmatch(path.name)
             if match is None or int(match["camid"]) < 1:

@@ -1,13 +1,16 @@
-"""Reading image files, and a torch `Dataset` over re-ID samples.
+"""Finding and reading image files, and a torch `Dataset` over re-ID samples.
 
 A corrupt or missing image is a user problem (a bad download, a full disk), so it raises `SpanetError` naming the
-file instead of a PIL traceback deep inside a DataLoader worker.
+file instead of a PIL traceback deep inside a DataLoader worker. Likewise a folder or pattern given on the command
+line that holds no image raises, naming it, rather than silently shrinking a gallery.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
@@ -15,11 +18,53 @@ from torch.utils.data import Dataset
 
 from spanet.errors import SpanetError
 
-__all__ = ["read_image", "image_problem", "ImageDataset"]
+__all__ = ["IMAGE_EXTENSIONS", "collect_images", "read_image", "image_problem", "ImageDataset"]
+
+# File suffixes (lower case) that count as images wherever spanet lists a folder: datasets, CLI image arguments.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+_GLOB_CHARS = frozenset("*?[")
 
 # Everything PIL raises for a file it cannot decode: truncated data (OSError), unknown format
 # (UnidentifiedImageError, an OSError), broken headers (SyntaxError, ValueError), absurd sizes (DecompressionBombError).
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
+def collect_images(items: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """Expand files, folders (recursively, image extensions only) and glob patterns into image paths.
+
+    Order: items in the order given, each item's files sorted; a file reached twice (also as `./a.jpg` and
+    `a.jpg`) keeps its first position. Paths are returned as given (with `~` expanded), not made absolute, so
+    files written from them (features, index) stay relative when the user's paths were. An item that matches
+    nothing raises `SpanetError` naming it (a typo should not silently shrink a gallery).
+    """
+    found: dict[Path, Path] = {}
+    for item in items:
+        text = os.fspath(item)
+        path = Path(text).expanduser()
+        if path.is_dir():
+            matches = _images_under(path)
+            if not matches:
+                raise SpanetError(f"folder {text} holds no images ({', '.join(IMAGE_EXTENSIONS)}); check the path")
+        elif path.is_file():
+            matches = [path]
+        elif _GLOB_CHARS & set(text):
+            matches = []
+            for hit in sorted(Path(p) for p in glob.glob(str(path), recursive=True)):
+                if hit.is_dir():
+                    matches.extend(_images_under(hit))
+                elif hit.is_file() and hit.suffix.lower() in IMAGE_EXTENSIONS:
+                    matches.append(hit)
+            if not matches:
+                raise SpanetError(f"pattern {text} matches no image files; check the pattern (quote it for the shell)")
+        else:
+            raise SpanetError(f"{text} is not a file, folder or glob pattern that exists; check the path")
+        for match in matches:
+            found.setdefault(match.resolve(), match)
+    return list(found.values())
+
+
+def _images_under(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
 def read_image(path: str | os.PathLike[str]) -> Image.Image:
