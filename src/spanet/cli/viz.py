@@ -21,8 +21,6 @@ output: one PNG per image (rows = stages; original | CAM with SA | CAM without S
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add `spanet cam` and `spanet report`."""
-    from spanet.cam import CAM_STAGES
-
     cam = subparsers.add_parser(
         "cam",
         help="class activation maps per stage, with vs without spatial attention (paper Fig. 5/6)",
@@ -42,8 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cam.add_argument("--class", dest="class_mode", choices=("true", "predicted"), default="true",
                      help="explain the true class (person id from a training image's file name; falls back to the "
                      "predicted class, and says so, when unknown) or the predicted class (default: true)")
-    cam.add_argument("--stages", nargs="+", choices=CAM_STAGES, metavar="STAGE",
-                     help=f"rows to draw, from: {', '.join(CAM_STAGES)} (default: all the model has)")
+    cam.add_argument("--stages", nargs="+", metavar="STAGE",  # checked by run_cam: importing spanet.cam loads torch
+                     help="rows to draw, from: stage1, stage2, stage3, global, parts (default: all the model has)")
     cam.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default) or cuda[:N]")
     cam.set_defaults(func=run_cam_command)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from spanet.data.images import IMAGE_EXTENSIONS
+from spanet.data.images import IMAGE_EXTENSIONS, image_problem
 from spanet.errors import SpanetError
 
 __all__ = [
@@ -314,7 +314,6 @@ def _drop_corrupt(
     splits: dict[str, list[Sample]], *, skip: bool, progress: bool
 ) -> tuple[dict[str, list[Sample]], list[str]]:
     """Decode every image; raise naming the corrupt ones, or (with `skip`) leave them out and return their paths."""
-    from spanet.data.images import image_problem  # imported here: it pulls in torch, which plain reading does not need
     total = sum(len(samples) for samples in splits.values())
     # disable=None lets tqdm hide the bar when stderr is not a terminal.
     bar = tqdm(total=total, desc="verifying images", unit="img", disable=None if progress else True)

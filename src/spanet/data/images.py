@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
-from torch.utils.data import Dataset
 
 from spanet.errors import SpanetError
 
@@ -90,10 +89,12 @@ def image_problem(path: str | os.PathLike[str]) -> str | None:
     return None
 
 
-class ImageDataset(Dataset):
+class ImageDataset:
     """Samples (anything with `path`, `pid`, `camid`) as `(image_tensor, pid, camid, index)`.
 
-    The index lets feature extraction put results back in dataset order whatever the sampler did.
+    A map-style dataset for `torch.utils.data.DataLoader` (which needs only `__len__` and `__getitem__`); it does not
+    subclass torch's `Dataset`, so reading a dataset's file list never imports torch. The index lets feature
+    extraction put results back in dataset order whatever the sampler did.
     """
 
     def __init__(self, samples: Sequence[Any], transform: Callable[[Image.Image], Any]) -> None:
