@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from builders import write_images
 from spanet.cam import cam_spread, image_cams, normalise, run_cam, without_attention
 from spanet.errors import SpanetError
 from spanet.model import SPANet
@@ -125,18 +126,10 @@ def test_spread_measures() -> None:
         cam_spread(np.ones(5))
 
 
-def _write_images(folder: Path, names: list[str]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    paths = []
-    for name in names:
-        Image.fromarray(rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)).save(folder / name)
-        paths.append(folder / name)
-    return paths
 
 
 def test_run_cam_writes_figures_and_spread(tmp_path: Path) -> None:
-    images = _write_images(tmp_path / "imgs", ["0007_c1s1_000001_01.jpg", "0042_c2s1_000002_01.jpg"])
+    images = write_images(tmp_path / "imgs", ["0007_c1s1_000001_01.jpg", "0042_c2s1_000002_01.jpg"])
     model = _tiny_model()
     summary = run_cam(model, images, out_dir=tmp_path / "cam", input_size=(64, 32), class_mode="true",
                       labels_by_pid={7: 4}, stages=["stage2", "global"], progress=False)
@@ -157,7 +150,7 @@ def test_run_cam_writes_figures_and_spread(tmp_path: Path) -> None:
 
 
 def test_run_cam_with_compare_model_and_errors(tmp_path: Path) -> None:
-    images = _write_images(tmp_path / "imgs", ["a.png"])
+    images = write_images(tmp_path / "imgs", ["a.png"])
     summary = run_cam(_tiny_model(), images, out_dir=tmp_path / "cam", input_size=(64, 32),
                       compare_model=_tiny_model(sa_branches=False), compare_label="no_sa.pt", progress=False)
     assert summary.variants["without_sa"] == "without SA: no_sa.pt"

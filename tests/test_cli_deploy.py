@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from deploy_utils import make_checkpoint, make_images
+from builders import make_checkpoint, make_images
 from spanet.cli import main
 
 

@@ -8,30 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from builders import make_checkpoint
 from spanet.cli import main
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.metrics import rank_metrics
 
-INPUT_SIZE = [64, 32]
-MODEL_ARGS = {"num_classes": 8, "backbone": "resnet18", "pretrained": None}
-
-
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    from spanet.checkpoint import save_checkpoint
-    from spanet.model import SPANet
-
-    torch.manual_seed(0)
-    model = SPANet(**MODEL_ARGS)
-    model.train()
-    with torch.no_grad():
-        model(torch.rand(4, 3, *INPUT_SIZE))
-    path = tmp_path_factory.mktemp("run") / "last.pt"
-    save_checkpoint(path, {"model": model.state_dict(), "model_args": dict(MODEL_ARGS), "input_size": INPUT_SIZE,
-                           "config": {}})  # fmt: skip
-    return path
+    return make_checkpoint(tmp_path_factory.mktemp("run") / "last.pt", num_classes=8)
 
 
 def test_evaluate_writes_json_metrics_features_and_ranked_lists(tiny_market, checkpoint, tmp_path, capsys) -> None:

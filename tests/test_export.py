@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deploy_utils import INPUT_SIZE, make_checkpoint
+from builders import INPUT_SIZE, make_checkpoint
 from spanet.errors import SpanetError
 from spanet.export import export_checkpoint, export_onnx
 from spanet.extractor import FeatureExtractor

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from deploy_utils import INPUT_SIZE, make_checkpoint, make_images
+from builders import INPUT_SIZE, make_checkpoint, make_images
 from spanet.errors import SpanetError
 from spanet.extractor import (
     ExtractionResult,

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 
-from deploy_utils import make_images
+from builders import make_images, write_images
 from spanet.data.images import collect_images
 from spanet.errors import SpanetError
 
 
-def _write_images(folder: Path, names: list[str]) -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(0)
-    paths = []
-    for name in names:
-        Image.fromarray(rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)).save(folder / name)
-        paths.append(folder / name)
-    return paths
 
 
 def test_collect_images_files_folders_globs(tmp_path: Path) -> None:
@@ -42,7 +32,7 @@ def test_collect_images_files_folders_globs(tmp_path: Path) -> None:
 
 
 def test_collect_images_order_and_duplicates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    paths = _write_images(tmp_path / "d", ["b.jpg", "a.jpg"])
+    paths = write_images(tmp_path / "d", ["b.jpg", "a.jpg"])
     (tmp_path / "d" / "notes.txt").write_text("x")
     assert collect_images([tmp_path / "d"]) == sorted(paths)
     assert collect_images([str(tmp_path / "d" / "a.*"), paths[0]]) == [paths[1], paths[0]]

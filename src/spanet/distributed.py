@@ -42,7 +42,6 @@ class DistInfo:
 def init_distributed(device_name: str, *, timeout_minutes: float = 120.0) -> tuple[DistInfo, torch.device]:
     """Join the torchrun process group if the environment asks for one (nccl on CUDA, gloo on CPU)."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(device_name, local_rank=local_rank)
     if world_size <= 1:

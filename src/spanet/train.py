@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from spanet.checkpoint import check_model_config, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
-from spanet.config import Config, DataConfig, LossConfig, ModelConfig, OptimConfig, config_to_dict, save_config
+from spanet.config import Config, LossConfig, ModelConfig, OptimConfig, config_to_dict, save_config
 from spanet.distributed import (
     DistInfo,
     any_flag,
