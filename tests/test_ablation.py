@@ -94,3 +94,24 @@ def test_markdown_shows_mean_and_std() -> None:
     text = format_markdown(result)
     assert "| Backbone + DS |  | ✓ |  |  | 55.0 ± 7.1 | 40.0 ± 0.0 | 86.2 / 68.3 |" in text
     assert "Table 3" not in text
+
+
+def test_a_diverged_run_is_recorded_and_the_other_rows_go_on(
+    tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spanet.train
+
+    real_train = spanet.train.train
+
+    def train_that_diverges_without_parts(config, *, output_dir, resume=False):
+        if not config.model.parts:
+            raise spanet.train.TrainingDiverged("the loss became nan at epoch 1, step 1")
+        return real_train(config, output_dir=output_dir, resume=resume)
+
+    monkeypatch.setattr(spanet.train, "train", train_that_diverges_without_parts)
+    overrides = ["data.dataset=synthetic", f"data.root={tiny_market}", *TINY]
+    result = run_ablation(config_path=None, rows=["ds", "with-sa"], seeds=1, output_dir=tmp_path, overrides=overrides)
+
+    assert result["rows"]["ds"]["diverged_seeds"] == [0] and result["rows"]["ds"]["rank1"]["mean"] is None
+    assert result["rows"]["with-sa"]["diverged_seeds"] == [] and result["rows"]["with-sa"]["rank1"]["mean"] is not None
+    assert "| Backbone + DS |  | ✓ |  |  | diverged (1/1) | diverged (1/1) |" in (tmp_path / "ablation.md").read_text()

@@ -79,7 +79,7 @@ def _run_one(
     *, config_path: Path | None, overrides: Sequence[str], row: AblationRow, seed: int, run_dir: Path
 ) -> dict[str, float]:
     from spanet.config import load_config
-    from spanet.train import train
+    from spanet.train import TrainingDiverged, train
 
     result_file = run_dir / "result.json"
     if result_file.exists():
@@ -90,7 +90,15 @@ def _run_one(
     config = load_config(config_path, [*overrides, *row_overrides, f"train.seed={seed}"])
     if config.train.eval_every == 0:  # the table needs the final metrics: evaluate the last epoch at least
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=config.optim.epochs))
-    summary = train(config, output_dir=run_dir, resume=(run_dir / "last.pt").exists())
+    try:
+        summary = train(config, output_dir=run_dir, resume=(run_dir / "last.pt").exists())
+    except TrainingDiverged as exc:
+        # A row that diverges is a result of the ablation, not a reason to stop the other rows.
+        print(f"[ablation] {run_dir}: {exc}", flush=True)
+        result = {"rank1": None, "mAP": None, "diverged": str(exc)}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result_file.write_text(json.dumps(result, indent=2))
+        return result
     final = summary["final_metrics"]
     if not final:
         raise SpanetError(f"run {run_dir} finished without evaluation metrics; delete the folder and run again")
@@ -131,7 +139,8 @@ def run_ablation(
             "table": row.table,
             "flags": row.flags,
             "paper": {"rank1": row.paper[0], "mAP": row.paper[1]},
-            **{metric: _summary([100.0 * r[metric] for r in per_seed]) for metric in ("rank1", "mAP")},
+            "diverged_seeds": [seed for seed, r in enumerate(per_seed) if r.get("diverged")],
+            **{metric: _summary([100.0 * r[metric] for r in per_seed if r[metric] is not None]) for metric in ("rank1", "mAP")},
         }
     result = {"seeds": seeds, "config": str(config_path) if config_path else None, "overrides": list(overrides), "rows": table}
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -141,8 +150,18 @@ def run_ablation(
 
 
 def _summary(values: list[float]) -> dict:
+    """Mean ± sample std over the seeds that trained (None when every seed diverged)."""
+    if not values:
+        return {"values": [], "mean": None, "std": None}
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return {"values": values, "mean": statistics.fmean(values), "std": std}
+
+
+def _cell(summary: dict, *, seeds: int, diverged: int) -> str:
+    if summary["mean"] is None:
+        return f"diverged ({diverged}/{seeds})"
+    text = f"{summary['mean']:.1f} ± {summary['std']:.1f}"
+    return text + (f" ({diverged}/{seeds} diverged)" if diverged else "")
 
 
 def format_markdown(result: dict) -> str:
@@ -161,10 +180,10 @@ def format_markdown(result: dict) -> str:
         for row in rows.values():
             flags = row["flags"]
             marks = ["✓" if flags[name] else "" for name in ("parts", "deep_supervision", "sa_backbone", "sa_branches")]
-            r1, mean_ap = row["rank1"], row["mAP"]
+            counts = {"seeds": result["seeds"], "diverged": len(row.get("diverged_seeds", []))}
             lines.append(
-                f"| {row['label']} | {' | '.join(marks)} | {r1['mean']:.1f} ± {r1['std']:.1f} | "
-                f"{mean_ap['mean']:.1f} ± {mean_ap['std']:.1f} | {row['paper']['rank1']} / {row['paper']['mAP']} |"
+                f"| {row['label']} | {' | '.join(marks)} | {_cell(row['rank1'], **counts)} | "
+                f"{_cell(row['mAP'], **counts)} | {row['paper']['rank1']} / {row['paper']['mAP']} |"
             )
         lines.append("")
     return "\n".join(lines)
