@@ -44,13 +44,13 @@ class SpatialAttention(nn.Module):
     def attention_map(self, x: Tensor) -> Tensor:
         """One weight per position: (B, C, H, W) -> (B, 1, H, W), each sample's weights summing to 1."""
         compute_dtype = torch.promote_types(x.dtype, torch.float32)
-        features = x.to(compute_dtype)  # under autocast x may be bf16/fp16; sum it in float32
+        # under autocast x may be bf16/fp16: accumulate the channel sum in float32 without a float32 copy of x
         if self.mode == "softmax":
-            scores = features.sum(dim=1, keepdim=True)  # (B, C, H, W) -> (B, 1, H, W)
+            scores = x.sum(dim=1, keepdim=True, dtype=compute_dtype)  # (B, C, H, W) -> (B, 1, H, W)
             # softmax subtracts the per-sample maximum, so huge channel sums do not overflow
             weights = torch.softmax(scores.flatten(2), dim=-1).reshape_as(scores)  # over the H·W positions
         else:
-            scores = features.mean(dim=1, keepdim=True)  # (B, 1, H, W)
+            scores = x.mean(dim=1, keepdim=True, dtype=compute_dtype)  # (B, 1, H, W)
             total = scores.sum(dim=(2, 3), keepdim=True)  # (B, 1, 1, 1)
             uniform = torch.full_like(scores, 1.0 / (scores.shape[2] * scores.shape[3]))
             weights = torch.where(total > 0, scores / total.clamp_min(torch.finfo(compute_dtype).tiny), uniform)
@@ -72,4 +72,6 @@ def attention_pool(x: Tensor, attention: SpatialAttention | None) -> Tensor:
     """
     if attention is None:
         return x.mean(dim=(2, 3))
-    return attention(x).sum(dim=(2, 3))
+    weights = attention.attention_map(x).flatten(1).unsqueeze(-1)  # (B, 1, H, W) -> (B, H·W, 1)
+    # one batched matmul instead of materialising x ⊙ A and summing it: (B, C, H·W) @ (B, H·W, 1) -> (B, C)
+    return torch.bmm(x.flatten(2), weights).squeeze(-1)
