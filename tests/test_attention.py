@@ -129,6 +129,22 @@ def test_attention_pool_is_gap_under_uniform_attention_and_a_weighted_sum_otherw
     assert not torch.allclose(attention_pool(x, layer), x.mean(dim=(2, 3)))
 
 
+@pytest.mark.parametrize("mode", [None, "softmax", "l1"])
+def test_pooling_gives_the_same_values_in_both_layouts_and_keeps_the_gradient_layout(mode: str | None) -> None:
+    layer = SpatialAttention(mode) if mode else None  # type: ignore[arg-type]
+    base = _features(2, 6, 5, 3)
+    results = {}
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = base.clone().contiguous(memory_format=layout).requires_grad_()
+        pooled = attention_pool(x, layer)
+        (grad,) = torch.autograd.grad((pooled * torch.arange(6.0)).sum(), x)
+        # a gradient in the other layout would make every later add and conv backward a strided copy
+        assert grad.is_contiguous(memory_format=layout)
+        results[layout] = (pooled, grad)
+    for first, second in zip(results[torch.contiguous_format], results[torch.channels_last]):
+        torch.testing.assert_close(first, second)
+
+
 def test_unknown_mode_is_a_user_error() -> None:
     with pytest.raises(SpanetError, match="softmax"):
         SpatialAttention("sigmoid")  # type: ignore[arg-type]

@@ -48,6 +48,17 @@ def test_stripes_pool_like_adaptive_average_pooling(parts: int) -> None:
         assert len(stripe_bounds(height, parts)) == parts
 
 
+@pytest.mark.parametrize("sa_backbone", [False, True])
+def test_channels_last_training_keeps_every_stage_gradient_channels_last(sa_backbone: bool) -> None:
+    model = _small_model(sa_backbone=sa_backbone).to(memory_format=torch.channels_last)
+    images = _images(2).contiguous(memory_format=torch.channels_last)
+    maps = model.forward_features(images)
+    loss = model.pool_parts(maps[3]).sum() + sum(head(m).sum() for head, m in zip(model.ds_heads, maps))
+    grads = torch.autograd.grad(loss, maps)
+    assert [g.is_contiguous(memory_format=torch.channels_last) for g in grads] == [True] * 4
+    torch.testing.assert_close(model.pool_parts(maps[3]), model.pool_parts(maps[3].contiguous()))
+
+
 @pytest.mark.parametrize("row", [key for key, row in ROWS.items() if row.table == 2])
 def test_output_shapes_and_every_parameter_gets_a_gradient(row: str) -> None:
     flags = ROWS[row].flags

@@ -8,6 +8,11 @@ paper's GAP of `F ⊙ A` (= `(1/HW) Σ_p A_p F_p`). Because `A` sums to 1, the w
 uniform attention it equals plain GAP exactly, so switching SA on or off does not change the scale of the pooled
 features (or of the logits, the 1×1 conv and the learning rate that act on them), and it does not depend on the input
 size. The paper's form differs only by the constant factor 1/HW, which a following linear layer can absorb.
+
+Memory layout: pooling works on a 3-D view of the map that matches its memory format — (B, C, positions) for the
+default layout, (B, positions, C) for channels_last — so the gradient flowing back into the backbone has the map's own
+layout. A gradient in the other layout would turn every later add and convolution backward into a slow strided copy
+(measured: a mixed-layout add of a stage-1 map is 8× slower than a matching one).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from torch import Tensor, nn
 
 from spanet.errors import SpanetError
 
-__all__ = ["ATTENTION_MODES", "SpatialAttention", "attention_pool"]
+__all__ = ["ATTENTION_MODES", "SpatialAttention", "attention_pool", "is_channels_last", "pool_positions"]
 
 ATTENTION_MODES: tuple[str, ...] = ("softmax", "l1")
 
@@ -41,20 +46,28 @@ class SpatialAttention(nn.Module):
             raise SpanetError(f"attention mode {mode!r} is unknown; use one of {', '.join(ATTENTION_MODES)}")
         self.mode = mode
 
+    def position_weights(self, flat: Tensor, *, channel_dim: int) -> Tensor:
+        """One weight per position of a (B, C, N) or (B, N, C) map -> (B, N), each sample's weights summing to 1.
+
+        `channel_dim` (1 or 2) names the channel axis; the other non-batch axis holds the N positions.
+        """
+        compute_dtype = torch.promote_types(flat.dtype, torch.float32)
+        # under autocast the map may be bf16/fp16: accumulate the channel sum in float32 without a float32 copy
+        if self.mode == "softmax":
+            scores = flat.sum(dim=channel_dim, dtype=compute_dtype)  # (B, N)
+            # softmax subtracts the per-sample maximum, so huge channel sums do not overflow
+            weights = torch.softmax(scores, dim=-1)
+        else:
+            scores = flat.mean(dim=channel_dim, dtype=compute_dtype)  # (B, N)
+            total = scores.sum(dim=-1, keepdim=True)  # (B, 1)
+            uniform = torch.full_like(scores, 1.0 / scores.shape[-1])
+            weights = torch.where(total > 0, scores / total.clamp_min(torch.finfo(compute_dtype).tiny), uniform)
+        return weights.to(flat.dtype)
+
     def attention_map(self, x: Tensor) -> Tensor:
         """One weight per position: (B, C, H, W) -> (B, 1, H, W), each sample's weights summing to 1."""
-        compute_dtype = torch.promote_types(x.dtype, torch.float32)
-        # under autocast x may be bf16/fp16: accumulate the channel sum in float32 without a float32 copy of x
-        if self.mode == "softmax":
-            scores = x.sum(dim=1, keepdim=True, dtype=compute_dtype)  # (B, C, H, W) -> (B, 1, H, W)
-            # softmax subtracts the per-sample maximum, so huge channel sums do not overflow
-            weights = torch.softmax(scores.flatten(2), dim=-1).reshape_as(scores)  # over the H·W positions
-        else:
-            scores = x.mean(dim=1, keepdim=True, dtype=compute_dtype)  # (B, 1, H, W)
-            total = scores.sum(dim=(2, 3), keepdim=True)  # (B, 1, 1, 1)
-            uniform = torch.full_like(scores, 1.0 / (scores.shape[2] * scores.shape[3]))
-            weights = torch.where(total > 0, scores / total.clamp_min(torch.finfo(compute_dtype).tiny), uniform)
-        return weights.to(x.dtype)
+        batch, _, height, width = x.shape
+        return self.position_weights(x.flatten(2), channel_dim=1).reshape(batch, 1, height, width)
 
     def forward(self, x: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, C, H, W): every channel at a position scaled by that position's weight."""
@@ -64,14 +77,28 @@ class SpatialAttention(nn.Module):
         return f"mode={self.mode!r}"
 
 
-def attention_pool(x: Tensor, attention: SpatialAttention | None) -> Tensor:
-    """Pool a map to one vector per sample: (B, C, H, W) -> (B, C).
+def is_channels_last(x: Tensor) -> bool:
+    """Whether a (B, C, H, W) tensor is laid out channels_last (and not also plainly contiguous, as 1×1 maps are)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
 
-    With attention: the attention-weighted sum `Σ_p A_p x_p` (a weighted average, see the module docstring);
-    without: the plain mean over positions (GAP).
+
+def pool_positions(flat: Tensor, attention: SpatialAttention | None, *, channel_dim: int) -> Tensor:
+    """Pool a (B, C, N) or (B, N, C) map over its N positions -> (B, C); `channel_dim` (1 or 2) names the channel axis.
+
+    With attention: the attention-weighted sum `Σ_p A_p x_p` (a weighted average, see the module docstring), as one
+    batched matmul instead of materialising `x ⊙ A`; without: the plain mean over positions (GAP).
     """
+    position_dim = 3 - channel_dim
     if attention is None:
-        return x.mean(dim=(2, 3))
-    weights = attention.attention_map(x).flatten(1).unsqueeze(-1)  # (B, 1, H, W) -> (B, H·W, 1)
-    # one batched matmul instead of materialising x ⊙ A and summing it: (B, C, H·W) @ (B, H·W, 1) -> (B, C)
-    return torch.bmm(x.flatten(2), weights).squeeze(-1)
+        return flat.mean(dim=position_dim)
+    weights = attention.position_weights(flat, channel_dim=channel_dim)  # (B, N)
+    if channel_dim == 1:
+        return torch.bmm(flat, weights.unsqueeze(-1)).squeeze(-1)  # (B, C, N) @ (B, N, 1) -> (B, C)
+    return torch.bmm(weights.unsqueeze(1), flat).squeeze(1)  # (B, 1, N) @ (B, N, C) -> (B, C)
+
+
+def attention_pool(x: Tensor, attention: SpatialAttention | None) -> Tensor:
+    """Pool a map to one vector per sample: (B, C, H, W) -> (B, C), through the view matching x's memory layout."""
+    if is_channels_last(x):
+        return pool_positions(x.permute(0, 2, 3, 1).flatten(1, 2), attention, channel_dim=2)  # (B, H·W, C), a view
+    return pool_positions(x.flatten(2), attention, channel_dim=1)  # (B, C, H·W)

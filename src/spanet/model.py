@@ -34,7 +34,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
-from spanet.attention import ATTENTION_MODES, SpatialAttention, attention_pool
+from spanet.attention import ATTENTION_MODES, SpatialAttention, attention_pool, is_channels_last, pool_positions
 from spanet.errors import SpanetError
 
 __all__ = [
@@ -200,11 +200,16 @@ class SPANet(nn.Module):
     def pool_parts(self, last_map: Tensor) -> Tensor:
         """Stage-4 map -> one vector per stripe: (B, C4, H, W) -> (B, P, C4); SA1 (if on) works within each stripe."""
         height = int(last_map.shape[2])  # static: stripe bounds are Python ints, traced as constants
-        pooled = [
-            attention_pool(last_map[:, :, start:end], self.part_attention)  # (B, C4, rows, W) -> (B, C4)
-            for start, end in stripe_bounds(height, self.num_parts)
-        ]
-        return torch.stack(pooled, dim=1)
+        bounds = stripe_bounds(height, self.num_parts)
+        if is_channels_last(last_map):  # slice rows of the (B, H, W, C4) view, so gradients keep the layout
+            rows_first = last_map.permute(0, 2, 3, 1)
+            stripes = [rows_first[:, start:end].flatten(1, 2) for start, end in bounds]  # (B, rows·W, C4)
+            channel_dim = 2
+        else:
+            stripes = [last_map[:, :, start:end].flatten(2) for start, end in bounds]  # (B, C4, rows·W)
+            channel_dim = 1
+        pooled = [pool_positions(stripe, self.part_attention, channel_dim=channel_dim) for stripe in stripes]
+        return torch.stack(pooled, dim=1)  # P × (B, C4) -> (B, P, C4)
 
     def reduce_parts(self, part_features: Tensor, *, dropout: bool = True) -> Tensor:
         """Shared 1×1 conv + BN + ReLU on every part: (B, P, C4) -> (B, P, 256); dropout first when asked."""
