@@ -3,9 +3,10 @@
 Run with the benchmark environment (it has torchreid 0.2.5):
     .venv-bench/bin/python benchmarks/bench_train.py
 Every case is one forward + backward + SGD step (fused, as `spanet.optim.build_optimizer` uses) on random images with
-random labels, timed after a few warm-up steps, in the same process with the same batch and input size. The paper
-size runs at batch 8 and at the paper's batch 48 (fp32 gets slower per image at large batches on this CPU, bf16 does
-not, so the ratio depends on the batch). Writes benchmarks/results/train.json and .md.
+random labels, in the same process with the same batch and input size: every case is warmed up, then timed in
+interleaved rounds (median round reported). The paper size runs at batch 8 and at the paper's batch 48 (fp32 gets
+slower per image at large batches on this CPU, bf16 does not, so the ratio depends on the batch).
+Writes benchmarks/results/train.json and .md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -52,11 +54,10 @@ def pcb_case(*, num_classes: int) -> tuple[nn.Module, Callable]:
     return model, loss_fn
 
 
-def measure(
-    model: nn.Module, loss_fn: Callable, *, batch: int, height: int, width: int, num_classes: int, mode: str,
-    warmup: int, steps: int,
-) -> float:  # fmt: skip
-    """Images per second of full training steps (forward, loss, backward, SGD update)."""
+def training_step(
+    model: nn.Module, loss_fn: Callable, *, batch: int, height: int, width: int, num_classes: int, mode: str
+) -> Callable[[], None]:
+    """One full training step (forward, loss, backward, SGD update) on a fixed random batch, as a closure."""
     settings = MODES[mode]
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, height, width, generator=generator)
@@ -76,8 +77,10 @@ def measure(
         loss.backward()
         optimizer.step()
 
-    for _ in range(warmup):
-        step()
+    return step
+
+
+def images_per_second(step: Callable[[], None], *, batch: int, steps: int) -> float:
     started = time.perf_counter()
     for _ in range(steps):
         step()
@@ -88,8 +91,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch", type=int, nargs="+", default=[8, 48], help="batch sizes at the paper size")
     parser.add_argument("--demo-batch", type=int, default=32, help="batch size at the demo size (cpu_demo.yaml: 32)")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case before the first round")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps per case and round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds over all cases; the median round is reported")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-large", action="store_true", help="only the demo size")
     args = parser.parse_args()
@@ -102,23 +106,34 @@ def main() -> None:
         cases = [(f"SPANet {backbone}", lambda b=backbone: spanet_case(backbone=b, num_classes=num_classes), list(MODES))]
         if size_name == "paper":
             cases.append(("torchreid pcb_p6 (resnet50)", lambda: pcb_case(num_classes=num_classes), ["fp32", "bf16+channels_last"]))
+        steps = {}
         for name, build, modes in cases:
             for mode in modes:
                 torch.manual_seed(0)
                 model, loss_fn = build()
-                value = measure(
-                    model, loss_fn, batch=batch, height=height, width=width, num_classes=num_classes, mode=mode,
-                    warmup=args.warmup, steps=args.steps,
-                )  # fmt: skip
-                row = {
-                    "size": size_name, "input": f"{height}x{width}", "batch": batch, "model": name, "mode": mode,
-                    "images_per_s": value,
-                }  # fmt: skip
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                step = training_step(
+                    model, loss_fn, batch=batch, height=height, width=width, num_classes=num_classes, mode=mode
+                )
+                for _ in range(args.warmup):
+                    step()
+                steps[(name, mode)] = step
+        # rounds interleave the cases, so a slow spell on a shared machine hits all of them alike
+        speeds: dict[tuple[str, str], list[float]] = {key: [] for key in steps}
+        for _ in range(args.rounds):
+            for key, step in steps.items():
+                speeds[key].append(images_per_second(step, batch=batch, steps=args.steps))
+        for (name, mode), values in speeds.items():
+            row = {
+                "size": size_name, "input": f"{height}x{width}", "batch": batch, "model": name, "mode": mode,
+                "images_per_s": statistics.median(values), "rounds": values,
+            }  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        del steps
     result = {
         "warmup_steps": args.warmup,
         "timed_steps": args.steps,
+        "rounds": args.rounds,
         "threads": args.threads,
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
@@ -148,7 +163,8 @@ def _ratios(rows: list[dict]) -> dict[str, float]:
 def _markdown(result: dict) -> str:
     lines = [
         f"Training-step throughput, {result['threads']} CPU threads, torch {result['torch']} "
-        f"({result['warmup_steps']} warm-up + {result['timed_steps']} timed steps, random images, fused SGD).",
+        f"({result['warmup_steps']} warm-up steps, then {result['rounds']} interleaved rounds of {result['timed_steps']} "
+        "timed steps per case, median round; random images, fused SGD).",
         "",
         "| input | batch | model | mode | images/s |",
         "|---|---|---|---|---|",
