@@ -93,7 +93,7 @@ def main() -> None:
     parser.add_argument("--demo-batch", type=int, default=32, help="batch size at the demo size (cpu_demo.yaml: 32)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per case before the first round")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per case and round")
-    parser.add_argument("--rounds", type=int, default=3, help="rounds over all cases; the median round is reported")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds over all cases; the median round is reported")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-large", action="store_true", help="only the demo size")
     args = parser.parse_args()
