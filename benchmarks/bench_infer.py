@@ -15,7 +15,9 @@ Paths (weights random: speed does not depend on their values):
 
 The rounds are interleaved (path A, B, C, A, B, C, …) so that load from other processes on the shared cores hits
 every path alike; the table reports the median round and the speed-up over fp32 eager from the same run.
-Results: benchmarks/results/infer.json and infer.md.
+Like the `spanet` command, the benchmark first makes glibc keep freed memory for reuse (`spanet.host_memory`);
+`--release-memory` measures with glibc's default instead.
+Results: benchmarks/results/infer.json and infer.md (infer_release_memory.* with --release-memory).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import numpy as np
 import torch
 
 from spanet.export import export_onnx
+from spanet.host_memory import retain_freed_memory
 from spanet.model import SPANet
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -116,9 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--height", type=int, default=384)
     parser.add_argument("--width", type=int, default=128)
     parser.add_argument("--out-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--release-memory", action="store_true", help="glibc's default allocator behaviour (spanet --release-memory)"
+    )
     args = parser.parse_args(argv)
     if args.quick:
         args.batch_size, args.rounds = 8, 3
+    retained = not args.release_memory and retain_freed_memory()
 
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
@@ -190,10 +197,11 @@ def main(argv: list[str] | None = None) -> int:
         "onnx_opset": export_report.opset,
         "onnx_check_max_abs_diff": export_report.worst_diff,
         "quick": args.quick,
+        "freed_memory_retained": retained,
         "rows": rows,
     }
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    suffix = "_quick" if args.quick else ""
+    suffix = ("_quick" if args.quick else "") + ("_release_memory" if args.release_memory else "")
     (args.out_dir / f"infer{suffix}.json").write_text(json.dumps(result, indent=2) + "\n")
     markdown = to_markdown(result)
     (args.out_dir / f"infer{suffix}.md").write_text(markdown)
@@ -208,7 +216,8 @@ def to_markdown(result: dict) -> str:
         "",
         f"CPU: {result['cpu']} ({result['cores']} cores, shared with other jobs), torch {result['torch']} "
         f"({result['torch_threads']} threads), onnxruntime {result['onnxruntime']}; median of {result['rounds']} "
-        "interleaved rounds.",
+        "interleaved rounds; freed memory "
+        f"{'retained for reuse' if result.get('freed_memory_retained') else 'returned to the OS (glibc default)'}.",
         "",
         "| path | images/s | × fp32 eager | max abs Δ vs fp32 | min cosine vs fp32 |",
         "|---|---|---|---|---|",

@@ -39,13 +39,15 @@ def _small_model(**flags: bool) -> SPANet:
 
 
 @pytest.mark.parametrize("parts", [1, 3, 6])
-def test_stripes_pool_like_adaptive_average_pooling(parts: int) -> None:
+def test_stripes_are_the_means_of_their_rows(parts: int) -> None:
+    """Without SA1 the stripes come from adaptive pooling, with SA1 from `stripe_bounds` slices: the same rows."""
     model = SPANet(num_classes=2, backbone="resnet18", num_parts=parts, deep_supervision=False)
     for height in (1, 4, 5, 7, 8, 24):
         last_map = torch.rand(2, 3, height, 5)
-        expected = F.adaptive_avg_pool2d(last_map, (parts, 1))[..., 0].transpose(1, 2)  # (B, P, C)
+        bounds = stripe_bounds(height, parts)
+        expected = torch.stack([last_map[:, :, start:end].mean(dim=(2, 3)) for start, end in bounds], dim=1)
         torch.testing.assert_close(model.pool_parts(last_map), expected)
-        assert len(stripe_bounds(height, parts)) == parts
+        assert len(bounds) == parts
 
 
 @pytest.mark.parametrize("sa_backbone", [False, True])
