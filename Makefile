@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# torch/torchvision versions that lie on this project's build machines; any torch>=2.2 works for users.
+# torch/torchvision versions that lie on this project's build machines; any torch>=2.4 works for users.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 DEMO_DIR ?= demo
 
