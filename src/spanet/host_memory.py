@@ -3,7 +3,7 @@
 glibc serves every allocation above 32 MiB (most activation and gradient tensors of a ResNet-50 batch) with its own
 `mmap` and hands it back to the kernel with `munmap` the moment PyTorch frees it. The next training step asks for the
 same sizes again and the kernel has to fault in and zero every page anew: at batch 48, 384×128 in fp32 that was
-18.8 million page faults in four steps, and fp32 training ran at 3.5 instead of 5.5–6 images/s (benchmarks in
+18.8 million page faults in four steps, and fp32 training ran at 3.9 instead of 6.2 images/s (benchmarks in
 docs/training.md). Telling glibc to take large blocks from its heap and never to trim the heap lets the next step
 reuse the same pages. The price is a larger resident size: freed memory stays with the process until it exits
 (measured 6.4 → 8.5 GB peak at that batch).

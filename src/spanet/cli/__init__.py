@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let the C allocator return freed memory to the OS at once (its default): smaller resident size, but "
         "every step page-faults its tensors in again; by default spanet keeps freed memory for reuse, which made "
-        "CPU training and feature extraction 1.2-1.6x faster at large batches",
+        "CPU training and feature extraction 1.1-1.6x faster (most at large batches)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in (synth, data, train, evaluate, viz, deploy, experiments):
