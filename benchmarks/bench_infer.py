@@ -15,7 +15,7 @@ Paths (weights random: speed does not depend on their values):
 
 The rounds are interleaved (path A, B, C, A, B, C, …) so that load from other processes on the shared cores hits
 every path alike; the table reports the median round and the speed-up over fp32 eager from the same run.
-Like the `spanet` command, the benchmark first makes glibc keep freed memory for reuse (`spanet.host_memory`);
+Like the `spanet` command, the benchmark first makes glibc keep freed memory for reuse (`spanet.runtime`);
 `--release-memory` measures with glibc's default instead.
 Results: benchmarks/results/infer.json and infer.md (infer_release_memory.* with --release-memory).
 """
@@ -35,8 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from spanet.export import export_onnx
-from spanet.host_memory import retain_freed_memory
+from spanet.deploy.export import export_onnx
+from spanet.runtime import retain_freed_memory
 from spanet.model import SPANet
 
 RESULTS = Path(__file__).resolve().parent / "results"

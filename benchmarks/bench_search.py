@@ -29,7 +29,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from spanet.index import GalleryIndex, choose_params
+from spanet.deploy.index import GalleryIndex, choose_params
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

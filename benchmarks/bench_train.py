@@ -2,11 +2,11 @@
 
 Run with the benchmark environment (it has torchreid 0.2.5):
     .venv-bench/bin/python benchmarks/bench_train.py
-Every case is one forward + backward + SGD step (fused, as `spanet.optim.build_optimizer` uses) on random images with
+Every case is one forward + backward + SGD step (fused, as `spanet.training.optim.build_optimizer` uses) on random images with
 random labels, in the same process with the same batch and input size: every case is warmed up, then timed in
 interleaved rounds (median round reported). The paper size runs at batch 8 and at the paper's batch 48 (fp32 gets
 slower per image at large batches on this CPU, bf16 does not, so the ratio depends on the batch).
-Like the `spanet` command, the benchmark first makes glibc keep freed memory for reuse (`spanet.host_memory`); both
+Like the `spanet` command, the benchmark first makes glibc keep freed memory for reuse (`spanet.runtime`); both
 models profit alike. `--release-memory` measures with glibc's default instead.
 Writes benchmarks/results/train.json and .md (train_release_memory.* with --release-memory).
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from spanet.host_memory import retain_freed_memory
+from spanet.runtime import retain_freed_memory
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

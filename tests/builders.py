@@ -1,4 +1,4 @@
-"""Small builders shared by the tests: a tiny checkpoint saved like `spanet train` does, and a few images."""
+"""Small builders shared by the tests: a tiny checkpoint saved like `spanet train` does, images, a Market layout."""
 
 from __future__ import annotations
 
@@ -56,3 +56,29 @@ def write_images(folder: Path, names: list[str]) -> list[Path]:
         Image.fromarray(rng.integers(0, 255, (64, 32, 3), dtype=np.uint8)).save(folder / name)
         paths.append(folder / name)
     return paths
+
+
+MARKET_DIRS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+# train ids 7, 3, 12 (relabelled 1, 0, 2); query ids 21, 22; gallery ids 21, 22, distractor 0 and junk -1.
+MARKET_FILES = {
+    "train": ["0007_c1s1_000001_00.jpg", "0007_c2s1_000002_00.jpg", "0003_c1s1_000003_00.jpg",
+              "0003_c3s1_000004_00.jpg", "0012_c2s1_000005_00.jpg"],
+    "query": ["0021_c1s1_000010_00.jpg", "0022_c2s1_000011_00.jpg"],
+    "gallery": ["0021_c2s1_000012_00.jpg", "0022_c1s1_000013_00.jpg", "0022_c3s1_000014_00.jpg",
+                "0000_c1s1_000015_00.jpg", "-1_c1s1_000016_00.jpg", "-1_c2s1_000017_00.jpg"],
+}
+
+
+def write_image(path: Path, *, shade: int = 128, size: tuple[int, int] = (16, 32)) -> None:
+    """A tiny solid-colour image (width, height) at `path`, format from the suffix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", size, (shade, 255 - shade, 64)).save(path)
+
+
+def write_market(root: Path, files: dict[str, list[str]] | None = None) -> Path:
+    """A Market-1501-layout folder with the given file names per split; returns `root`."""
+    for split, names in (files or MARKET_FILES).items():
+        (root / MARKET_DIRS[split]).mkdir(parents=True, exist_ok=True)
+        for i, name in enumerate(names):
+            write_image(root / MARKET_DIRS[split] / name, shade=(37 * i) % 256)
+    return root

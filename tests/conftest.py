@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_market(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A few identities, cameras and images in Market-1501 layout (with distractors and junk)."""
-    from spanet.synth import SYNTH_PRESETS, generate_dataset
+    from spanet.synth.generate import SYNTH_PRESETS, generate_dataset
 
     root = tmp_path_factory.mktemp("tiny_market")
     generate_dataset(root, **SYNTH_PRESETS["tiny"], progress=False)

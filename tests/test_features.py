@@ -15,6 +15,10 @@ from spanet.data.transforms import build_transforms
 from spanet.errors import SpanetError
 from spanet.features import extract_features
 
+
+def _features(*args, **kwargs) -> np.ndarray:
+    return extract_features(*args, **kwargs).features
+
 INPUT_SIZE = (64, 32)
 
 
@@ -45,16 +49,16 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 
 
 def test_shape_dtype_and_per_part_norms(model, images) -> None:
-    feats = extract_features(model, images, input_size=INPUT_SIZE, batch_size=2, progress=False)
+    feats = _features(model, images, input_size=INPUT_SIZE, batch_size=2, progress=False)
     assert feats.shape == (5, model.embedding_dim("parts")) and feats.dtype == np.float32
     parts = feats.reshape(5, model.num_parts, -1)
     np.testing.assert_allclose(np.linalg.norm(parts, axis=-1), 1.0, atol=1e-5)
 
 
 def test_batching_and_order_do_not_change_features(model, images) -> None:
-    whole = extract_features(model, images, input_size=INPUT_SIZE, batch_size=5, progress=False)
-    one_by_one = extract_features(model, images, input_size=INPUT_SIZE, batch_size=1, progress=False)
-    reversed_ = extract_features(model, images[::-1], input_size=INPUT_SIZE, batch_size=2, progress=False)
+    whole = _features(model, images, input_size=INPUT_SIZE, batch_size=5, progress=False)
+    one_by_one = _features(model, images, input_size=INPUT_SIZE, batch_size=1, progress=False)
+    reversed_ = _features(model, images[::-1], input_size=INPUT_SIZE, batch_size=2, progress=False)
     np.testing.assert_allclose(whole, one_by_one, atol=1e-5)
     np.testing.assert_allclose(whole, reversed_[::-1], atol=1e-5)
     assert not np.allclose(whole[0], whole[1])  # distinct images give distinct features
@@ -63,16 +67,16 @@ def test_batching_and_order_do_not_change_features(model, images) -> None:
 def test_samples_and_paths_give_the_same_features(model, images) -> None:
     samples = [Sample(path=str(p), pid=i, camid=0) for i, p in enumerate(images)]
     np.testing.assert_allclose(
-        extract_features(model, samples, input_size=INPUT_SIZE, progress=False),
-        extract_features(model, images, input_size=INPUT_SIZE, progress=False),
+        _features(model, samples, input_size=INPUT_SIZE, progress=False),
+        _features(model, images, input_size=INPUT_SIZE, progress=False),
         atol=1e-6,
     )
 
 
 @pytest.mark.parametrize("kind", ["parts", "global"])
 def test_flip_is_the_renormalised_sum_of_image_and_mirror(model, images, kind) -> None:
-    flipped = extract_features(model, images, input_size=INPUT_SIZE, flip=True, kind=kind, progress=False)
-    plain = extract_features(model, images, input_size=INPUT_SIZE, kind=kind, progress=False)
+    flipped = _features(model, images, input_size=INPUT_SIZE, flip=True, kind=kind, progress=False)
+    plain = _features(model, images, input_size=INPUT_SIZE, kind=kind, progress=False)
     transform = build_transforms(height=INPUT_SIZE[0], width=INPUT_SIZE[1], train=False)
     with torch.inference_mode():
         x = torch.stack([transform(Image.open(p).convert("RGB")) for p in images])
@@ -86,12 +90,31 @@ def test_flip_is_the_renormalised_sum_of_image_and_mirror(model, images, kind) -
 def test_model_mode_is_restored_and_errors_are_clear(model, images) -> None:
     model.train()
     try:
-        extract_features(model, images[:1], input_size=INPUT_SIZE, progress=False)
+        _features(model, images[:1], input_size=INPUT_SIZE, progress=False)
         assert model.training
     finally:
         model.eval()
     with pytest.raises(SpanetError, match="batch size"):
-        extract_features(model, images, input_size=INPUT_SIZE, batch_size=0, progress=False)
+        _features(model, images, input_size=INPUT_SIZE, batch_size=0, progress=False)
     with pytest.raises(SpanetError, match="image not found"):
-        extract_features(model, [images[0].parent / "missing.jpg"], input_size=INPUT_SIZE, progress=False)
-    assert extract_features(model, [], input_size=INPUT_SIZE, progress=False).shape == (0, model.embedding_dim())
+        _features(model, [images[0].parent / "missing.jpg"], input_size=INPUT_SIZE, progress=False)
+    assert _features(model, [], input_size=INPUT_SIZE, progress=False).shape == (0, model.embedding_dim())
+
+
+def test_unreadable_inputs_are_skipped_and_listed_when_asked(model, images, tmp_path) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a jpeg")
+    result = extract_features(model, [images[0], broken, images[1]], input_size=INPUT_SIZE, batch_size=2,
+                              skip_unreadable=True, progress=False)
+    assert result.paths == (str(images[0]), str(images[1])) and result.indices == (0, 2)
+    assert [path for path, _ in result.failures] == [str(broken)] and "cannot read" in result.failures[0][1]
+    np.testing.assert_allclose(result.features, _features(model, images[:2], input_size=INPUT_SIZE, progress=False),
+                               atol=1e-6)
+
+
+def test_pictures_in_memory_match_their_files(model, images) -> None:
+    picture = Image.open(images[0]).convert("RGB")
+    mixed = [picture, np.asarray(picture), torch.from_numpy(np.asarray(picture)).permute(2, 0, 1), images[0]]
+    result = extract_features(model, mixed, input_size=INPUT_SIZE, progress=False)
+    assert result.paths[:3] == ("<input 0>", "<input 1>", "<input 2>")
+    np.testing.assert_allclose(result.features, np.repeat(result.features[3:], 4, axis=0), atol=1e-6)

@@ -13,7 +13,7 @@ import torchvision
 
 from spanet.errors import SpanetError
 from spanet.losses import classification_terms, weigh_terms
-from spanet.ablation import ROWS
+from spanet.training.ablation import ROWS
 from spanet.model import SPANet, SPANetEmbedder, stripe_bounds
 
 CLASSES = 5
@@ -164,7 +164,7 @@ def test_bf16_autocast_forward_on_cpu() -> None:
 
 
 def test_ds_head_is_a_composition_of_linear_maps_for_cam() -> None:
-    """The documented attribute names: pooled feature -> logits = classifier ∘ reduce (what spanet.cam relies on)."""
+    """The documented attribute names: pooled feature -> logits = classifier ∘ reduce (what spanet.viz.cam relies on)."""
     model = _small_model().eval()
     with torch.no_grad():
         maps = model.forward_features(_images(2))

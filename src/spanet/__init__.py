@@ -13,7 +13,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "SpatialAttention": "spanet.attention",
     "SPANet": "spanet.model",
-    "FeatureExtractor": "spanet.extractor",
+    "FeatureExtractor": "spanet.features",
     "SpanetError": "spanet.errors",
 }
 

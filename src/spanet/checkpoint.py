@@ -26,6 +26,7 @@ __all__ = [
     "save_checkpoint",
     "load_checkpoint",
     "load_model",
+    "checkpoint_input_size",
     "check_model_config",
     "rng_state",
     "restore_rng_state",
@@ -100,6 +101,14 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
     model.to(map_location)
     model.eval()
     return model, state
+
+
+def checkpoint_input_size(state: dict[str, Any], *, path: str | Path) -> tuple[int, int]:
+    """The (height, width) a checkpoint's model was trained at: its evaluation transform resizes to it."""
+    size = state.get("input_size")
+    if not size or len(size) != 2:
+        raise SpanetError(f"checkpoint {path} has no input_size [H, W]; re-save it with `spanet train`")
+    return int(size[0]), int(size[1])
 
 
 def check_model_config(checkpoint_model: dict[str, Any], config_model: dict[str, Any], *, path: str | Path) -> None:

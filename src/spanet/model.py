@@ -1,6 +1,6 @@
 """SPANet (paper §3.1, Fig. 3): a ResNet with deep supervision, PCB part classifiers and parameter-free attention.
 
-Structure (attribute names are a contract: `spanet.cam` walks them to compose the linear maps from a pooled feature
+Structure (attribute names are a contract: `spanet.viz.cam` walks them to compose the linear maps from a pooled feature
 to the logits):
 
 - `backbone`: torchvision's ResNet layers `conv1, bn1, relu, maxpool, layer1..layer4` (no `avgpool`, no `fc`), the
@@ -96,7 +96,7 @@ class DeepSupervisionHead(nn.Module):
 
 
 class SPANet(nn.Module):
-    """The paper's network; the switches give every row of Table 2 (`spanet.ablation.ROWS` names them).
+    """The paper's network; the switches give every row of Table 2 (`spanet.training.ablation.ROWS` names them).
 
     `pretrained`: None (random init), "imagenet" (torchvision's IMAGENET1K_V1 weights, downloaded) or the path of a
     local torchvision-format ResNet state dict (e.g. resnet50-0676ba61.pth). `sa_branches` has no effect without

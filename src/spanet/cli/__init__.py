@@ -2,7 +2,7 @@
 
 Each submodule adds its subcommands with `register(subparsers)` and sets `func` on the parser; `main` parses,
 runs the function and turns a `SpanetError` into one clear line and exit status 2. Before running a command, `main`
-makes the C allocator keep freed memory for reuse (`spanet.host_memory`) unless `--release-memory` is given.
+makes the C allocator keep freed memory for reuse (`spanet.runtime`) unless `--release-memory` is given.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from spanet.errors import SpanetError
-from spanet.host_memory import retain_freed_memory
+from spanet.runtime import retain_freed_memory
 
 __all__ = ["main", "build_parser"]
 

@@ -56,15 +56,16 @@ def _register_index(subparsers: argparse._SubParsersAction) -> None:
     actions = parser.add_subparsers(dest="index_action", metavar="ACTION", required=True)
     build = actions.add_parser(
         "build",
-        help="index an .npz written by `spanet extract`",
+        help="index an .npz written by `spanet extract` or `spanet evaluate`",
         description=(
-            "Build a faiss index from FEATS.npz and write it as a folder (index.faiss, paths.txt, meta.json). "
+            "Build a faiss index from FEATS.npz (from `spanet extract`, or `spanet evaluate`'s features.npz, whose "
+            "gallery rows are indexed) and write it as a folder (index.faiss, paths.txt, meta.json). "
             "flat = exact squared-Euclidean search, no training, 4·D bytes per image: the right choice up to about "
             "a million images. ivfpq = inverted lists + product quantisation (+ PCA for wide features and "
             "8-bit re-ranking) for larger galleries; parameters left out are chosen from the gallery size."
         ),
     )
-    build.add_argument("features", type=Path, metavar="FEATS.npz", help="features from `spanet extract`")
+    build.add_argument("features", type=Path, metavar="FEATS.npz", help="features from `spanet extract` or `spanet evaluate`")
     build.add_argument("--out", type=Path, required=True, metavar="INDEX", help="output folder")
     build.add_argument("--kind", default="flat", choices=("flat", "ivfpq"), help="index kind (default: flat)")
     build.add_argument("--nlist", type=int, metavar="N", help="ivfpq: inverted lists (default ≈ 4·√N)")
@@ -118,7 +119,7 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_extract(args: argparse.Namespace) -> int:
     from spanet.data.images import collect_images
-    from spanet.extractor import FeatureExtractor, save_features
+    from spanet.features import FeatureExtractor, save_features
 
     if args.out.suffix != ".npz":
         raise SpanetError(f"--out {args.out} must end in .npz")
@@ -128,7 +129,8 @@ def _run_extract(args: argparse.Namespace) -> int:
     _report_failures(result.failures)
     if not result.paths:
         raise SpanetError(f"none of the {len(paths)} images could be read; nothing written to {args.out}")
-    save_features(args.out, result, extractor.info)
+    save_features(args.out, features=result.features, paths=result.paths, info=extractor.info,
+                  failed=[path for path, _ in result.failures])
     print(
         f"extracted {len(result.paths)} × {result.features.shape[1]}-d features ({args.kind}) "
         f"-> {args.out}" + (f"; skipped {len(result.failures)} unreadable" if result.failures else "")
@@ -137,10 +139,14 @@ def _run_extract(args: argparse.Namespace) -> int:
 
 
 def _run_index_build(args: argparse.Namespace) -> int:
-    from spanet.extractor import load_features
-    from spanet.index import GalleryIndex, choose_params
+    from spanet.features import load_features
+    from spanet.deploy.index import GalleryIndex, choose_params
 
-    features, paths, info = load_features(args.features)
+    loaded = load_features(args.features)
+    if "gallery" in loaded.splits:
+        loaded = loaded.select("gallery")
+        print(f"{args.features} holds an evaluation's query and gallery: indexing its {len(loaded.paths)} gallery rows")
+    features, paths, info = loaded.features, loaded.paths, loaded.info
     params = choose_params(
         features.shape[0], features.shape[1], kind=args.kind, nlist=args.nlist, m=args.m, nbits=args.nbits,
         nprobe=args.nprobe, pca_dim=args.pca, refine=args.refine,
@@ -156,8 +162,9 @@ def _run_index_build(args: argparse.Namespace) -> int:
 
 def _run_search(args: argparse.Namespace) -> int:
     from spanet.data.images import collect_images
-    from spanet.extractor import FeatureExtractor
-    from spanet.index import GalleryIndex, check_compatible, draw_matches
+    from spanet.features import FeatureExtractor
+    from spanet.deploy.index import GalleryIndex, check_compatible
+    from spanet.viz.figures import draw_matches
 
     if args.top_k < 1:
         raise SpanetError(f"--top-k must be at least 1, got {args.top_k}")
@@ -192,7 +199,7 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 def _run_export(args: argparse.Namespace) -> int:
-    from spanet.export import export_checkpoint
+    from spanet.deploy.export import export_checkpoint
 
     report = export_checkpoint(args.checkpoint, args.out, kind=args.kind, opset=args.opset, tolerance=args.tolerance)
     diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in report.max_abs_diff.items())

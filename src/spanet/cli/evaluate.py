@@ -17,7 +17,7 @@ examples:
   spanet evaluate --checkpoint runs/demo/last.pt --dataset synthetic --data-root data/demo --json metrics.json \\
       --visualize 10
 output (in --out, default: eval/ beside the checkpoint): metrics.json (the --json content plus CMC curves and query
-counts), features.npz (query/gallery features, pids, camids, paths) and with --visualize ranked/*.png.
+counts), features.npz (query and gallery features with pids, camids, paths, split; `spanet index build` takes it) and with --visualize ranked/*.png.
 """
 
 
@@ -61,19 +61,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from spanet.checkpoint import load_model
+    from spanet.checkpoint import checkpoint_input_size, load_model
     from spanet.data.datasets import load_dataset
-    from spanet.device import resolve_device
+    from spanet.runtime import resolve_device
     from spanet.errors import SpanetError
-    from spanet.evaluate import extract_feature_set, format_table, score_features
+    from spanet.evaluation.evaluate import extract_feature_set, format_table, score_features
+    from spanet.features import model_info
 
     if args.batch_size < 1 or args.visualize < 0:
         raise SpanetError("--batch-size must be at least 1 and --visualize at least 0")
     device = resolve_device(args.device)
     model, checkpoint = load_model(args.checkpoint, map_location=device)
-    input_size = checkpoint.get("input_size")
-    if not input_size or len(input_size) != 2:
-        raise SpanetError(f"checkpoint {args.checkpoint} has no input_size [H, W]; re-save it with `spanet train`")
+    input_size = checkpoint_input_size(checkpoint, path=args.checkpoint)
     dataset = load_dataset(args.dataset, args.data_root)
     features = extract_feature_set(
         model, dataset, input_size=input_size, batch_size=args.batch_size, device=device, flip=args.flip,
@@ -93,9 +92,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
     metrics = {**result.to_metrics_file(), "checkpoint": str(args.checkpoint), "dataset": dataset.name,
                "flip": args.flip, "kind": args.kind}  # fmt: skip
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    features.save(out_dir / "features.npz")
+    info = model_info(model, model_args=checkpoint["model_args"], input_size=input_size, kind=args.kind,
+                      checkpoint=args.checkpoint)
+    features.save(out_dir / "features.npz", info=info)
     if args.visualize > 0:
-        from spanet.visualize import draw_ranked_lists
+        from spanet.viz.figures import draw_ranked_lists
 
         drawn = draw_ranked_lists(
             result.distances, features.query, features.gallery, out_dir=out_dir / "ranked",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spanet.ablation import ROW_GROUPS, ROWS, format_markdown, run_ablation
+from spanet.training.ablation import ROW_GROUPS, ROWS, format_markdown, run_ablation
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -42,7 +42,7 @@ def _run_ablation(args: argparse.Namespace) -> int:
             raise SpanetError(f"--data-root is required for --dataset {args.dataset}")
         data_root = args.output / "data"
         if not (data_root / "spanet_synth.json").exists():
-            from spanet.synth import SYNTH_PRESETS, generate_dataset
+            from spanet.synth.generate import SYNTH_PRESETS, generate_dataset
 
             generate_dataset(data_root, **SYNTH_PRESETS["demo"])
     quoted_root = str(data_root).replace("'", "''")  # a YAML string even for folder names like 1e5 or null

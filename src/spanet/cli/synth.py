@@ -47,7 +47,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Resolve preset + flags, generate, print a counts table."""
-    from spanet.synth import SYNTH_PRESETS, generate_dataset
+    from spanet.synth.generate import SYNTH_PRESETS, generate_dataset
 
     options = dict(SYNTH_PRESETS[args.preset])
     options.update({key: getattr(args, key) for key in _OVERRIDES if getattr(args, key) is not None})

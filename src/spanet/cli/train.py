@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spanet.config import load_config
-    from spanet.train import train
+    from spanet.training.loop import train
 
     config_path = args.config
     if config_path is None and args.resume:

@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cam.add_argument("--class", dest="class_mode", choices=("true", "predicted"), default="true",
                      help="explain the true class (person id from a training image's file name; falls back to the "
                      "predicted class, and says so, when unknown) or the predicted class (default: true)")
-    cam.add_argument("--stages", nargs="+", metavar="STAGE",  # checked by run_cam: importing spanet.cam loads torch
+    cam.add_argument("--stages", nargs="+", metavar="STAGE",  # checked by run_cam: importing spanet.viz.cam loads torch
                      help="rows to draw, from: stage1, stage2, stage3, global, parts (default: all the model has)")
     cam.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default) or cuda[:N]")
     cam.set_defaults(func=run_cam_command)
@@ -57,8 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_cam_command(args: argparse.Namespace) -> int:
-    from spanet.cam import run_cam, train_labels_by_pid
-    from spanet.checkpoint import load_model
+    from spanet.viz.cam import run_cam, train_labels_by_pid
+    from spanet.checkpoint import checkpoint_input_size, load_model
     from spanet.data.images import collect_images
 
     images = collect_images(args.images)
@@ -75,8 +75,7 @@ def run_cam_command(args: argparse.Namespace) -> int:
     if args.class_mode == "true":
         labels, source = train_labels_by_pid(ckpt)
         print(f"true classes: {source}" if labels else f"true classes unavailable: {source}; using predicted classes")
-    height, width = (int(v) for v in ckpt.get("input_size") or (384, 128))
-    summary = run_cam(model, images, out_dir=args.out, input_size=(height, width), compare_model=compare,
+    summary = run_cam(model, images, out_dir=args.out, input_size=checkpoint_input_size(ckpt, path=args.checkpoint), compare_model=compare,
                       compare_label=args.compare.name if args.compare else "", class_mode=args.class_mode,
                       labels_by_pid=labels, stages=args.stages, progress=sys.stderr.isatty())
     print(f"{len(summary.figures)} figure(s) in {args.out}; spread per image in {args.out / 'spread.csv'}")
@@ -92,7 +91,7 @@ def run_cam_command(args: argparse.Namespace) -> int:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
-    from spanet.report import build_report
+    from spanet.viz.report import build_report
 
     page = build_report(args.run_dir, out_path=args.out)
     print(f"wrote {page}")

@@ -6,13 +6,13 @@ the tiny test images and real training.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from torchvision import transforms as T
 
 from spanet.errors import SpanetError
 
-__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ERASING_SCALE", "ERASING_RATIO", "build_transforms"]
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "ERASING_SCALE", "ERASING_RATIO", "build_transforms", "eval_transform"]
 
 # The backbone is ImageNet-pretrained, so inputs are normalised with ImageNet's channel statistics.
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
@@ -55,3 +55,9 @@ def build_transforms(
     if train and erasing_p > 0:
         steps.append(T.RandomErasing(p=erasing_p, scale=ERASING_SCALE, ratio=ERASING_RATIO, value=erasing_value))
     return T.Compose(steps)
+
+
+def eval_transform(input_size: Sequence[int]) -> Callable:
+    """The evaluation transform for a checkpoint's `input_size` (height, width): every embedding path uses this one."""
+    height, width = (int(v) for v in input_size)
+    return build_transforms(height=height, width=width, train=False)

@@ -1,0 +1,1 @@
+"""Using a trained model outside spanet: a faiss gallery index and the ONNX export."""

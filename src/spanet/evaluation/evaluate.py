@@ -1,0 +1,185 @@
+"""Evaluate a model on a dataset's query/gallery split: features → distances → (re-ranking) → CMC / mAP / mINP.
+
+`evaluate_model` is what the training loop calls for periodic evaluation; `spanet evaluate` uses the two steps
+(`extract_feature_set`, `score_features`) so that it can also save the features and draw ranked lists.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from spanet.errors import SpanetError
+from spanet.evaluation.distance import pairwise_distances
+from spanet.evaluation.metrics import RankMetrics, rank_metrics
+from spanet.evaluation.rerank import k_reciprocal_rerank_features
+from spanet.features import extract_features, save_features
+
+__all__ = [
+    "FeatureSet",
+    "EvaluationResult",
+    "extract_feature_set",
+    "score_features",
+    "evaluate_model",
+    "format_table",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureSet:
+    """Query and gallery features with the samples (path, pid, camid) they belong to, row for row."""
+
+    query_features: np.ndarray
+    gallery_features: np.ndarray
+    query: tuple[Any, ...]
+    gallery: tuple[Any, ...]
+
+    def save(self, path: str | Path, *, info: dict[str, Any]) -> Path:
+        """Write the one features `.npz` (`spanet.features`): query rows then gallery rows, with ids and split."""
+        samples = self.query + self.gallery
+        return save_features(
+            path, features=np.concatenate([self.query_features, self.gallery_features]),
+            paths=[str(s.path) for s in samples], pids=[s.pid for s in samples], camids=[s.camid for s in samples],
+            splits=["query"] * len(self.query) + ["gallery"] * len(self.gallery), info=info,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class EvaluationResult:
+    """Plain metrics at the top level (what a training log wants), the full results below.
+
+    `distances` is the final query×gallery matrix (re-ranked when re-ranking ran), kept only on request.
+    """
+
+    rank1: float
+    rank5: float
+    rank10: float
+    mAP: float
+    mINP: float
+    plain: RankMetrics
+    reranked: RankMetrics | None = None
+    metric: str = "euclidean"
+    distances: np.ndarray | None = field(default=None, repr=False)
+
+    def to_json(self) -> dict[str, dict[str, float]]:
+        """`{"plain": {"rank1", "rank5", "rank10", "mAP", "mINP"}, "reranked": {...}}` as fractions."""
+        out = {"plain": self.plain.summary()}
+        if self.reranked is not None:
+            out["reranked"] = self.reranked.summary()
+        return out
+
+    def to_metrics_file(self) -> dict[str, Any]:
+        """`to_json()` plus the CMC curves, the distance, and how many queries counted."""
+        out: dict[str, Any] = dict(self.to_json())
+        variants = {"plain": self.plain, "reranked": self.reranked}
+        out["cmc"] = {name: [float(v) for v in m.cmc] for name, m in variants.items() if m is not None}
+        out["queries"] = {"valid": self.plain.num_valid_queries, "skipped": self.plain.num_skipped_queries}
+        out["metric"] = self.metric
+        return out
+
+
+def extract_feature_set(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    input_size: Sequence[int],
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    flip: bool = False,
+    kind: Literal["parts", "reduced", "global"] = "parts",
+    progress: bool = True,
+    num_workers: int = 0,
+    amp: bool | None = None,
+) -> FeatureSet:
+    """Features of `dataset.query` and `dataset.gallery` (see `spanet.features.extract_features`)."""
+    if not dataset.query or not dataset.gallery:
+        raise SpanetError(
+            f"dataset {getattr(dataset, 'name', '?')} at {getattr(dataset, 'root', '?')} has "
+            f"{len(dataset.query)} query and {len(dataset.gallery)} gallery images; both are needed to evaluate"
+        )
+    options = dict(input_size=input_size, batch_size=batch_size, device=device, flip=flip, kind=kind,
+                   progress=progress, num_workers=num_workers, amp=amp)  # fmt: skip
+    query = extract_features(model, dataset.query, desc="query features", **options).features
+    gallery = extract_features(model, dataset.gallery, desc="gallery features", **options).features
+    return FeatureSet(query, gallery, tuple(dataset.query), tuple(dataset.gallery))
+
+
+def score_features(
+    features: FeatureSet,
+    *,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    rerank: bool = False,
+    k1: int = 20,
+    k2: int = 6,
+    lambda_value: float = 0.3,
+    max_rank: int = 50,
+    keep_distances: bool = False,
+    progress: bool = False,
+) -> EvaluationResult:
+    """Distances, metrics, and with `rerank` the k-reciprocal re-ranked metrics as well."""
+    q_pids, q_camids = _ids(features.query)
+    g_pids, g_camids = _ids(features.gallery)
+    distances = pairwise_distances(features.query_features, features.gallery_features, metric=metric)
+    plain = rank_metrics(distances, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+    reranked = None
+    if rerank:
+        distances = k_reciprocal_rerank_features(
+            features.query_features, features.gallery_features,
+            k1=k1, k2=k2, lambda_value=lambda_value, metric=metric, progress=progress,
+        )  # fmt: skip
+        reranked = rank_metrics(distances, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
+    summary = plain.summary()
+    return EvaluationResult(
+        rank1=summary["rank1"], rank5=plain.rank(min(5, max_rank)), rank10=plain.rank(min(10, max_rank)),
+        mAP=summary["mAP"], mINP=summary["mINP"], plain=plain, reranked=reranked, metric=metric,
+        distances=distances if keep_distances else None,
+    )  # fmt: skip
+
+
+def evaluate_model(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    input_size: Sequence[int],
+    batch_size: int = 64,
+    device: str | torch.device = "cpu",
+    flip: bool = False,
+    kind: Literal["parts", "reduced", "global"] = "parts",
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    rerank: bool = False,
+    progress: bool = True,
+    num_workers: int = 0,
+    amp: bool | None = None,
+) -> EvaluationResult:
+    """Extract query/gallery features of `dataset` with `model` and score them (no files written)."""
+    features = extract_feature_set(
+        model, dataset, input_size=input_size, batch_size=batch_size, device=device, flip=flip, kind=kind,
+        progress=progress, num_workers=num_workers, amp=amp,
+    )  # fmt: skip
+    return score_features(features, metric=metric, rerank=rerank, progress=progress)
+
+
+def format_table(result: EvaluationResult) -> str:
+    """Plain and re-ranked metrics side by side, in percent."""
+    columns = ("rank1", "rank5", "rank10", "mAP", "mINP")
+    rows = [("plain", result.plain)] + ([("re-ranked", result.reranked)] if result.reranked is not None else [])
+    lines = [f"{'':<10}" + "".join(f"{c:>9}" for c in ("rank-1", "rank-5", "rank-10", "mAP", "mINP"))]
+    for name, metrics in rows:
+        summary = metrics.summary()
+        cells = (f"{100 * summary[c]:>9.2f}" if c in summary else f"{'-':>9}" for c in columns)
+        lines.append(f"{name:<10}" + "".join(cells))
+    lines.append(
+        f"({result.plain.num_valid_queries} queries scored, {result.plain.num_skipped_queries} skipped without a "
+        f"true match; {result.metric} distance)"
+    )
+    return "\n".join(lines)
+
+
+def _ids(samples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([s.pid for s in samples], dtype=np.int64), np.array([s.camid for s in samples], dtype=np.int64)

@@ -1,0 +1,189 @@
+"""The paper's ablations (Table 2 and Table 3) as a runner: rows × seeds → one Markdown + JSON table.
+
+Each run is an ordinary training run (`spanet.training.loop.train`) whose model switches come from the row, so an ablation
+is exactly as faithful as `spanet train`. Finished runs leave `result.json` and are skipped when the runner is
+started again, so a long ablation can be interrupted and continued.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from spanet.errors import SpanetError
+
+__all__ = ["AblationRow", "ROWS", "ROW_GROUPS", "resolve_rows", "run_ablation", "format_markdown"]
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    key: str
+    table: int
+    label: str  # as the paper's table names the row
+    flags: dict[str, bool]
+    paper: tuple[float, float]  # the paper's (rank-1, mAP) in % on Market-1501
+
+
+def _flags(*, parts: bool, ds: bool, sa1: bool, sa2: bool) -> dict[str, bool]:
+    return {"parts": parts, "deep_supervision": ds, "sa_backbone": sa1, "sa_branches": sa2}
+
+
+# Table 2 (Market-1501, no random erasing, no re-ranking) and Table 3 (the full model ± SA, with random erasing).
+ROWS: dict[str, AblationRow] = {
+    row.key: row
+    for row in (
+        AblationRow("backbone", 2, "Backbone", _flags(parts=False, ds=False, sa1=False, sa2=False), (84.8, 67.0)),
+        AblationRow("sa1", 2, "Backbone + SA1", _flags(parts=False, ds=False, sa1=True, sa2=False), (87.4, 68.1)),
+        AblationRow("ds", 2, "Backbone + DS", _flags(parts=False, ds=True, sa1=False, sa2=False), (86.2, 68.3)),
+        AblationRow("ds-sa2", 2, "Backbone + DS + SA2", _flags(parts=False, ds=True, sa1=False, sa2=True), (86.6, 68.8)),
+        AblationRow(
+            "ds-sa1-sa2", 2, "Backbone + DS + SA1 + SA2", _flags(parts=False, ds=True, sa1=True, sa2=True), (87.1, 69.4)
+        ),
+        AblationRow("p-ds", 2, "Backbone + P + DS", _flags(parts=True, ds=True, sa1=False, sa2=False), (91.7, 77.0)),
+        AblationRow(
+            "p-ds-sa2", 2, "Backbone + P + DS + SA2", _flags(parts=True, ds=True, sa1=False, sa2=True), (92.4, 78.2)
+        ),
+        AblationRow(
+            "p-ds-sa1-sa2", 2, "Backbone + P + DS + SA1 + SA2", _flags(parts=True, ds=True, sa1=True, sa2=True), (92.6, 78.3)
+        ),
+        AblationRow("with-sa", 3, "+SA (full model)", _flags(parts=True, ds=True, sa1=False, sa2=True), (93.3, 81.7)),
+        AblationRow("without-sa", 3, "-SA (full model)", _flags(parts=True, ds=True, sa1=False, sa2=False), (92.5, 79.6)),
+    )
+}
+ROW_GROUPS: dict[str, tuple[str, ...]] = {
+    "table2": tuple(k for k, r in ROWS.items() if r.table == 2),
+    "table3": tuple(k for k, r in ROWS.items() if r.table == 3),
+}
+ROW_GROUPS["all"] = ROW_GROUPS["table2"] + ROW_GROUPS["table3"]
+
+
+def resolve_rows(names: Sequence[str]) -> list[str]:
+    """Expand group names (table2, table3, all) and check row keys, keeping order and dropping repeats."""
+    keys: list[str] = []
+    for name in names:
+        expanded = ROW_GROUPS.get(name, (name,))
+        for key in expanded:
+            if key not in ROWS:
+                valid = ", ".join([*ROW_GROUPS, *ROWS])
+                raise SpanetError(f"unknown ablation row {name!r}; valid rows and groups: {valid}")
+            if key not in keys:
+                keys.append(key)
+    return keys
+
+
+def _run_one(
+    *, config_path: Path | None, overrides: Sequence[str], row: AblationRow, seed: int, run_dir: Path
+) -> dict[str, float]:
+    from spanet.config import load_config
+    from spanet.training.loop import TrainingDiverged, train
+
+    result_file = run_dir / "result.json"
+    if result_file.exists():
+        return json.loads(result_file.read_text())
+    row_overrides = [f"model.{name}={str(value).lower()}" for name, value in row.flags.items()]
+    if row.table == 2:
+        row_overrides.append("data.erasing_p=0")  # §5.3: Table 2 is trained without random erasing
+    config = load_config(config_path, [*overrides, *row_overrides, f"train.seed={seed}"])
+    if config.train.eval_every == 0:  # the table needs the final metrics: evaluate the last epoch at least
+        config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=config.optim.epochs))
+    try:
+        summary = train(config, output_dir=run_dir, resume=(run_dir / "last.pt").exists())
+    except TrainingDiverged as exc:
+        # A row that diverges is a result of the ablation, not a reason to stop the other rows.
+        print(f"[ablation] {run_dir}: {exc}", flush=True)
+        result = {"rank1": None, "mAP": None, "diverged": str(exc)}
+        run_dir.mkdir(parents=True, exist_ok=True)
+        result_file.write_text(json.dumps(result, indent=2))
+        return result
+    final = summary["final_metrics"]
+    if not final:
+        raise SpanetError(f"run {run_dir} finished without evaluation metrics; delete the folder and run again")
+    result = {"rank1": float(final["rank1"]), "mAP": float(final["mAP"])}
+    result_file.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def run_ablation(
+    *,
+    config_path: Path | None,
+    rows: Sequence[str],
+    seeds: int,
+    output_dir: Path,
+    overrides: Sequence[str] = (),
+) -> dict:
+    """Train every (row, seed) pair and return the table as a dict (also written as JSON and Markdown)."""
+    if seeds < 1:
+        raise SpanetError(f"--seeds must be at least 1, got {seeds}")
+    keys = resolve_rows(rows)
+    table: dict[str, dict] = {}
+    for index, key in enumerate(keys, start=1):
+        row = ROWS[key]
+        per_seed = []
+        for seed in range(seeds):
+            print(f"[ablation] row {index}/{len(keys)} {row.label!r}, seed {seed + 1}/{seeds}", flush=True)
+            per_seed.append(
+                _run_one(
+                    config_path=config_path,
+                    overrides=overrides,
+                    row=row,
+                    seed=seed,
+                    run_dir=output_dir / "runs" / key / f"seed{seed}",
+                )
+            )
+        table[key] = {
+            "label": row.label,
+            "table": row.table,
+            "flags": row.flags,
+            "paper": {"rank1": row.paper[0], "mAP": row.paper[1]},
+            "diverged_seeds": [seed for seed, r in enumerate(per_seed) if r.get("diverged")],
+            **{metric: _summary([100.0 * r[metric] for r in per_seed if r[metric] is not None]) for metric in ("rank1", "mAP")},
+        }
+    result = {"seeds": seeds, "config": str(config_path) if config_path else None, "overrides": list(overrides), "rows": table}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "ablation.json").write_text(json.dumps(result, indent=2))
+    (output_dir / "ablation.md").write_text(format_markdown(result))
+    return result
+
+
+def _summary(values: list[float]) -> dict:
+    """Mean ± sample std over the seeds that trained (None when every seed diverged)."""
+    if not values:
+        return {"values": [], "mean": None, "std": None}
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return {"values": values, "mean": statistics.fmean(values), "std": std}
+
+
+def _cell(summary: dict, *, seeds: int, diverged: int) -> str:
+    if summary["mean"] is None:
+        return f"diverged ({diverged}/{seeds})"
+    text = f"{summary['mean']:.1f} ± {summary['std']:.1f}"
+    return text + (f" ({diverged}/{seeds} diverged)" if diverged else "")
+
+
+def format_markdown(result: dict) -> str:
+    """The tables in the paper's layout: one row per configuration, rank-1 and mAP as mean ± std over seeds."""
+    lines: list[str] = []
+    for table_number, title in ((2, "Table 2: components"), (3, "Table 3: the full model with and without SA")):
+        rows = {k: r for k, r in result["rows"].items() if r["table"] == table_number}
+        if not rows:
+            continue
+        lines += [
+            f"### {title} ({result['seeds']} seed{'s' if result['seeds'] > 1 else ''} each)",
+            "",
+            "| configuration | P | DS | SA1 | SA2 | rank-1 (%) | mAP (%) | paper rank-1 / mAP (Market-1501) |",
+            "|---|:-:|:-:|:-:|:-:|---:|---:|---:|",
+        ]
+        for row in rows.values():
+            flags = row["flags"]
+            marks = ["✓" if flags[name] else "" for name in ("parts", "deep_supervision", "sa_backbone", "sa_branches")]
+            counts = {"seeds": result["seeds"], "diverged": len(row.get("diverged_seeds", []))}
+            lines.append(
+                f"| {row['label']} | {' | '.join(marks)} | {_cell(row['rank1'], **counts)} | "
+                f"{_cell(row['mAP'], **counts)} | {row['paper']['rank1']} / {row['paper']['mAP']} |"
+            )
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,257 @@
+"""One HTML page per run: config, metrics, CMC, training curves, ranked lists and CAM grids.
+
+`build_report(run_dir)` reads what a run folder holds (all optional) and writes `run_dir/report.html` plus its
+figures in `run_dir/report_files/`. Images are linked by relative paths that exist when the page is written, so
+the folder can be copied or zipped as a whole. Every piece of text and every file name is HTML-escaped; whatever
+is missing or unreadable is listed at the top of the page instead of failing.
+
+Run folder layout read here (written by `spanet train`, `spanet evaluate`, `spanet cam`):
+`config.yaml`, `log.jsonl`, `eval/metrics.json`, `eval/ranked/*.png`, `cam/*.png`, `cam/spread.json`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import os
+import re
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from urllib.parse import quote
+
+from spanet.errors import SpanetError
+
+__all__ = ["build_report", "read_log", "METRIC_COLUMNS"]
+
+METRIC_COLUMNS = ("rank1", "rank5", "rank10", "mAP", "mINP")
+_FILES_DIR = "report_files"
+
+# After the page loads, count <img> elements that did not decode; tests (and readers) see the result in the DOM.
+_IMAGE_CHECK_SCRIPT = """
+<script>
+window.addEventListener("load", function () {
+  var images = Array.prototype.slice.call(document.images);
+  var broken = images.filter(function (im) { return !im.complete || im.naturalWidth === 0; });
+  var el = document.getElementById("image-check");
+  el.setAttribute("data-total", String(images.length));
+  el.setAttribute("data-broken", String(broken.length));
+  el.setAttribute("data-status", "done");
+  if (broken.length) {
+    el.textContent = broken.length + " of " + images.length + " images failed to load.";
+    el.style.display = "block";
+  }
+});
+</script>
+"""
+
+_STYLE = """
+<style>
+body { font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1200px; color: #222; padding: 0 1em; }
+h1 { font-size: 1.5em; margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; }
+table { border-collapse: collapse; margin: 0.5em 0; } th, td { border: 1px solid #ccc; padding: 0.3em 0.7em; }
+th { background: #f2f2f2; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; max-height: 30em; }
+.missing { background: #fff6e0; border: 1px solid #e8c66a; padding: 0.6em 1em; }
+.figs img { max-width: 100%; border: 1px solid #ddd; margin: 0.3em 0; display: block; }
+.figs figure { margin: 0 0 1em 0; } figcaption { font-size: 0.8em; color: #555; }
+.grid { display: flex; flex-wrap: wrap; gap: 1em; align-items: flex-start; }
+.grid figure { margin: 0; } .grid img { max-height: 520px; }
+#image-check { display: none; color: #a00; font-weight: bold; }
+.meta { color: #666; font-size: 0.9em; }
+</style>
+"""
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _src(path: Path, base: Path) -> str:
+    """A relative, URL-quoted, HTML-escaped reference to `path` from the page in `base`."""
+    return _esc(quote(Path(os.path.relpath(path, base)).as_posix()))
+
+
+def _readable_png(path: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except Exception:  # any decoding problem means the browser would show a broken image
+        return False
+
+
+def read_log(path: str | Path) -> tuple[list[dict], list[str]]:
+    """Read a log.jsonl: the records that parse, and a note per line that does not (never raises for content)."""
+    records, problems = [], []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            problems.append(f"{Path(path).name} line {number} is not JSON; skipped")
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            problems.append(f"{Path(path).name} line {number} is not a JSON object; skipped")
+    return records, problems
+
+
+def _fmt_metric(value: object) -> str:
+    if not isinstance(value, (int, float)):
+        return "–"
+    return f"{value * 100:.2f}" if value <= 1.0 else f"{value:.2f}"
+
+
+def _metrics_section(metrics: Mapping) -> str:
+    variants = [(name, metrics[name]) for name in ("plain", "reranked") if isinstance(metrics.get(name), Mapping)]
+    if not variants:
+        return "<p>metrics.json holds neither a \"plain\" nor a \"reranked\" table.</p>"
+    extra = sorted({k for _, m in variants for k, v in m.items()
+                    if k not in METRIC_COLUMNS and isinstance(v, (int, float))})
+    columns = [c for c in METRIC_COLUMNS if any(c in m for _, m in variants)] + extra
+    head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
+    body = "".join(
+        f"<tr><th>{_esc(name)}</th>" + "".join(f'<td class="num">{_esc(_fmt_metric(m.get(c)))}</td>' for c in columns)
+        + "</tr>" for name, m in variants)
+    return (f"<table><tr><th></th>{head}</tr>{body}</table>"
+            "<p class=\"meta\">In percent. \"reranked\" = k-reciprocal re-ranking (Zhong et al. 2017).</p>")
+
+
+def _img(path: Path, base: Path, caption: str) -> str:
+    src = _src(path, base)
+    return (f'<figure><a href="{src}"><img src="{src}" alt="{_esc(caption)}" loading="eager"></a>'
+            f"<figcaption>{_esc(caption)}</figcaption></figure>")
+
+
+def _spread_section(spread: Mapping) -> str:
+    summary = spread.get("summary")
+    if not isinstance(summary, Sequence) or not summary:
+        return "<p>cam/spread.json has no summary rows.</p>"
+    measures = [k for k in ("area_above_half", "entropy", "rows_above_half") if any(k in r for r in summary)]
+    head = "".join(f"<th>{_esc(m)} (mean)</th>" for m in measures)
+    rows = "".join(
+        f"<tr><td>{_esc(r.get('stage', '?'))}</td><td>{_esc(r.get('variant', '?'))}</td>"
+        f"<td class=\"num\">{_esc(r.get('count', ''))}</td>"
+        + "".join(f'<td class="num">{_esc(f"{r[m]:.3f}" if isinstance(r.get(m), (int, float)) else "–")}</td>'
+                  for m in measures) + "</tr>"
+        for r in summary if isinstance(r, Mapping))
+    note = spread.get("class_note") or ""
+    variants = spread.get("variants") or {}
+    legend = "; ".join(f"{_esc(k)} = {_esc(v)}" for k, v in variants.items()) if isinstance(variants, Mapping) else ""
+    return (f"<table><tr><th>stage</th><th>variant</th><th>images</th>{head}</tr>{rows}</table>"
+            f"<p class=\"meta\">Higher = more spread out. area_above_half: fraction of the image where the "
+            f"normalised CAM is at least half its maximum; entropy: normalised entropy of the CAM as a distribution "
+            f"(1 = uniform); rows_above_half: fraction of image rows reaching half the maximum. {legend}. "
+            f"{_esc(note)}</p>")
+
+
+def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> Path:
+    """Write `run_dir/report.html` (or `out_path`, which must lie inside run_dir) and return its path."""
+    import yaml
+
+    from spanet.viz.figures import plot_cmc, plot_training_curves
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise SpanetError(f"report: run folder {run} does not exist; pass the folder `spanet train` wrote")
+    run = run.resolve()
+    page = Path(out_path).resolve() if out_path else run / "report.html"
+    if run not in page.parents:
+        raise SpanetError(f"report: --out {page} must lie inside the run folder {run} (images are linked relatively)")
+    base = page.parent
+    files = run / _FILES_DIR
+    files.mkdir(exist_ok=True)
+    missing: list[str] = []
+    sections: list[str] = []
+
+    config_path = run / "config.yaml"
+    if config_path.is_file():
+        text = config_path.read_text(encoding="utf-8", errors="replace")
+        try:
+            yaml.safe_load(text)
+        except yaml.YAMLError:
+            missing.append("config.yaml is not valid YAML (shown as text)")
+        sections.append(f"<h2>Run config</h2><pre>{_esc(text)}</pre>")
+    else:
+        missing.append("config.yaml (the resolved training config) — not found")
+
+    metrics_path = run / "eval" / "metrics.json"
+    metrics: Mapping = {}
+    if metrics_path.is_file():
+        try:
+            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            missing.append(f"eval/metrics.json is not valid JSON ({exc}); run `spanet evaluate` again")
+        if isinstance(metrics, Mapping) and metrics:
+            sections.append("<h2>Metrics</h2>" + _metrics_section(metrics))
+            cmc = metrics.get("cmc")
+            curves = {k: v for k, v in cmc.items() if isinstance(v, list) and v} if isinstance(cmc, Mapping) else {}
+            if curves:
+                sections.append('<h2>CMC curve</h2><div class="figs">'
+                                + _img(plot_cmc(curves, out_path=files / "cmc.png"), base, "CMC") + "</div>")
+            else:
+                missing.append("CMC values (\"cmc\" in eval/metrics.json)")
+    else:
+        missing.append("eval/metrics.json (run `spanet evaluate`) — no metrics table or CMC curve")
+
+    log_path = run / "log.jsonl"
+    if log_path.is_file():
+        records, problems = read_log(log_path)
+        missing.extend(problems)
+        figures = plot_training_curves(records, out_dir=files)
+        captions = {"losses": "losses per head", "lr": "learning rate", "eval": "rank-1 / mAP during training"}
+        if figures:
+            sections.append('<h2>Training curves</h2><div class="figs grid">'
+                            + "".join(_img(p, base, captions[k]) for k, p in figures.items()) + "</div>")
+        else:
+            missing.append("training curves: log.jsonl has no step/epoch/eval records with numbers")
+    else:
+        missing.append("log.jsonl (training log) — no training curves")
+
+    for title, folder, pattern, hint in (
+        ("Ranked lists", run / "eval" / "ranked", "*.png", "run `spanet evaluate ... --visualize K`"),
+        ("Class activation maps", run / "cam", "*.png", "run `spanet cam --out RUN_DIR/cam ...`"),
+    ):
+        pngs = sorted(folder.glob(pattern)) if folder.is_dir() else []
+        good = [p for p in pngs if _readable_png(p)]
+        missing.extend(f"{p.relative_to(run).as_posix()} is not a readable PNG; left out" for p in pngs if p not in good)
+        if not good:
+            missing.append(f"{title.lower()} ({folder.relative_to(run).as_posix()}/*.png; {hint})")
+            continue
+        body = ""
+        if folder.name == "cam":
+            spread_path = folder / "spread.json"
+            try:
+                body = _spread_section(json.loads(spread_path.read_text(encoding="utf-8")))
+            except FileNotFoundError:
+                missing.append("cam/spread.json (CAM spread measures)")
+            except json.JSONDecodeError:
+                missing.append("cam/spread.json is not valid JSON")
+        sections.append(f"<h2>{_esc(title)}</h2>{body}<div class=\"figs grid\">"
+                        + "".join(_img(p, base, p.name) for p in good) + "</div>")
+
+    # a small table of contents: every section heading gets an id
+    titles = re.findall(r"<h2>(.*?)</h2>", "".join(sections))
+    anchors = {t: "sec-" + re.sub(r"[^a-z0-9]+", "-", html.unescape(t).lower()).strip("-") for t in titles}
+    sections = [re.sub(r"<h2>(.*?)</h2>", lambda m: f'<h2 id="{anchors[m[1]]}">{m[1]}</h2>', part) for part in sections]
+    toc = ("<p class=\"meta\">" + " · ".join(f'<a href="#{anchors[t]}">{t}</a>' for t in titles) + "</p>"
+           if titles else "")
+    missing_html = ("<div class=\"missing\"><b>Not in this report:</b><ul>"
+                    + "".join(f"<li>{_esc(m)}</li>" for m in missing) + "</ul></div>") if missing else ""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    document = (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        f"<title>spanet report: {_esc(run.name)}</title>{_STYLE}</head><body>"
+        f"<h1>spanet run report: {_esc(run.name)}</h1>"
+        f"<p class=\"meta\">{_esc(run)} — generated {_esc(stamp)}</p>"
+        "<div id=\"image-check\" data-status=\"pending\"></div>"
+        f"{toc}{missing_html}{''.join(sections)}{_IMAGE_CHECK_SCRIPT}</body></html>\n"
+    )
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text(document, encoding="utf-8")
+    return page

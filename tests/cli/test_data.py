@@ -1,0 +1,82 @@
+"""`spanet check-data`: the table, the --json shape, exit codes, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from spanet.cli import main
+from spanet.data.datasets import DATASET_NAMES, dataset_statistics, load_dataset
+from builders import write_market
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["check-data", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_table_and_exit_zero(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = _run(capsys, "--dataset", "market1501", "--data-root", str(write_market(tmp_path)))
+    assert code == 0
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.split()[:1] in
+            (["train"], ["query"], ["gallery"])}
+    assert rows == {"train": ["5", "3", "3"], "query": ["2", "2", "2"], "gallery": ["4", "3", "3"]}
+    assert "no problems found" in out
+
+
+def test_json_is_exactly_the_statistics(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_market(tmp_path)
+    code, out, _ = _run(capsys, "--dataset", "market1501", "--data-root", str(root), "--json")
+    assert code == 0
+    assert json.loads(out) == dataset_statistics(load_dataset("market1501", root))
+
+
+def test_synthetic_counts_equal_generator_summary(capsys: pytest.CaptureFixture[str],
+                                                  request: pytest.FixtureRequest) -> None:
+    pytest.importorskip("spanet.synth.generate", reason="spanet.synth.generate (the generator) is not written yet")
+    root = request.getfixturevalue("tiny_market")
+    code, out, _ = _run(capsys, "--dataset", "synthetic", "--data-root", str(root), "--json")
+    summary = json.loads((root / "spanet_synth.json").read_text())
+    assert code == 0
+    assert json.loads(out) == {split: summary[split] for split in ("train", "query", "gallery")}
+
+
+def test_count_mismatch_is_a_problem(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_market(tmp_path)
+    stats = dataset_statistics(load_dataset("market1501", root))
+    stats["train"]["ids"] = 4
+    (root / "spanet_synth.json").write_text(json.dumps(stats))
+    code, out, _ = _run(capsys, "--dataset", "synthetic", "--data-root", str(root), "--json")
+    assert code == 1
+    assert json.loads(out)["problems"] == [f"train has 3 ids, expected 4 ({root / 'spanet_synth.json'})"]
+    code, out, _ = _run(capsys, "--dataset", "synthetic", "--data-root", str(root))
+    assert code == 1 and "1 problem(s):" in out and "train has 3 ids, expected 4" in out
+
+
+def test_corrupt_image_stops_or_is_skipped(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    root = write_market(tmp_path)
+    broken = root / "bounding_box_train" / "0012_c2s1_000005_00.jpg"
+    broken.write_bytes(b"\xff\xd8 truncated")
+    args = ("--dataset", "market1501", "--data-root", str(root))
+    code, out, err = _run(capsys, *args)
+    assert code == 2 and out == "" and err.count("\n") == 1 and str(broken) in err
+    code, out, _ = _run(capsys, *args, "--no-verify-images")
+    assert code == 0 and "images not decoded" in out
+    code, out, _ = _run(capsys, *args, "--skip-corrupt")
+    assert code == 0 and "skipped 1 corrupt image(s)" in out and str(broken) in out
+    code, out, _ = _run(capsys, *args, "--skip-corrupt", "--json")
+    result = json.loads(out)
+    assert result["skipped_corrupt"] == [str(broken)] and result["train"]["images"] == 4
+
+
+def test_missing_folder_and_unknown_dataset_are_one_line_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _run(capsys, "--dataset", "market1501", "--data-root", str(tmp_path))
+    assert code == 2 and err.startswith("error: no Market-1501") and "bounding_box_train" in err
+    assert err.count("\n") == 1
+    code, _, err = _run(capsys, "--dataset", "imagenet", "--data-root", str(tmp_path))
+    assert code == 2 and all(name in err for name in DATASET_NAMES)

@@ -1,0 +1,55 @@
+"""ONNX export: the graph matches PyTorch on two batch sizes, the CLI's tolerance check can fail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from builders import INPUT_SIZE, make_checkpoint
+from spanet.errors import SpanetError
+from spanet.deploy.export import export_checkpoint, export_onnx
+from spanet.features import FeatureExtractor
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_checkpoint(tmp_path_factory.mktemp("ckpt") / "model.pt")
+
+
+@pytest.fixture(scope="module")
+def exported(checkpoint: Path, tmp_path_factory: pytest.TempPathFactory):
+    return export_checkpoint(checkpoint, tmp_path_factory.mktemp("onnx") / "model.onnx")
+
+
+def test_export_matches_pytorch(exported) -> None:
+    assert exported.path.is_file()
+    assert exported.input_size == INPUT_SIZE
+    assert exported.feature_dim == 6 * 512
+    assert sorted(exported.max_abs_diff) == [2, 3]
+    assert exported.worst_diff <= 1e-4
+    assert exported.opset is not None and exported.opset >= 13
+
+
+def test_onnx_output_is_the_extractor_feature(exported, checkpoint: Path) -> None:
+    """Run the file ourselves at a batch size the export never saw: same vectors as FeatureExtractor."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    inputs = session.get_inputs()
+    assert [i.name for i in inputs] == ["images"]
+    batch = torch.randn(5, 3, *INPUT_SIZE, generator=torch.Generator().manual_seed(7))
+    (onnx_features,) = session.run(["features"], {"images": batch.numpy()})
+    torch_features = FeatureExtractor(checkpoint, device="cpu").embed_tensor(batch)
+    assert onnx_features.shape == (5, 6 * 512)
+    np.testing.assert_allclose(onnx_features, torch_features, atol=1e-4)
+
+
+def test_tolerance_failure_is_an_error(checkpoint: Path, tmp_path: Path) -> None:
+    from spanet.checkpoint import load_model
+
+    model, _ = load_model(checkpoint)
+    with pytest.raises(SpanetError, match="differs from PyTorch"):
+        export_onnx(model, tmp_path / "m.onnx", input_size=INPUT_SIZE, kind="global", tolerance=-1.0)

@@ -1,0 +1,117 @@
+"""The ablation runner: row selection, real (tiny) training runs per row and seed, resumability, the table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spanet.training.ablation import ROW_GROUPS, ROWS, format_markdown, resolve_rows, run_ablation
+from spanet.errors import SpanetError
+
+
+def test_groups_expand_in_order_without_repeats() -> None:
+    assert resolve_rows(["table3"]) == ["with-sa", "without-sa"]
+    assert resolve_rows(["ds", "table2"])[:2] == ["ds", "backbone"]
+    assert len(resolve_rows(["all", "ds"])) == len(ROWS) == len(ROW_GROUPS["all"])
+
+
+def test_unknown_row_lists_the_valid_ones() -> None:
+    with pytest.raises(SpanetError, match="unknown ablation row 'p-sa'.*table2.*p-ds-sa2"):
+        resolve_rows(["p-sa"])
+
+
+def test_table3_differs_only_by_the_attention_on_the_ds_branches() -> None:
+    with_sa, without_sa = ROWS["with-sa"].flags, ROWS["without-sa"].flags
+    assert {k for k in with_sa if with_sa[k] != without_sa[k]} == {"sa_branches"}
+
+
+TINY = [
+    "data.height=64",
+    "data.width=32",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "model.backbone=resnet18",
+    "model.reduced_dim=32",
+    "optim.lr=0.02",
+    "optim.backbone_lr_mult=1.0",
+    "optim.epochs=1",
+    "optim.milestones=[1]",
+    "train.device=cpu",
+    "train.eval_every=0",  # the runner must still evaluate the last epoch
+    "train.eval_batch_size=32",
+    "train.max_steps_per_epoch=1",
+    "train.progress=false",
+]
+
+
+def test_runs_every_row_and_seed_and_resumes(tiny_market: Path, tmp_path: Path) -> None:
+    overrides = ["data.dataset=synthetic", f"data.root={tiny_market}", *TINY]
+    result = run_ablation(config_path=None, rows=["backbone", "with-sa"], seeds=2, output_dir=tmp_path, overrides=overrides)
+
+    assert list(result["rows"]) == ["backbone", "with-sa"]
+    for key, row in result["rows"].items():
+        assert len(row["rank1"]["values"]) == 2 and len(row["mAP"]["values"]) == 2
+        assert all(0.0 <= v <= 100.0 for v in row["rank1"]["values"] + row["mAP"]["values"])
+        for seed in range(2):
+            run_dir = tmp_path / "runs" / key / f"seed{seed}"
+            config = yaml.safe_load((run_dir / "config.yaml").read_text())
+            assert config["train"]["seed"] == seed
+            assert {name: config["model"][name] for name in ROWS[key].flags} == ROWS[key].flags
+            # Table 2 rows are trained without random erasing (paper §5.3), Table 3 rows with it.
+            assert config["data"]["erasing_p"] == (0.0 if ROWS[key].table == 2 else 0.5)
+            stored = json.loads((run_dir / "result.json").read_text())
+            assert 100.0 * stored["rank1"] == pytest.approx(row["rank1"]["values"][seed])
+
+    assert json.loads((tmp_path / "ablation.json").read_text()) == result
+    markdown = (tmp_path / "ablation.md").read_text()
+    assert "| Backbone |" in markdown and "| +SA (full model) |" in markdown and "84.8 / 67.0" in markdown
+
+    # A second call finds every result.json and trains nothing: make training impossible to prove it.
+    (tmp_path / "runs" / "backbone" / "seed1" / "result.json").write_text(json.dumps({"rank1": 0.5, "mAP": 0.25}))
+    again = run_ablation(
+        config_path=None, rows=["backbone"], seeds=2, output_dir=tmp_path, overrides=[*overrides, "data.root=/nonexistent"]
+    )
+    assert again["rows"]["backbone"]["rank1"]["values"][1] == pytest.approx(50.0)
+
+
+def test_markdown_shows_mean_and_std() -> None:
+    result = {
+        "seeds": 2,
+        "rows": {
+            "ds": {
+                "label": "Backbone + DS",
+                "table": 2,
+                "flags": ROWS["ds"].flags,
+                "paper": {"rank1": 86.2, "mAP": 68.3},
+                "rank1": {"values": [50.0, 60.0], "mean": 55.0, "std": 7.0710678},
+                "mAP": {"values": [40.0, 40.0], "mean": 40.0, "std": 0.0},
+            }
+        },
+    }
+    text = format_markdown(result)
+    assert "| Backbone + DS |  | ✓ |  |  | 55.0 ± 7.1 | 40.0 ± 0.0 | 86.2 / 68.3 |" in text
+    assert "Table 3" not in text
+
+
+def test_a_diverged_run_is_recorded_and_the_other_rows_go_on(
+    tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spanet.training.loop
+
+    real_train = spanet.training.loop.train
+
+    def train_that_diverges_without_parts(config, *, output_dir, resume=False):
+        if not config.model.parts:
+            raise spanet.training.loop.TrainingDiverged("the loss became nan at epoch 1, step 1")
+        return real_train(config, output_dir=output_dir, resume=resume)
+
+    monkeypatch.setattr(spanet.training.loop, "train", train_that_diverges_without_parts)
+    overrides = ["data.dataset=synthetic", f"data.root={tiny_market}", *TINY]
+    result = run_ablation(config_path=None, rows=["ds", "with-sa"], seeds=1, output_dir=tmp_path, overrides=overrides)
+
+    assert result["rows"]["ds"]["diverged_seeds"] == [0] and result["rows"]["ds"]["rank1"]["mean"] is None
+    assert result["rows"]["with-sa"]["diverged_seeds"] == [] and result["rows"]["with-sa"]["rank1"]["mean"] is not None
+    assert "| Backbone + DS |  | ✓ |  |  | diverged (1/1) | diverged (1/1) |" in (tmp_path / "ablation.md").read_text()

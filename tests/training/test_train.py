@@ -1,0 +1,230 @@
+"""The training loop on the tiny synthetic set: run files, exact resume, SIGINT, NaN, mismatches, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+from spanet.checkpoint import load_checkpoint, load_model
+from spanet.config import OptimConfig, config_to_dict, load_config
+from spanet.errors import SpanetError
+
+pytest.importorskip("spanet.model")
+pytest.importorskip("spanet.data.samplers")
+train_module = pytest.importorskip("spanet.training.loop")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on a shared 2-core box this is several times faster than two contending ones."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+def tiny_config(root: Path, *extra: str):
+    """resnet18 at 64×32, batch 8, 2 steps per epoch, no workers: a step takes a fraction of a second."""
+    return load_config(
+        None,
+        [
+            "data.dataset=synthetic",
+            f"data.root={root}",
+            "data.height=64",
+            "data.width=32",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "model.backbone=resnet18",
+            "model.pretrained=null",
+            "model.reduced_dim=32",
+            "optim.lr=0.02",
+            "optim.backbone_lr_mult=1.0",
+            "optim.epochs=2",
+            "optim.milestones=[1]",
+            "train.device=cpu",
+            "train.eval_every=0",
+            "train.log_every=1",
+            "train.max_steps_per_epoch=2",
+            "train.progress=false",
+            *extra,
+        ],
+    )
+
+
+@pytest.fixture(scope="module")
+def straight_run(tiny_market: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two epochs in one go, evaluated after each epoch: the reference the other tests compare with."""
+    out = tmp_path_factory.mktemp("straight")
+    summary = train_module.train(tiny_config(tiny_market, "train.eval_every=1"), output_dir=out)
+    return {"out": out, "summary": summary, "state": {k: v.clone() for k, v in summary["model"].state_dict().items()}}
+
+
+def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+def test_run_writes_config_logs_and_checkpoints(straight_run: dict, tiny_market: Path) -> None:
+    out, summary = straight_run["out"], straight_run["summary"]
+    config = tiny_config(tiny_market, "train.eval_every=1")
+    assert load_config(out / "config.yaml") == config
+    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    kinds = [r["type"] for r in records]
+    assert kinds.count("step") == 4 and kinds.count("epoch") == 2 and kinds.count("eval") == 2
+    step = next(r for r in records if r["type"] == "step")
+    assert {"epoch", "step", "loss", "terms", "lr", "images_per_s"} <= step.keys() and step["terms"]
+    evals = [r for r in records if r["type"] == "eval"]
+    assert all(0.0 <= r["rank1"] <= 1.0 and 0.0 <= r["mAP"] <= 1.0 for r in evals)
+    assert any((out / "tb").iterdir())
+    last = load_checkpoint(out / "last.pt")
+    assert last["epoch"] == 2 and last["config"] == config_to_dict(config) and last["input_size"] == [64, 32]
+    assert {"optimizer", "scheduler", "scaler", "rng", "metrics", "model_args"} <= last.keys()
+    best = load_checkpoint(out / "best.pt")
+    best_eval = max(evals, key=lambda r: r["mAP"])
+    assert best["epoch"] == best_eval["epoch"] and best["best_metric"] == pytest.approx(best_eval["mAP"])
+    assert summary["best_mAP"] == pytest.approx(best_eval["mAP"]) and summary["final_metrics"]["mAP"] == evals[-1]["mAP"]
+    model, _ = load_model(out / "last.pt")
+    assert not model.training
+    assert_same_weights(model.state_dict(), straight_run["state"])
+
+
+def test_training_changes_the_weights(straight_run: dict, tiny_market: Path) -> None:
+    num_classes = load_checkpoint(straight_run["out"] / "last.pt")["model_args"]["num_classes"]
+    torch.manual_seed(0)  # the loop seeds the initial weights with train.seed
+    initial = train_module.build_model(tiny_config(tiny_market).model, num_classes=num_classes).state_dict()
+    changed = [k for k, v in initial.items() if v.is_floating_point() and not torch.equal(v, straight_run["state"][k])]
+    assert len(changed) > len(initial) // 2
+
+
+def test_one_epoch_then_resume_equals_two_epochs(straight_run: dict, tiny_market: Path, tmp_path: Path) -> None:
+    first = train_module.train(tiny_config(tiny_market, "optim.epochs=1", "train.eval_every=1"), output_dir=tmp_path)
+    assert not first["interrupted"]
+    resumed = train_module.train(tiny_config(tiny_market, "train.eval_every=1"), output_dir=tmp_path, resume=True)
+    assert_same_weights(resumed["model"].state_dict(), straight_run["state"])
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
+
+
+def test_sigint_mid_epoch_checkpoints_and_resumes_exactly(
+    straight_run: dict, tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    import spanet.losses
+
+    real = spanet.losses.weigh_terms
+    calls = []
+
+    def weigh_and_interrupt(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 1:  # a real signal arrives during the first step of epoch 1
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spanet.losses, "weigh_terms", weigh_and_interrupt)
+    config = tiny_config(tiny_market, "train.eval_every=1")
+    stopped = train_module.train(config, output_dir=tmp_path)
+    assert stopped["interrupted"] and len(calls) == 1
+    assert "--resume" in capsys.readouterr().err
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    assert (checkpoint["epoch"], checkpoint["step_in_epoch"]) == (0, 1)  # the step in flight was finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    monkeypatch.setattr(spanet.losses, "weigh_terms", real)
+    resumed = train_module.train(config, output_dir=tmp_path, resume=True)
+    assert not resumed["interrupted"]
+    assert_same_weights(resumed["model"].state_dict(), straight_run["state"])
+
+
+def test_nan_loss_stops_and_keeps_last_checkpoint(
+    straight_run: dict, tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import spanet.losses
+
+    train_module.train(tiny_config(tiny_market, "optim.epochs=1"), output_dir=tmp_path)
+    before = (tmp_path / "last.pt").read_bytes()
+    real = spanet.losses.weigh_terms
+    monkeypatch.setattr(spanet.losses, "weigh_terms", lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(train_module.TrainingDiverged, match="nan.*epoch 2"):
+        train_module.train(tiny_config(tiny_market), output_dir=tmp_path, resume=True)
+    assert (tmp_path / "last.pt").read_bytes() == before
+
+
+def test_huge_lr_diverges_cleanly(tiny_market: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_market, "optim.lr=1e12", "optim.epochs=3", "optim.milestones=[]")
+    with pytest.raises(SpanetError, match="nan|inf"):
+        train_module.train(config, output_dir=tmp_path)
+
+
+def test_resume_with_other_model_names_the_keys(straight_run: dict, tiny_market: Path) -> None:
+    config = tiny_config(tiny_market, "model.dropout=0.3", "model.num_parts=3")
+    with pytest.raises(SpanetError) as info:
+        train_module.train(config, output_dir=straight_run["out"], resume=True)
+    assert "model.dropout" in str(info.value) and "model.num_parts" in str(info.value)
+    assert "model.backbone" not in str(info.value)
+
+
+def test_output_folder_guards(straight_run: dict, tiny_market: Path, tmp_path: Path) -> None:
+    with pytest.raises(SpanetError, match="--resume"):
+        train_module.train(tiny_config(tiny_market), output_dir=straight_run["out"])
+    with pytest.raises(SpanetError, match="does not exist"):
+        train_module.train(tiny_config(tiny_market), output_dir=tmp_path / "empty", resume=True)
+
+
+def test_bf16_autocast_and_channels_last_on_cpu(tiny_market: Path, tmp_path: Path) -> None:
+    config = tiny_config(tiny_market, "train.amp=bf16", "train.channels_last=true", "optim.epochs=1",
+                         "train.max_steps_per_epoch=1")  # fmt: skip
+    summary = train_module.train(config, output_dir=tmp_path)
+    record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    assert record["type"] == "step" and torch.isfinite(torch.tensor(record["loss"]))
+    assert summary["model"].state_dict()  # trained in bf16 autocast, weights stay fp32
+    assert all(p.dtype == torch.float32 for p in summary["model"].parameters())
+
+
+def test_fp16_on_cpu_is_refused(tiny_market: Path, tmp_path: Path) -> None:
+    with pytest.raises(SpanetError, match="fp16 needs CUDA"):
+        train_module.train(tiny_config(tiny_market, "train.amp=fp16"), output_dir=tmp_path)
+
+
+def test_lr_schedule_warmup_and_milestones() -> None:
+    optim = OptimConfig(lr=0.1, milestones=(4, 6), gamma=0.1, warmup_epochs=2.0)
+    assert train_module.lr_factor(0.0, optim) < 0.01
+    assert train_module.lr_factor(1.0, optim) == pytest.approx(0.5, abs=1e-3)
+    assert train_module.lr_factor(3.0, optim) == 1.0
+    assert train_module.lr_factor(4.0, optim) == pytest.approx(0.1)
+    assert train_module.lr_factor(7.5, optim) == pytest.approx(0.01)
+
+
+def test_optimizer_backbone_at_reduced_rate(tiny_market: Path) -> None:
+    config = tiny_config(tiny_market, "optim.backbone_lr_mult=0.1", "optim.lr=0.1")
+    model = train_module.build_model(config.model, num_classes=4)
+    optimizer = train_module.build_optimizer(model, config.optim)
+    backbone, heads = optimizer.param_groups
+    assert backbone["lr"] == pytest.approx(0.01) and heads["lr"] == pytest.approx(0.1)
+    grouped = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    assert grouped == {id(p) for p in model.parameters()}  # every parameter trained, none twice
+    assert len(backbone["params"]) + len(heads["params"]) == len(grouped)
+
+
+def test_cli_train_and_one_line_errors(tiny_market: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from spanet.cli import main
+
+    config_file = tmp_path / "tiny.yaml"
+    from spanet.config import save_config
+
+    save_config(tiny_config(tiny_market), config_file)
+    out = tmp_path / "run"
+    code = main(["train", "--config", str(config_file), "--output", str(out), "--epochs", "1",
+                 "--set", "train.max_steps_per_epoch=1", "--set", "train.eval_every=1"])  # fmt: skip
+    assert code == 0 and (out / "last.pt").is_file() and (out / "best.pt").is_file()
+    assert load_config(out / "config.yaml").optim.epochs == 1
+    assert "mAP" in capsys.readouterr().out
+    code = main(["train", "--output", str(out), "--resume", "--epochs", "2"])  # config.yaml of the run is reused
+    assert code == 0 and load_checkpoint(out / "last.pt")["epoch"] == 2
+    capsys.readouterr()
+    code = main(["train", "--config", str(config_file), "--output", str(tmp_path / "x"), "--set", "optim.lrr=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "optim.lrr" in err
