@@ -40,7 +40,7 @@ step "2/6 Train SPANet (ResNet-18 from scratch, DS + SA2 + six parts, bf16) on t
 train "$RUN"
 
 step "3/6 Train the same network without spatial attention (the paper's Table 3 '-SA')"
-train "$RUN_NOSA" --set model.sa_branches=false
+train "$RUN_NOSA" --set model.sa_ds=false
 
 step "4/6 Evaluate both: CMC / mAP / mINP, plain and k-reciprocal re-ranked, with ranked lists"
 run "$SPANET" evaluate --checkpoint "$RUN/last.pt" --dataset synthetic --data-root "$DATA" --rerank \

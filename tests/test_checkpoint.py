@@ -98,3 +98,22 @@ def test_load_model_rebuilds_in_eval_mode(tmp_path: Path) -> None:
     save_checkpoint(tmp_path / "bad.pt", bad)
     with pytest.raises(SpanetError, match="do not fit"):
         load_model(tmp_path / "bad.pt")
+
+
+def test_checkpoint_with_the_old_model_keys_loads_unchanged(tmp_path: Path) -> None:
+    """Checkpoints written before the SA rename store `sa_backbone`/`sa_branches` in model_args: same model."""
+    import torch
+
+    from spanet.model import SPANet
+
+    torch.manual_seed(0)
+    model = SPANet(num_classes=3, backbone="resnet18", sa_parts=True, sa_ds=False).eval()
+    old_args = {"num_classes": 3, "backbone": "resnet18", "sa_backbone": True, "sa_branches": False}
+    save_checkpoint(tmp_path / "old.pt", {"model": model.state_dict(), "model_args": old_args, "input_size": [64, 32]})
+    with pytest.warns(FutureWarning, match="sa_parts"):
+        loaded, state = load_model(tmp_path / "old.pt")
+    assert loaded.sa_parts is not None and all(head.sa_ds is None for head in loaded.ds_heads)
+    assert state["model_args"] == old_args  # stored args (and the fingerprints made from them) are untouched
+    x = torch.rand(2, 3, 64, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded.embed(x), model.embed(x))

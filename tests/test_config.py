@@ -99,3 +99,15 @@ def test_paper_recipe_configs(name: str) -> None:
     for key, value in yaml.safe_load(text)["optim"].items():  # every value carries a comment saying its source
         line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
         assert "#" in line, f"{name}.yaml: optim.{key} has no source comment"
+
+
+def test_renamed_model_keys_still_load_with_a_warning(tmp_path: Path) -> None:
+    """SA1/SA2 were `sa_backbone`/`sa_branches`; old files and overrides keep working and say the new name."""
+    path = tmp_path / "old.yaml"
+    path.write_text("model:\n  sa_branches: false\n  sa_backbone: true\n")
+    with pytest.warns(FutureWarning, match="model.sa_branches is now model.sa_ds"):
+        config = load_config(path)
+    assert config.model.sa_ds is False and config.model.sa_parts is True
+    with pytest.warns(FutureWarning, match="model.sa_backbone is now model.sa_parts"):
+        assert load_config(None, ["model.sa_backbone=true"]).model.sa_parts is True
+    assert "sa_branches" not in config_to_dict(config)["model"]

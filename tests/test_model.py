@@ -50,9 +50,9 @@ def test_stripes_are_the_means_of_their_rows(parts: int) -> None:
         assert len(bounds) == parts
 
 
-@pytest.mark.parametrize("sa_backbone", [False, True])
-def test_channels_last_training_keeps_every_stage_gradient_channels_last(sa_backbone: bool) -> None:
-    model = _small_model(sa_backbone=sa_backbone).to(memory_format=torch.channels_last)
+@pytest.mark.parametrize("sa_parts", [False, True])
+def test_channels_last_training_keeps_every_stage_gradient_channels_last(sa_parts: bool) -> None:
+    model = _small_model(sa_parts=sa_parts).to(memory_format=torch.channels_last)
     images = _images(2).contiguous(memory_format=torch.channels_last)
     maps = model.forward_features(images)
     loss = model.pool_parts(maps[3]).sum() + sum(head(m).sum() for head, m in zip(model.ds_heads, maps))
@@ -74,8 +74,8 @@ def test_output_shapes_and_every_parameter_gets_a_gradient(row: str) -> None:
     assert output.part_features.shape == (2, num_parts, 512)
     assert output.reduced_features.shape == (2, num_parts, 256)
     assert output.global_feature.shape == (2, 256)
-    assert (model.part_attention is not None) == flags["sa_backbone"]
-    assert all((head.attention is not None) == flags["sa_branches"] for head in model.ds_heads)
+    assert (model.sa_parts is not None) == flags["sa_parts"]
+    assert all((head.sa_ds is not None) == flags["sa_ds"] for head in model.ds_heads)
 
     loss = weigh_terms(classification_terms(output, torch.tensor([0, 3])), weighting="paper")
     loss.backward()
@@ -153,7 +153,7 @@ def test_eval_mode_is_deterministic_and_train_mode_uses_dropout() -> None:
 
 
 def test_bf16_autocast_forward_on_cpu() -> None:
-    model = _small_model(sa_backbone=True).train()
+    model = _small_model(sa_parts=True).train()
     with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
         output = model(_images(2))
         loss = weigh_terms(classification_terms(output, torch.tensor([1, 2])))
@@ -169,14 +169,14 @@ def test_ds_head_is_a_composition_of_linear_maps_for_cam() -> None:
     with torch.no_grad():
         maps = model.forward_features(_images(2))
         for head, stage_map in zip(model.ds_heads, maps[:3]):
-            pooled = (head.attention.attention_map(stage_map) * stage_map).sum(dim=(2, 3))
+            pooled = (head.sa_ds.attention_map(stage_map) * stage_map).sum(dim=(2, 3))
             matrix = head.classifier.weight @ head.reduce.weight.flatten(1)  # (classes, C_k)
             torch.testing.assert_close(pooled @ matrix.T + head.classifier.bias, head(stage_map))
 
 
 def test_attention_switches_do_not_change_the_state_dict() -> None:
-    plain = _small_model(sa_backbone=False, sa_branches=False)
-    attended = _small_model(sa_backbone=True, sa_branches=True)
+    plain = _small_model(sa_parts=False, sa_ds=False)
+    attended = _small_model(sa_parts=True, sa_ds=True)
     attended.load_state_dict(plain.state_dict())  # strict: same keys, no attention parameters
 
 
@@ -189,7 +189,7 @@ def test_stride_one_last_stage_for_basic_blocks() -> None:
 
 def test_embedder_exports_to_onnx_with_a_dynamic_batch(tmp_path: Path) -> None:
     onnxruntime = pytest.importorskip("onnxruntime")
-    model = _small_model(sa_backbone=True).eval()
+    model = _small_model(sa_parts=True).eval()
     path = tmp_path / "embed.onnx"
     torch.onnx.export(
         SPANetEmbedder(model).eval(),

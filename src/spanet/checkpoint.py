@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from spanet.config import upgrade_model_keys
 from spanet.errors import SpanetError
 
 if TYPE_CHECKING:
@@ -90,7 +91,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
     from spanet.model import SPANet
 
     state = load_checkpoint(path, map_location=map_location)
-    model_args = dict(state["model_args"])
+    model_args = upgrade_model_keys(state["model_args"], source=str(path))  # the stored args stay as written
     model_args["pretrained"] = None  # the checkpoint holds the weights; never download to rebuild
     try:
         model = SPANet(**model_args)
@@ -113,6 +114,7 @@ def checkpoint_input_size(state: dict[str, Any], *, path: str | Path) -> tuple[i
 
 def check_model_config(checkpoint_model: dict[str, Any], config_model: dict[str, Any], *, path: str | Path) -> None:
     """Raise `SpanetError` naming every model key whose value differs between a checkpoint and a config."""
+    checkpoint_model = upgrade_model_keys(checkpoint_model, source=str(path))
     keys = sorted(set(checkpoint_model) | set(config_model))
     mismatched = [key for key in keys if _normalise(checkpoint_model.get(key)) != _normalise(config_model.get(key))]
     if mismatched:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +31,14 @@ __all__ = [
     "config_from_dict",
     "apply_overrides",
     "save_config",
+    "yaml_scalar",
+    "RENAMED_MODEL_KEYS",
+    "upgrade_model_keys",
 ]
+
+# Model keys renamed so that one concept has one name (config key = SPANet keyword = attribute); the old ones still
+# load, with a warning. SA1 acts on the stage-4 stripes (parts), SA2 on the deeply supervised branches (ds).
+RENAMED_MODEL_KEYS = {"sa_backbone": "sa_parts", "sa_branches": "sa_ds"}
 
 
 @dataclass(frozen=True)
@@ -56,8 +64,8 @@ class ModelConfig:
     pretrained: str | None = None
     parts: bool = True
     deep_supervision: bool = True
-    sa_branches: bool = True
-    sa_backbone: bool = False
+    sa_ds: bool = True
+    sa_parts: bool = False
     attention: Literal["softmax", "l1"] = "softmax"
     num_parts: int = 6
     reduced_dim: int = 256
@@ -154,6 +162,9 @@ def apply_overrides(values: dict[str, Any], overrides: list[str], *, source: str
         if not sep or len(parts) != 2 or not all(parts):
             raise SpanetError(f"{source} {item!r}: expected section.key=value, e.g. optim.lr=0.05")
         section, key = parts
+        if section == "model" and key in RENAMED_MODEL_KEYS:
+            key = next(iter(upgrade_model_keys({key: None}, source=source)))
+            dotted = f"model.{key}"
         if section not in _SECTIONS:
             raise SpanetError(f"{source} {item!r}: unknown section {section!r}; valid sections: {', '.join(_SECTIONS)}")
         valid = [f.name for f in dataclasses.fields(_SECTIONS[section])]
@@ -194,7 +205,29 @@ def save_config(config: Config, path: str | Path) -> None:
     Path(path).write_text(text, encoding="utf-8")
 
 
+def yaml_scalar(value: object) -> str:
+    """`value` as YAML text for a `section.key=value` override; strings are quoted so that a folder named e.g.
+    `1e5` or `null` stays a string."""
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(value)
+
+
+def upgrade_model_keys(values: dict[str, Any], *, source: str) -> dict[str, Any]:
+    """A copy of a model section / model_args with renamed keys under their new names (a `FutureWarning` per key)."""
+    upgraded = dict(values)
+    for old, new in RENAMED_MODEL_KEYS.items():
+        if old in upgraded:
+            warnings.warn(f"{source}: model.{old} is now model.{new}; the old name still works but will be removed",
+                          FutureWarning, stacklevel=3)  # fmt: skip
+            value = upgraded.pop(old)
+            upgraded.setdefault(new, value)
+    return upgraded
+
+
 def _build_section(cls: type, raw: dict[str, Any], *, prefix: str, source: str) -> Any:
+    if cls is ModelConfig:
+        raw = upgrade_model_keys(raw, source=source)
     hints = typing.get_type_hints(cls)
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(valid))

@@ -5,12 +5,12 @@ to the logits):
 
 - `backbone`: torchvision's ResNet layers `conv1, bn1, relu, maxpool, layer1..layer4` (no `avgpool`, no `fc`), the
   first block of `layer4` with stride 1 (PCB), so a 384×128 input gives a 24×8 stage-4 map.
-- `ds_heads[k]` (k = 0, 1, 2 for stages 1–3, only with `deep_supervision`): `.attention` (`SpatialAttention` or
+- `ds_heads[k]` (k = 0, 1, 2 for stages 1–3, only with `deep_supervision`): `.sa_ds` (`SpatialAttention` or
   None; SA2), then pooling, `.reduce` (1×1 `Conv2d` C_k→256, no bias, applied to the pooled vector) and `.classifier`
   (`Linear(256, classes)`). This is the official code's structure; the paper only says "GAP followed by a
   fully-connected layer". The 1×1 conv is linear, so `classifier.weight @ reduce.weight.flatten(1)` maps the pooled
   C_k-d vector to the logits.
-- Stage 4: `part_attention` (SA1 or None) pools each of the `num_parts` horizontal stripes (attention computed within
+- Stage 4: `sa_parts` (SA1 or None) pools each of the `num_parts` horizontal stripes (attention computed within
   the stripe, so each part vector is a weighted average of its stripe); `part_dropout`; `part_reduce` =
   (`.conv` 1×1 C4→256 no bias, `.bn`, `.relu`) shared by all parts; `part_classifiers[i]` (one `Linear` per part);
   `global_classifier` on the mean of the reduced part vectors (the paper's main loss).
@@ -82,15 +82,15 @@ class DeepSupervisionHead(nn.Module):
     """[SA] → pooling → 1×1 conv C_k→256 (no bias) → Linear: one auxiliary classifier on an intermediate stage."""
 
     def __init__(
-        self, *, in_channels: int, reduced_dim: int, num_classes: int, attention: SpatialAttention | None
+        self, *, in_channels: int, reduced_dim: int, num_classes: int, sa_ds: SpatialAttention | None
     ) -> None:
         super().__init__()
-        self.attention = attention
+        self.sa_ds = sa_ds
         self.reduce = nn.Conv2d(in_channels, reduced_dim, kernel_size=1, bias=False)
         self.classifier = nn.Linear(reduced_dim, num_classes)
 
     def forward(self, stage_map: Tensor) -> Tensor:
-        pooled = attention_pool(stage_map, self.attention)  # (B, C_k, H, W) -> (B, C_k)
+        pooled = attention_pool(stage_map, self.sa_ds)  # (B, C_k, H, W) -> (B, C_k)
         reduced = self.reduce(pooled[:, :, None, None]).flatten(1)  # (B, C_k, 1, 1) -> (B, 256)
         return self.classifier(reduced)  # (B, num_classes)
 
@@ -99,7 +99,7 @@ class SPANet(nn.Module):
     """The paper's network; the switches give every row of Table 2 (`spanet.training.ablation.ROWS` names them).
 
     `pretrained`: None (random init), "imagenet" (torchvision's IMAGENET1K_V1 weights, downloaded) or the path of a
-    local torchvision-format ResNet state dict (e.g. resnet50-0676ba61.pth). `sa_branches` has no effect without
+    local torchvision-format ResNet state dict (e.g. resnet50-0676ba61.pth). `sa_ds` has no effect without
     `deep_supervision` (it is the attention on the DS branches).
     """
 
@@ -111,8 +111,8 @@ class SPANet(nn.Module):
         pretrained: str | None = None,
         parts: bool = True,
         deep_supervision: bool = True,
-        sa_branches: bool = True,
-        sa_backbone: bool = False,
+        sa_ds: bool = True,
+        sa_parts: bool = False,
         attention: str = "softmax",
         num_parts: int = 6,
         reduced_dim: int = 256,
@@ -142,13 +142,13 @@ class SPANet(nn.Module):
         self.ds_heads = nn.ModuleList()
         if deep_supervision:
             for channels in self.stage_channels[:3]:
-                head_attention = SpatialAttention(attention) if sa_branches else None  # type: ignore[arg-type]
+                head_attention = SpatialAttention(attention) if sa_ds else None  # type: ignore[arg-type]
                 self.ds_heads.append(
                     DeepSupervisionHead(
-                        in_channels=channels, reduced_dim=reduced_dim, num_classes=num_classes, attention=head_attention
+                        in_channels=channels, reduced_dim=reduced_dim, num_classes=num_classes, sa_ds=head_attention
                     )
                 )
-        self.part_attention = SpatialAttention(attention) if sa_backbone else None  # type: ignore[arg-type]
+        self.sa_parts = SpatialAttention(attention) if sa_parts else None  # type: ignore[arg-type]
         self.part_dropout = nn.Dropout(p=dropout)
         self.part_reduce = nn.Sequential(
             OrderedDict(
@@ -199,7 +199,7 @@ class SPANet(nn.Module):
 
     def pool_parts(self, last_map: Tensor) -> Tensor:
         """Stage-4 map -> one vector per stripe: (B, C4, H, W) -> (B, P, C4); SA1 (if on) works within each stripe."""
-        if self.part_attention is None:  # plain stripe means: one op, 2-6x faster forward+backward than P slices
+        if self.sa_parts is None:  # plain stripe means: one op, 2-6x faster forward+backward than P slices
             return F.adaptive_avg_pool2d(last_map, (self.num_parts, 1)).flatten(2).transpose(1, 2)
         height = int(last_map.shape[2])  # static: stripe bounds are Python ints, traced as constants
         bounds = stripe_bounds(height, self.num_parts)
@@ -210,7 +210,7 @@ class SPANet(nn.Module):
         else:
             stripes = [last_map[:, :, start:end].flatten(2) for start, end in bounds]  # (B, C4, rows·W)
             channel_dim = 1
-        pooled = [pool_positions(stripe, self.part_attention, channel_dim=channel_dim) for stripe in stripes]
+        pooled = [pool_positions(stripe, self.sa_parts, channel_dim=channel_dim) for stripe in stripes]
         return torch.stack(pooled, dim=1)  # P × (B, C4) -> (B, P, C4)
 
     def reduce_parts(self, part_features: Tensor, *, dropout: bool = True) -> Tensor:

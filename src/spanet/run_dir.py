@@ -1,18 +1,69 @@
-"""Where a training run reports progress: one JSON object per line in `log.jsonl` and TensorBoard scalars.
+"""The run folder: every file name in it, the JSONL/TensorBoard log, and the readers and writers of its JSON files.
 
-Only the main process of a run holds an open `RunLog`; the others get a disabled one, so the loop never branches
-on the rank to log.
+A run folder is what `spanet train` writes and what `evaluate`, `cam` and `report` add to:
+
+```
+RUN/config.yaml  log.jsonl  tb/  last.pt  best.pt  report.html  report_files/
+RUN/eval/metrics.json  eval/features.npz  eval/ranked/*.png       (spanet evaluate; eval/ lies beside the checkpoint)
+RUN/cam/*.png  cam/spread.json  cam/spread.csv                      (spanet cam --out RUN/cam)
+```
+
+Every module that reads or writes one of these names asks this one. Only the main process of a run holds an open
+`RunLog`; the others get a disabled one, so the training loop never branches on the rank to log.
 """
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunLog"]
+from spanet.errors import SpanetError
+
+__all__ = [
+    "CONFIG_FILE",
+    "LOG_FILE",
+    "TB_DIR",
+    "LAST_CHECKPOINT",
+    "BEST_CHECKPOINT",
+    "EVAL_DIR",
+    "METRICS_FILE",
+    "FEATURES_FILE",
+    "RANKED_DIR",
+    "CAM_DIR",
+    "SPREAD_FILE",
+    "SPREAD_CSV",
+    "REPORT_FILE",
+    "REPORT_FILES_DIR",
+    "RunLog",
+    "read_log",
+    "default_eval_dir",
+    "write_metrics",
+    "read_metrics",
+    "write_spread",
+    "read_spread",
+]
+
+CONFIG_FILE = "config.yaml"
+LOG_FILE = "log.jsonl"
+TB_DIR = "tb"
+LAST_CHECKPOINT = "last.pt"
+BEST_CHECKPOINT = "best.pt"
+EVAL_DIR = "eval"
+METRICS_FILE = "metrics.json"
+FEATURES_FILE = "features.npz"
+RANKED_DIR = "ranked"
+CAM_DIR = "cam"
+SPREAD_FILE = "spread.json"
+SPREAD_CSV = "spread.csv"
+REPORT_FILE = "report.html"
+REPORT_FILES_DIR = "report_files"
+_SPREAD_COLUMNS = ("image", "stage", "variant", "class", "class_source", "area_above_half", "entropy",
+                   "rows_above_half")  # fmt: skip
 
 
 class RunLog:
@@ -25,11 +76,11 @@ class RunLog:
         if not enabled:
             return
         output_dir = Path(output_dir)
-        self._jsonl = open(output_dir / "log.jsonl", "a", encoding="utf-8")
+        self._jsonl = open(output_dir / LOG_FILE, "a", encoding="utf-8")
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(output_dir / "tb"))
+            self._tb = SummaryWriter(log_dir=str(output_dir / TB_DIR))
 
     def write(self, record: dict[str, Any], *, step: int) -> None:
         """Log one record ({"type": "step" | "epoch" | "eval", ...}); nested dicts become `parent/child` scalars."""
@@ -49,6 +100,73 @@ class RunLog:
         if self._tb is not None:
             self._tb.close()
             self._tb = None
+
+
+def read_log(path: str | Path) -> tuple[list[dict], list[str]]:
+    """Read a log.jsonl: the records that parse, and a note per line that does not (never raises for content)."""
+    records, problems = [], []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            problems.append(f"{Path(path).name} line {number} is not JSON; skipped")
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            problems.append(f"{Path(path).name} line {number} is not a JSON object; skipped")
+    return records, problems
+
+
+def default_eval_dir(checkpoint: str | Path) -> Path:
+    """Where `spanet evaluate` writes when no --out is given: `eval/` beside the checkpoint."""
+    return Path(checkpoint).parent / EVAL_DIR
+
+
+def write_metrics(eval_dir: str | Path, metrics: Mapping[str, Any], *, source: Mapping[str, Any]) -> Path:
+    """Write `eval_dir/metrics.json`: an evaluation's metrics (`EvaluationResult.to_metrics_file()`) and what made
+    them (`source`: checkpoint, dataset, flip, kind)."""
+    path = Path(eval_dir) / METRICS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({**metrics, **source}, indent=2, default=_plain) + "\n", encoding="utf-8")
+    return path
+
+
+def read_metrics(eval_dir: str | Path) -> dict[str, Any]:
+    """Read `eval_dir/metrics.json`; a missing or broken file raises `SpanetError` naming it."""
+    return _read_json(Path(eval_dir) / METRICS_FILE, hint="run `spanet evaluate` again")
+
+
+def write_spread(cam_dir: str | Path, spread: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> Path:
+    """Write `cam_dir/spread.json` (summary and variants) and `cam_dir/spread.csv` (one row per image × stage × variant)."""
+    cam_dir = Path(cam_dir)
+    cam_dir.mkdir(parents=True, exist_ok=True)
+    path = cam_dir / SPREAD_FILE
+    path.write_text(json.dumps(spread, indent=2, default=_plain), encoding="utf-8")
+    with open(cam_dir / SPREAD_CSV, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(_SPREAD_COLUMNS))
+        writer.writeheader()
+        writer.writerows(records)
+    return path
+
+
+def read_spread(cam_dir: str | Path) -> dict[str, Any]:
+    """Read `cam_dir/spread.json`; a missing or broken file raises `SpanetError` naming it."""
+    return _read_json(Path(cam_dir) / SPREAD_FILE, hint="run `spanet cam` again")
+
+
+def _read_json(path: Path, *, hint: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise SpanetError(f"{path} does not exist; {hint}")
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SpanetError(f"{path} is not valid JSON ({exc}); {hint}") from None
+    if not isinstance(value, dict):
+        raise SpanetError(f"{path} does not hold a JSON object; {hint}")
+    return value
 
 
 def _scalars(record: dict[str, Any], *, prefix: str) -> list[tuple[str, float]]:

@@ -14,7 +14,8 @@ from PIL import Image
 
 from spanet.cli import main
 from spanet.errors import SpanetError
-from spanet.synth.generate import MANIFEST_NAME, SYNTH_PRESETS, generate_dataset
+from spanet.data.datasets import SYNTH_MANIFEST
+from spanet.synth.generate import SYNTH_PRESETS, generate_dataset
 
 MARKET_NAME = re.compile(r"^(-1|\d{4})_c(\d)s(\d)_(\d{6})_(\d{2})\.jpg$")
 SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
@@ -40,7 +41,7 @@ def _hashes(root: Path) -> dict[str, str]:
 
 
 def test_layout_names_and_image_size(tiny_market: Path) -> None:
-    assert sorted(p.name for p in tiny_market.iterdir()) == sorted([*SPLITS.values(), MANIFEST_NAME])
+    assert sorted(p.name for p in tiny_market.iterdir()) == sorted([*SPLITS.values(), SYNTH_MANIFEST])
     for folder in SPLITS.values():
         records = _parse(tiny_market / folder)
         assert records, f"{folder} is empty"
@@ -52,7 +53,7 @@ def test_layout_names_and_image_size(tiny_market: Path) -> None:
 
 
 def test_manifest_counts_equal_files_on_disk(tiny_market: Path) -> None:
-    manifest = json.loads((tiny_market / MANIFEST_NAME).read_text())
+    manifest = json.loads((tiny_market / SYNTH_MANIFEST).read_text())
     junk = 0
     for split, folder in SPLITS.items():
         records = _parse(tiny_market / folder)
@@ -122,7 +123,7 @@ def test_refuses_foreign_non_empty_folder(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
     generate_dataset(tmp_path, **SMALL, progress=False, overwrite=True)
     assert (tmp_path / "notes.txt").read_text() == "mine"
-    assert (tmp_path / MANIFEST_NAME).is_file()
+    assert (tmp_path / SYNTH_MANIFEST).is_file()
 
 
 @pytest.mark.parametrize("bad", [{"cameras": 1}, {"images_per_id": 3}, {"train_ids": 0}, {"cameras": 10}])
@@ -136,7 +137,7 @@ def test_cli_flags_override_preset(tmp_path: Path, capsys: pytest.CaptureFixture
     code = main(["synth", str(out), "--preset", "tiny", "--train-ids", "3", "--cameras", "2", "--junk", "1",
                  "--height", "64", "--width", "32", "--no-progress"])
     assert code == 0
-    manifest = json.loads((out / MANIFEST_NAME).read_text())
+    manifest = json.loads((out / SYNTH_MANIFEST).read_text())
     assert manifest["options"]["train_ids"] == 3 and manifest["options"]["cameras"] == 2
     assert manifest["options"]["test_ids"] == SYNTH_PRESETS["tiny"]["test_ids"]
     assert manifest["train"]["ids"] == 3 and manifest["train"]["cameras"] == 2

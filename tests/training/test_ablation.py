@@ -25,7 +25,7 @@ def test_unknown_row_lists_the_valid_ones() -> None:
 
 def test_table3_differs_only_by_the_attention_on_the_ds_branches() -> None:
     with_sa, without_sa = ROWS["with-sa"].flags, ROWS["without-sa"].flags
-    assert {k for k in with_sa if with_sa[k] != without_sa[k]} == {"sa_branches"}
+    assert {k for k in with_sa if with_sa[k] != without_sa[k]} == {"sa_ds"}
 
 
 TINY = [

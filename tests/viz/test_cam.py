@@ -40,7 +40,7 @@ def _image(seed: int = 0) -> torch.Tensor:
     return torch.randn(3, 64, 32, generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("switches", [{}, {"sa_backbone": True}, {"sa_branches": False}, {"parts": False}],
+@pytest.mark.parametrize("switches", [{}, {"sa_parts": True}, {"sa_ds": False}, {"parts": False}],
                          ids=["paper", "sa1", "no-sa", "baseline"])
 def test_cam_reduces_to_the_model_logit(switches: dict) -> None:
     """With SA the CAM sums to logit − offset, without SA its mean does; offsets are plain biases for DS heads."""
@@ -58,8 +58,8 @@ def test_cam_reduces_to_the_model_logit(switches: dict) -> None:
         assert set(expected) <= set(cams.heads)
         for name, logit in expected.items():
             head = cams.heads[name]
-            attended = name.startswith("stage") and model.ds_heads[0].attention is not None
-            attended = attended or (not name.startswith("stage") and model.part_attention is not None)
+            attended = name.startswith("stage") and model.ds_heads[0].sa_ds is not None
+            attended = attended or (not name.startswith("stage") and model.sa_parts is not None)
             assert head.reduce == ("sum" if attended else "mean"), name
             reduced = head.cam.sum() if attended else head.cam.mean()
             assert float(reduced) + head.offset == pytest.approx(float(logit), abs=1e-4), name
@@ -87,9 +87,9 @@ def test_stage4_needs_the_relu_mask() -> None:
 
 
 def test_sa_off_variant_is_the_gap_formula_with_the_same_weights() -> None:
-    model = _tiny_model(sa_backbone=True)
+    model = _tiny_model(sa_parts=True)
     plain = without_attention(model)
-    assert model.ds_heads[0].attention is not None  # the input model is untouched
+    assert model.ds_heads[0].sa_ds is not None  # the input model is untouched
     image = _image(2)
     cams = image_cams(plain, image, target=2)
     with torch.no_grad():
@@ -100,7 +100,7 @@ def test_sa_off_variant_is_the_gap_formula_with_the_same_weights() -> None:
         assert torch.allclose(cams.heads[f"stage{k + 1}"].cam, formula, atol=1e-5)
         assert cams.heads[f"stage{k + 1}"].reduce == "mean"
     # same weights, SA off == a model built without SA layers, loaded with the same state dict
-    rebuilt = SPANet(num_classes=NUM_CLASSES, backbone="resnet18", sa_branches=False).eval()
+    rebuilt = SPANet(num_classes=NUM_CLASSES, backbone="resnet18", sa_ds=False).eval()
     rebuilt.load_state_dict(model.state_dict())
     with torch.no_grad():
         expected, got = rebuilt(image[None]), plain(image[None])
@@ -152,7 +152,7 @@ def test_run_cam_writes_figures_and_spread(tmp_path: Path) -> None:
 def test_run_cam_with_compare_model_and_errors(tmp_path: Path) -> None:
     images = write_images(tmp_path / "imgs", ["a.png"])
     summary = run_cam(_tiny_model(), images, out_dir=tmp_path / "cam", input_size=(64, 32),
-                      compare_model=_tiny_model(sa_branches=False), compare_label="no_sa.pt", progress=False)
+                      compare_model=_tiny_model(sa_ds=False), compare_label="no_sa.pt", progress=False)
     assert summary.variants["without_sa"] == "without SA: no_sa.pt"
     assert len(summary.figures) == 1
     with pytest.raises(SpanetError, match="unknown"):

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from spanet.viz.report import build_report, read_log
+from spanet.run_dir import read_log
+from spanet.viz.report import build_report
 
 WEIRD_NAME = 'q <b>"bold" & co #1?.png'  # must be escaped in the page and still load as an image
 

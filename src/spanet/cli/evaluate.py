@@ -67,6 +67,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from spanet.errors import SpanetError
     from spanet.evaluation.evaluate import extract_feature_set, format_table, score_features
     from spanet.features import model_info
+    from spanet.run_dir import FEATURES_FILE, RANKED_DIR, default_eval_dir, write_metrics
 
     if args.batch_size < 1 or args.visualize < 0:
         raise SpanetError("--batch-size must be at least 1 and --visualize at least 0")
@@ -84,24 +85,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"{args.checkpoint} on {dataset.name} ({len(features.query)} query / {len(features.gallery)} gallery images)")
     print(format_table(result))
 
-    out_dir = args.out if args.out is not None else args.checkpoint.parent / "eval"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = args.out if args.out is not None else default_eval_dir(args.checkpoint)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    metrics = {**result.to_metrics_file(), "checkpoint": str(args.checkpoint), "dataset": dataset.name,
-               "flip": args.flip, "kind": args.kind}  # fmt: skip
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    source = {"checkpoint": str(args.checkpoint), "dataset": dataset.name, "flip": args.flip, "kind": args.kind}
+    metrics_path = write_metrics(out_dir, result.to_metrics_file(), source=source)
     info = model_info(model, model_args=checkpoint["model_args"], input_size=input_size, kind=args.kind,
                       checkpoint=args.checkpoint)
-    features.save(out_dir / "features.npz", info=info)
+    features_path = features.save(out_dir / FEATURES_FILE, info=info)
     if args.visualize > 0:
         from spanet.viz.figures import draw_ranked_lists
 
         drawn = draw_ranked_lists(
-            result.distances, features.query, features.gallery, out_dir=out_dir / "ranked",
+            result.distances, features.query, features.gallery, out_dir=out_dir / RANKED_DIR,
             top_k=args.visualize, num_queries=args.visualize_queries, seed=0,
         )  # fmt: skip
-        print(f"ranked lists: {len(drawn)} images in {out_dir / 'ranked'}", file=sys.stderr)
-    print(f"wrote {out_dir / 'metrics.json'} and {out_dir / 'features.npz'}", file=sys.stderr)
+        print(f"ranked lists: {len(drawn)} images in {out_dir / RANKED_DIR}", file=sys.stderr)
+    print(f"wrote {metrics_path} and {features_path}", file=sys.stderr)
     return 0

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spanet.training.ablation import ROW_GROUPS, ROWS, format_markdown, run_ablation
+from spanet.config import yaml_scalar
 from spanet.errors import SpanetError
+from spanet.training.ablation import ROW_GROUPS, ROWS, format_markdown, run_ablation
 
 __all__ = ["register"]
 
@@ -41,12 +42,13 @@ def _run_ablation(args: argparse.Namespace) -> int:
         if args.dataset != "synthetic":
             raise SpanetError(f"--data-root is required for --dataset {args.dataset}")
         data_root = args.output / "data"
-        if not (data_root / "spanet_synth.json").exists():
+        from spanet.data.datasets import SYNTH_MANIFEST
+
+        if not (data_root / SYNTH_MANIFEST).exists():
             from spanet.synth.generate import SYNTH_PRESETS, generate_dataset
 
             generate_dataset(data_root, **SYNTH_PRESETS["demo"])
-    quoted_root = str(data_root).replace("'", "''")  # a YAML string even for folder names like 1e5 or null
-    overrides = [f"data.dataset={args.dataset}", f"data.root='{quoted_root}'", *args.overrides]
+    overrides = [f"data.dataset={yaml_scalar(args.dataset)}", f"data.root={yaml_scalar(str(data_root))}", *args.overrides]
     result = run_ablation(
         config_path=args.config, rows=args.rows, seeds=args.seeds, output_dir=args.output, overrides=overrides
     )

@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spanet.config import load_config
+    from spanet.config import load_config, yaml_scalar
     from spanet.training.loop import train
 
     config_path = args.config
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
         ("optim.epochs", args.epochs),
         ("train.device", args.device),
     ]
-    overrides = [*args.overrides, *(f"{key}={_yaml_text(value)}" for key, value in flags if value is not None)]
+    overrides = [*args.overrides, *(f"{key}={yaml_scalar(value)}" for key, value in flags if value is not None)]
     config = load_config(config_path, overrides)
     summary = train(config, output_dir=args.output, resume=args.resume)
     if summary["interrupted"]:
@@ -73,9 +73,3 @@ def run(args: argparse.Namespace) -> int:
     print(f"last checkpoint: {summary['last_checkpoint']}")
     return 0
 
-
-def _yaml_text(value: object) -> str:
-    """Quote strings so a folder named e.g. `1e5` or `null` stays a string when parsed as YAML."""
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    return str(value)

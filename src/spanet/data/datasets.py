@@ -24,6 +24,7 @@ from spanet.data.images import IMAGE_EXTENSIONS, image_problem
 from spanet.errors import SpanetError
 
 __all__ = [
+    "SYNTH_MANIFEST",
     "Sample",
     "ReidDataset",
     "MarketFormat",
@@ -35,7 +36,7 @@ __all__ = [
 ]
 
 SPLITS = ("train", "query", "gallery")
-SYNTH_SUMMARY_FILE = "spanet_synth.json"
+SYNTH_MANIFEST = "spanet_synth.json"  # written by `spanet synth` beside the images it renders
 _SHOWN = 5  # how many offending files an error message lists
 
 
@@ -352,7 +353,7 @@ def _is_official(folder: Path, folders: tuple[str, ...]) -> bool:
 
 def _count_problems(ds: ReidDataset, *, official: bool) -> list[str]:
     """Compare the counts with the published ones (real datasets) or with what `spanet synth` says it wrote."""
-    summary_path = ds.root / SYNTH_SUMMARY_FILE
+    summary_path = ds.root / SYNTH_MANIFEST
     if summary_path.is_file():
         summary = _read_synth_summary(summary_path)
         if summary.get("complete") is False:

@@ -20,13 +20,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from spanet.data.datasets import SYNTH_MANIFEST
 from spanet.errors import SpanetError
 from spanet.synth.scene import Camera, Identity, build_cameras, build_identities, random_identity
 from spanet.synth.render import render_image
 
-__all__ = ["SYNTH_PRESETS", "MANIFEST_NAME", "SynthSummary", "generate_dataset"]
-
-MANIFEST_NAME = "spanet_synth.json"
+__all__ = ["SYNTH_PRESETS", "SynthSummary", "generate_dataset"]
 SPLIT_DIRS = {"train": "bounding_box_train", "gallery": "bounding_box_test", "query": "query"}
 JPEG_QUALITY = 90
 _FORMAT_VERSION = 1
@@ -137,9 +136,9 @@ def _prepare_output(out_dir: Path, *, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise SpanetError(f"{out_dir} exists and is not a folder: choose another output folder")
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not (out_dir / MANIFEST_NAME).is_file() and not overwrite:
+        if not (out_dir / SYNTH_MANIFEST).is_file() and not overwrite:
             raise SpanetError(
-                f"{out_dir} is not empty and is not a previous `spanet synth` output (no {MANIFEST_NAME}): "
+                f"{out_dir} is not empty and is not a previous `spanet synth` output (no {SYNTH_MANIFEST}): "
                 "choose an empty or new folder, or pass --overwrite to replace its "
                 + ", ".join(f"{name}/" for name in SPLIT_DIRS.values())
             )
@@ -202,7 +201,7 @@ def generate_dataset(
     _check_options(**options)
     out_dir = Path(out_dir)
     _prepare_output(out_dir, overwrite=overwrite)
-    manifest = out_dir / MANIFEST_NAME
+    manifest = out_dir / SYNTH_MANIFEST
     # Written first, so that an interrupted run is still recognised as ours and can be regenerated in place.
     manifest.write_text(json.dumps({"generator": "spanet synth", "complete": False, "options": options}) + "\n")
 

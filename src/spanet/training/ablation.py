@@ -29,7 +29,7 @@ class AblationRow:
 
 
 def _flags(*, parts: bool, ds: bool, sa1: bool, sa2: bool) -> dict[str, bool]:
-    return {"parts": parts, "deep_supervision": ds, "sa_backbone": sa1, "sa_branches": sa2}
+    return {"parts": parts, "deep_supervision": ds, "sa_parts": sa1, "sa_ds": sa2}
 
 
 # Table 2 (Market-1501, no random erasing, no re-ranking) and Table 3 (the full model ± SA, with random erasing).
@@ -179,7 +179,7 @@ def format_markdown(result: dict) -> str:
         ]
         for row in rows.values():
             flags = row["flags"]
-            marks = ["✓" if flags[name] else "" for name in ("parts", "deep_supervision", "sa_backbone", "sa_branches")]
+            marks = ["✓" if flags[name] else "" for name in ("parts", "deep_supervision", "sa_parts", "sa_ds")]
             counts = {"seeds": result["seeds"], "diverged": len(row.get("diverged_seeds", []))}
             lines.append(
                 f"| {row['label']} | {' | '.join(marks)} | {_cell(row['rank1'], **counts)} | "

@@ -112,8 +112,8 @@ def _ds_cams(model: nn.Module, maps: Sequence[Tensor], logits: Sequence[Tensor],
         weight = w2 @ w1  # (C_k,)
         offset = float(w2 @ b1 + head.classifier.bias[c])
         raw = torch.einsum("k,khw->hw", weight, f)
-        if head.attention is not None:
-            cam, reduce = head.attention.attention_map(stage_map)[0, 0] * raw, "sum"
+        if head.sa_ds is not None:
+            cam, reduce = head.sa_ds.attention_map(stage_map)[0, 0] * raw, "sum"
         else:
             cam, reduce = raw, "mean"
         cams[f"stage{k + 1}"] = HeadCam(cam, float(stage_logits[0, c]), offset, reduce, (0, f.shape[1]))
@@ -132,7 +132,7 @@ def _stage4_cams(model: nn.Module, last_map: Tensor, output: Any, c: int) -> dic
     pre = (pooled @ w_conv.T + b_conv) * s + t  # (P, 256): BN output before ReLU
     mask = (pre > 0).to(pre.dtype)  # the ReLU linearised at this image's activation
     shift = s * b_conv + t  # constant part of the BN output
-    attention = model.part_attention
+    attention = model.sa_parts
     cams: dict[str, HeadCam] = {}
 
     for i, classifier in enumerate(model.part_classifiers):
@@ -221,14 +221,14 @@ def without_attention(model: nn.Module) -> nn.Module:
     """
     plain = copy.deepcopy(model)
     for head in plain.ds_heads:
-        head.attention = None
-    plain.part_attention = None
+        head.sa_ds = None
+    plain.sa_parts = None
     return plain
 
 
 def has_attention(model: nn.Module) -> bool:
     """Whether any head of `model` pools with spatial attention."""
-    return model.part_attention is not None or any(h.attention is not None for h in model.ds_heads)
+    return model.sa_parts is not None or any(h.sa_ds is not None for h in model.ds_heads)
 
 
 def upsample(cam: Tensor, *, size: tuple[int, int]) -> Tensor:
@@ -360,13 +360,11 @@ def run_cam(
     class when `class_mode="true"` and the image's file name gives a person id found in `labels_by_pid`, otherwise
     the class `model` predicts (each record says which).
     """
-    import csv
-    import json
-
     from tqdm.auto import tqdm
 
     from spanet.data.images import read_image
     from spanet.data.transforms import eval_transform
+    from spanet.run_dir import write_spread
     from spanet.viz.figures import CamRow, draw_cam_grid
 
     if class_mode not in ("true", "predicted"):
@@ -423,10 +421,5 @@ def run_cam(
     if class_mode == "true" and true_count < len(images):
         summary.class_note = (f"{len(images) - true_count} of {len(images)} images used the predicted class (no "
                               "training person id known for them).")
-    (out / "spread.json").write_text(json.dumps(summary.to_json(), indent=2))
-    with open(out / "spread.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["image", "stage", "variant", "class", "class_source",
-                                                    "area_above_half", "entropy", "rows_above_half"])
-        writer.writeheader()
-        writer.writerows(summary.records)
+    write_spread(out, summary.to_json(), summary.records)
     return summary

@@ -5,8 +5,8 @@ figures in `run_dir/report_files/`. Images are linked by relative paths that exi
 the folder can be copied or zipped as a whole. Every piece of text and every file name is HTML-escaped; whatever
 is missing or unreadable is listed at the top of the page instead of failing.
 
-Run folder layout read here (written by `spanet train`, `spanet evaluate`, `spanet cam`):
-`config.yaml`, `log.jsonl`, `eval/metrics.json`, `eval/ranked/*.png`, `cam/*.png`, `cam/spread.json`.
+It reads the run folder's files (`spanet.run_dir` names them): config.yaml, log.jsonl, eval/metrics.json,
+eval/ranked/*.png, cam/*.png, cam/spread.json.
 """
 
 from __future__ import annotations
@@ -21,11 +21,23 @@ from pathlib import Path
 from urllib.parse import quote
 
 from spanet.errors import SpanetError
+from spanet.run_dir import (
+    CAM_DIR,
+    CONFIG_FILE,
+    EVAL_DIR,
+    LOG_FILE,
+    METRICS_FILE,
+    RANKED_DIR,
+    REPORT_FILE,
+    REPORT_FILES_DIR,
+    read_log,
+    read_metrics,
+    read_spread,
+)
 
-__all__ = ["build_report", "read_log", "METRIC_COLUMNS"]
+__all__ = ["build_report", "METRIC_COLUMNS"]
 
 METRIC_COLUMNS = ("rank1", "rank5", "rank10", "mAP", "mINP")
-_FILES_DIR = "report_files"
 
 # After the page loads, count <img> elements that did not decode; tests (and readers) see the result in the DOM.
 _IMAGE_CHECK_SCRIPT = """
@@ -81,24 +93,6 @@ def _readable_png(path: Path) -> bool:
         return True
     except Exception:  # any decoding problem means the browser would show a broken image
         return False
-
-
-def read_log(path: str | Path) -> tuple[list[dict], list[str]]:
-    """Read a log.jsonl: the records that parse, and a note per line that does not (never raises for content)."""
-    records, problems = [], []
-    for number, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            problems.append(f"{Path(path).name} line {number} is not JSON; skipped")
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-        else:
-            problems.append(f"{Path(path).name} line {number} is not a JSON object; skipped")
-    return records, problems
 
 
 def _fmt_metric(value: object) -> str:
@@ -160,16 +154,16 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
     if not run.is_dir():
         raise SpanetError(f"report: run folder {run} does not exist; pass the folder `spanet train` wrote")
     run = run.resolve()
-    page = Path(out_path).resolve() if out_path else run / "report.html"
+    page = Path(out_path).resolve() if out_path else run / REPORT_FILE
     if run not in page.parents:
         raise SpanetError(f"report: --out {page} must lie inside the run folder {run} (images are linked relatively)")
     base = page.parent
-    files = run / _FILES_DIR
+    files = run / REPORT_FILES_DIR
     files.mkdir(exist_ok=True)
     missing: list[str] = []
     sections: list[str] = []
 
-    config_path = run / "config.yaml"
+    config_path = run / CONFIG_FILE
     if config_path.is_file():
         text = config_path.read_text(encoding="utf-8", errors="replace")
         try:
@@ -180,14 +174,13 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
     else:
         missing.append("config.yaml (the resolved training config) — not found")
 
-    metrics_path = run / "eval" / "metrics.json"
     metrics: Mapping = {}
-    if metrics_path.is_file():
+    if (run / EVAL_DIR / METRICS_FILE).is_file():
         try:
-            metrics = json.loads(metrics_path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            missing.append(f"eval/metrics.json is not valid JSON ({exc}); run `spanet evaluate` again")
-        if isinstance(metrics, Mapping) and metrics:
+            metrics = read_metrics(run / EVAL_DIR)
+        except SpanetError as exc:
+            missing.append(str(exc).replace(str(run) + os.sep, ""))
+        if metrics:
             sections.append("<h2>Metrics</h2>" + _metrics_section(metrics))
             cmc = metrics.get("cmc")
             curves = {k: v for k, v in cmc.items() if isinstance(v, list) and v} if isinstance(cmc, Mapping) else {}
@@ -199,7 +192,7 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
     else:
         missing.append("eval/metrics.json (run `spanet evaluate`) — no metrics table or CMC curve")
 
-    log_path = run / "log.jsonl"
+    log_path = run / LOG_FILE
     if log_path.is_file():
         records, problems = read_log(log_path)
         missing.extend(problems)
@@ -214,8 +207,8 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
         missing.append("log.jsonl (training log) — no training curves")
 
     for title, folder, pattern, hint in (
-        ("Ranked lists", run / "eval" / "ranked", "*.png", "run `spanet evaluate ... --visualize K`"),
-        ("Class activation maps", run / "cam", "*.png", "run `spanet cam --out RUN_DIR/cam ...`"),
+        ("Ranked lists", run / EVAL_DIR / RANKED_DIR, "*.png", "run `spanet evaluate ... --visualize K`"),
+        ("Class activation maps", run / CAM_DIR, "*.png", "run `spanet cam --out RUN_DIR/cam ...`"),
     ):
         pngs = sorted(folder.glob(pattern)) if folder.is_dir() else []
         good = [p for p in pngs if _readable_png(p)]
@@ -224,14 +217,11 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
             missing.append(f"{title.lower()} ({folder.relative_to(run).as_posix()}/*.png; {hint})")
             continue
         body = ""
-        if folder.name == "cam":
-            spread_path = folder / "spread.json"
+        if folder.name == CAM_DIR:
             try:
-                body = _spread_section(json.loads(spread_path.read_text(encoding="utf-8")))
-            except FileNotFoundError:
-                missing.append("cam/spread.json (CAM spread measures)")
-            except json.JSONDecodeError:
-                missing.append("cam/spread.json is not valid JSON")
+                body = _spread_section(read_spread(folder))
+            except SpanetError as exc:
+                missing.append(f"CAM spread measures: {str(exc).replace(str(run) + os.sep, '')}")
         sections.append(f"<h2>{_esc(title)}</h2>{body}<div class=\"figs grid\">"
                         + "".join(_img(p, base, p.name) for p in good) + "</div>")
 
