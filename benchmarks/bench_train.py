@@ -35,16 +35,11 @@ MODES = {
 }
 
 
-def spanet_case(*, backbone: str, num_classes: int) -> tuple[nn.Module, Callable]:
-    from spanet.losses import classification_terms, weigh_terms
+def spanet_case(*, backbone: str, num_classes: int) -> tuple[nn.Module, Callable | None]:
+    """SPANet with the paper's loss weighting; its step is `spanet.training.loop.train_step` itself."""
     from spanet.model import SPANet
 
-    model = SPANet(num_classes=num_classes, backbone=backbone, pretrained=None)
-
-    def loss_fn(output: object, targets: torch.Tensor) -> torch.Tensor:
-        return weigh_terms(classification_terms(output, targets), weighting="paper")
-
-    return model, loss_fn
+    return SPANet(num_classes=num_classes, backbone=backbone, pretrained=None), None
 
 
 def pcb_case(*, num_classes: int) -> tuple[nn.Module, Callable]:
@@ -59,9 +54,16 @@ def pcb_case(*, num_classes: int) -> tuple[nn.Module, Callable]:
 
 
 def training_step(
-    model: nn.Module, loss_fn: Callable, *, batch: int, height: int, width: int, num_classes: int, mode: str
+    model: nn.Module, loss_fn: Callable | None, *, batch: int, height: int, width: int, num_classes: int, mode: str
 ) -> Callable[[], None]:
-    """One full training step (forward, loss, backward, SGD update) on a fixed random batch, as a closure."""
+    """One full training step (forward, loss, backward, SGD update) on a fixed random batch, as a closure.
+
+    `loss_fn=None` means SPANet: the closure calls spanet's own `train_step` (what `spanet train` runs). The peer
+    gets the same sequence written out: autocast forward + loss, zero_grad, backward, fused SGD step.
+    """
+    from spanet.config import LossConfig, OptimConfig
+    from spanet.training.loop import StepSettings, train_step
+
     settings = MODES[mode]
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, height, width, generator=generator)
@@ -73,6 +75,16 @@ def training_step(
     optimizer = torch.optim.SGD(
         model.parameters(), lr=0.01, momentum=0.9, nesterov=True, weight_decay=5e-4, fused=True
     )
+    if loss_fn is None:
+        step_settings = StepSettings(
+            loss=LossConfig(weighting="paper"), optim=OptimConfig(), amp="bf16" if settings["dtype"] else "none",
+            channels_last=settings["channels_last"],
+        )  # fmt: skip
+
+        def spanet_step() -> None:
+            train_step(model, optimizer, images, targets, settings=step_settings)
+
+        return spanet_step
 
     def step() -> None:
         with torch.autocast("cpu", dtype=settings["dtype"] or torch.bfloat16, enabled=settings["dtype"] is not None):

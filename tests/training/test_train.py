@@ -228,3 +228,21 @@ def test_cli_train_and_one_line_errors(tiny_market: Path, tmp_path: Path, capsys
     code = main(["train", "--config", str(config_file), "--output", str(tmp_path / "x"), "--set", "optim.lrr=1"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "optim.lrr" in err
+
+
+def test_train_step_updates_the_weights_and_returns_the_weighted_terms() -> None:
+    from spanet.config import LossConfig
+    from spanet.losses import weigh_terms
+    from spanet.model import SPANet
+    from spanet.training.loop import StepSettings, train_step
+
+    torch.manual_seed(0)
+    model = SPANet(num_classes=5, backbone="resnet18").train()
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    settings = StepSettings(loss=LossConfig(weighting="official"), optim=OptimConfig())
+    loss, terms = train_step(model, optimizer, torch.rand(4, 3, 64, 32), torch.tensor([0, 1, 2, 3]), settings=settings)
+    assert not loss.requires_grad and set(terms) >= {"global", "part1", "ds1"}
+    assert torch.allclose(loss, weigh_terms(terms, weighting="official"))
+    changed = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
+    assert len(changed) > len(before) // 2

@@ -1,7 +1,8 @@
 """The training loop as plain functions: build the pieces, run epochs, evaluate, checkpoint, resume.
 
-`train(config, output_dir=...)` is the whole run; `train_one_epoch` is one pass over the loader and knows nothing
-about files. Exact resume comes from three facts: the sampler order depends only on (seed, epoch), the torch RNG is
+Three levels a reader can hold one at a time: `train_step` is one optimisation step (the training benchmark times
+this very function), `train_one_epoch` one pass over the loader that knows nothing about files, and
+`train(config, output_dir=...)` the whole run: epochs, evaluation, checkpoints, resume. Exact resume comes from three facts: the sampler order depends only on (seed, epoch), the torch RNG is
 re-seeded from (seed, epoch, rank) at the start of every epoch, and a checkpoint holds every other piece of state
 (weights, optimiser, grad scaler, RNG state, the step reached inside an interrupted epoch).
 """
@@ -9,6 +10,7 @@ re-seeded from (seed, epoch, rank) at the start of every epoch, and a checkpoint
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass, field
 import math
 import sys
 import time
@@ -33,7 +35,7 @@ from spanet.training.distributed import (
 from spanet.errors import SpanetError
 from spanet.data.loader import build_train_loader, epoch_seed
 from spanet.training.optim import build_optimizer, lr_factor, set_learning_rate
-from spanet.run_dir import RunLog
+from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog
 from spanet.training.stopping import StopRequest
 
 __all__ = [
@@ -42,6 +44,9 @@ __all__ = [
     "build_train_loader",
     "build_optimizer",
     "lr_factor",
+    "StepSettings",
+    "EpochSpan",
+    "train_step",
     "train_one_epoch",
     "train",
 ]
@@ -58,100 +63,120 @@ def build_model(model_config: ModelConfig, *, num_classes: int) -> nn.Module:
     return SPANet(num_classes=num_classes, **dataclasses.asdict(model_config))
 
 
+@dataclass(frozen=True)
+class StepSettings:
+    """How every step of a run computes: the loss composition, the learning-rate schedule, precision and layout."""
+
+    loss: LossConfig
+    optim: OptimConfig
+    amp: str = "none"  # none | bf16 | fp16 (autocast dtype)
+    channels_last: bool = False
+
+
+@dataclass(frozen=True)
+class EpochSpan:
+    """Where an epoch's pass starts and ends: epoch index (from 0), steps in a full epoch, first step to run."""
+
+    epoch: int
+    steps: int
+    start_step: int = 0
+
+
+def train_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    *,
+    settings: StepSettings,
+    scaler: torch.amp.GradScaler | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """One optimisation step: forward, named loss terms, weighted loss, backward, update; detached loss and terms.
+
+    `inputs` (B, 3, H, W) and `targets` (B,) must be on the model's device. The values stay on the device (reading
+    them is the caller's choice), so the benchmark times exactly the step training runs.
+    """
+    from spanet.losses import classification_terms, weigh_terms
+
+    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.amp)
+    if settings.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device_type=inputs.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+        output = model(inputs)
+        terms = classification_terms(output, targets, label_smoothing=settings.loss.label_smoothing)
+        loss = weigh_terms(terms, weighting=settings.loss.weighting)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None and scaler.is_enabled():
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+    return loss.detach(), {name: term.detach() for name, term in terms.items()}
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     loader: DataLoader,
     *,
-    epoch: int,
-    steps: int,
-    start_step: int = 0,
+    settings: StepSettings,
+    span: EpochSpan,
     device: torch.device,
-    loss_config: LossConfig,
-    optim_config: OptimConfig,
-    amp: str = "none",
     scaler: torch.amp.GradScaler | None = None,
-    channels_last: bool = False,
     dist_info: DistInfo = DistInfo(),
     should_stop: Callable[[], bool] = lambda: False,
     on_step: Callable[[dict[str, Any]], None] = lambda record: None,
 ) -> dict[str, Any]:
-    """Train over `loader` from `start_step` up to `steps`; return the epoch's mean losses and where it stopped.
+    """Train over `loader` from `span.start_step` up to `span.steps`; return the mean losses and where it stopped.
 
     All ranks agree each step on whether to stop (a signal on any rank) or abort (a non-finite loss on any rank),
-    so DDP processes never wait for a peer that has left the loop.
+    so DDP processes never wait for a peer that has left the loop. A non-finite loss raises `TrainingDiverged`;
+    checkpoints refuse non-finite weights, so the last good checkpoint stays as it was.
     """
-    from spanet.losses import classification_terms, weigh_terms
-
     model.train()
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     sums: dict[str, float] = {}
-    step = start_step
-    images = 0
-    stopped = False
+    step, images, stopped = span.start_step, 0, False
     started = time.perf_counter()
     batches: Iterator = iter(loader)
-    while step < steps:
+    while step < span.steps:
         try:
             inputs, pids, _camids, _indices = next(batches)
         except StopIteration:
             break
-        factor = set_learning_rate(optimizer, epoch=epoch + step / steps, optim_config=optim_config)
-        inputs = inputs.to(device, non_blocking=True)
-        if channels_last:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        pids = pids.to(device, non_blocking=True)
-        with torch.autocast(device_type=device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-            output = model(inputs)
-            terms = classification_terms(output, pids, label_smoothing=loss_config.label_smoothing)
-            loss = weigh_terms(terms, weighting=loss_config.weighting)
-        loss_value = float(loss.detach().float().item())
+        factor = set_learning_rate(optimizer, epoch=span.epoch + step / span.steps, optim_config=settings.optim)
+        inputs, pids = inputs.to(device, non_blocking=True), pids.to(device, non_blocking=True)
+        loss, terms = train_step(model, optimizer, inputs, pids, settings=settings, scaler=scaler)
+        loss_value = float(loss.float().item())
         diverged, stopped = any_flag([not math.isfinite(loss_value), should_stop()], info=dist_info, device=device)
         if diverged:
             raise TrainingDiverged(
-                f"the loss became {loss_value} at epoch {epoch + 1}, step {step + 1} (lr {factor * optim_config.lr:g}); "
-                "training stopped and the last checkpoint was left intact; lower optim.lr, add optim.warmup_epochs "
-                "or use train.amp=none"
+                f"the loss became {loss_value} at epoch {span.epoch + 1}, step {step + 1} "
+                f"(lr {factor * settings.optim.lr:g}); training stopped and the last checkpoint was left intact; "
+                "lower optim.lr, add optim.warmup_epochs or use train.amp=none"
             )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None and scaler.is_enabled():
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
         step += 1
         images += inputs.shape[0] * dist_info.world_size
-        values = {"loss": loss_value, **{name: float(term.detach().float().item()) for name, term in terms.items()}}
+        values = {"loss": loss_value, **{name: float(term.float().item()) for name, term in terms.items()}}
         for name, value in values.items():
             sums[name] = sums.get(name, 0.0) + value
         elapsed = time.perf_counter() - started
-        on_step(
-            {
-                "epoch": epoch,
-                "epoch_step": step,
-                "loss": loss_value,
-                "terms": {name: value for name, value in values.items() if name != "loss"},
-                "lr": factor * optim_config.lr,
-                "images_per_s": images / elapsed if elapsed > 0 else 0.0,
-            }
-        )
+        on_step({
+            "epoch": span.epoch, "epoch_step": step, "loss": loss_value,
+            "terms": {name: value for name, value in values.items() if name != "loss"},
+            "lr": factor * settings.optim.lr, "images_per_s": images / elapsed if elapsed > 0 else 0.0,
+        })  # fmt: skip
         if stopped:
             break
-    done = step - start_step
+    done = step - span.start_step
     means = {name: total / max(done, 1) for name, total in sums.items()}
     elapsed = time.perf_counter() - started
     return {
-        "epoch": epoch,
-        "steps_done": done,
-        "step": step,
-        "stopped": stopped,
-        "loss": means.pop("loss", float("nan")),
-        "terms": means,
-        "images_per_s": images / elapsed if elapsed > 0 else 0.0,
-        "seconds": elapsed,
-    }
+        "epoch": span.epoch, "steps_done": done, "step": step, "stopped": stopped,
+        "loss": means.pop("loss", float("nan")), "terms": means,
+        "images_per_s": images / elapsed if elapsed > 0 else 0.0, "seconds": elapsed,
+    }  # fmt: skip
 
 
 def train(config: Config, *, output_dir: str | Path, resume: bool = False) -> dict[str, Any]:
@@ -177,121 +202,169 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False) -> di
         shutdown_distributed(dist_info)
 
 
+@dataclass
+class _RunState:
+    """Everything one run changes as it goes: what a checkpoint stores and what resuming restores."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    epoch: int = 0
+    step_in_epoch: int = 0
+    best_map: float | None = None
+    best_epoch: int | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
 def _run(
     config: Config, dataset: Any, *, output_dir: Path, resume: bool, dist_info: DistInfo, device: torch.device
 ) -> dict[str, Any]:
-    last_path, best_path = output_dir / "last.pt", output_dir / "best.pt"
+    last_path = output_dir / LAST_CHECKPOINT
     checkpoint = _prepare_output(config, output_dir, resume=resume, num_classes=dataset.num_train_ids)
     barrier(dist_info)  # rank 0 has checked and created the folder
-    torch.manual_seed(config.train.seed)  # identical initial weights on every rank
-    model = build_model(config.model, num_classes=dataset.num_train_ids).to(device)
-    if config.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    optimizer = build_optimizer(model, config.optim)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.train.amp == "fp16")
-    start_epoch, start_step, best_map, best_epoch, metrics = 0, 0, None, None, {}
-    if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        if checkpoint.get("scaler"):
-            scaler.load_state_dict(checkpoint["scaler"])
-        start_epoch, start_step = int(checkpoint["epoch"]), int(checkpoint.get("step_in_epoch", 0))
-        best_map, best_epoch = checkpoint.get("best_metric"), checkpoint.get("best_epoch")
-        metrics = dict(checkpoint.get("metrics") or {})
-    wrapped = model
+    state = _build_state(config, num_classes=dataset.num_train_ids, device=device, checkpoint=checkpoint)
+    wrapped = state.model
     if dist_info.world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
-        wrapped = nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
-    run_log = RunLog(output_dir, enabled=dist_info.is_main)
-    epochs = config.optim.epochs
+        wrapped = nn.parallel.DistributedDataParallel(state.model, device_ids=device_ids)
     steps_per_epoch = _steps_per_epoch(dataset, config, dist_info)
     say = _printer(dist_info)
-    if start_epoch >= epochs:
-        say(f"{last_path} already holds all {epochs} epochs; raise --epochs to train further")
+    if state.epoch >= config.optim.epochs:
+        say(f"{last_path} already holds all {config.optim.epochs} epochs; raise --epochs to train further")
     stop = StopRequest(announce=say)
+    run_log = RunLog(output_dir, enabled=dist_info.is_main)
     interrupted = False
     started = time.perf_counter()
-
-    def state(epoch: int, step_in_epoch: int) -> dict[str, Any]:
-        return {
-            "model": model.state_dict(),
-            "model_args": {"num_classes": dataset.num_train_ids, **dataclasses.asdict(config.model)},
-            "input_size": [config.data.height, config.data.width],
-            "config": config_to_dict(config),
-            "epoch": epoch,
-            "step_in_epoch": step_in_epoch,
-            "optimizer": optimizer.state_dict(),
-            "scheduler": {"kind": "multistep", "epoch": epoch + step_in_epoch / steps_per_epoch},
-            "scaler": scaler.state_dict(),
-            "rng": rng_state(),
-            "metrics": metrics,
-            "best_metric": best_map,
-            "best_epoch": best_epoch,
-            "dataset": config.data.dataset,
-        }
-
     with stop.installed():
         try:
-            for epoch in range(start_epoch, epochs):
-                torch.manual_seed(epoch_seed(config.train.seed, epoch, dist_info.rank))
-                skip = start_step if epoch == start_epoch else 0
-                if skip and checkpoint is not None and dist_info.world_size == 1:
-                    restore_rng_state(checkpoint["rng"])
-                loader = build_train_loader(
-                    dataset.train, config.data, seed=config.train.seed, epoch=epoch,
-                    rank=dist_info.rank, world_size=dist_info.world_size, skip_batches=skip,
+            for epoch in range(state.epoch, config.optim.epochs):
+                interrupted = _run_epoch(
+                    wrapped, state, dataset, config, epoch=epoch, steps=steps_per_epoch, output_dir=output_dir,
+                    device=device, dist_info=dist_info, stop=stop, run_log=run_log,
+                    rng=checkpoint["rng"] if checkpoint is not None and epoch == state.epoch else None,
                 )  # fmt: skip
-                result = _epoch_with_progress(
-                    wrapped, optimizer, loader, config=config, epoch=epoch, steps=steps_per_epoch, start_step=skip,
-                    device=device, scaler=scaler, dist_info=dist_info, stop=stop, run_log=run_log,
-                )  # fmt: skip
-                global_step = epoch * steps_per_epoch + result["step"]
-                broadcast_buffers(model, info=dist_info)
-                finished_epoch = result["step"] >= steps_per_epoch or not result["stopped"]
-                if not finished_epoch:
-                    interrupted = True
-                    _save_if_finite(model, last_path, state(epoch, result["step"]), dist_info)
-                    break
-                record = {key: result[key] for key in ("loss", "terms", "images_per_s", "seconds")}
-                run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
-                last_epoch = epoch + 1 == epochs
-                if (last_epoch or not result["stopped"]) and _eval_due(epoch, epochs, config.train.eval_every):
-                    metrics = _evaluate(model, dataset, config, device=device, dist_info=dist_info)
-                    if dist_info.is_main:
-                        run_log.write({"type": "eval", "epoch": epoch + 1, "step": global_step, **metrics}, step=global_step)
-                        say(f"epoch {epoch + 1}: rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}")
-                        if best_map is None or metrics["mAP"] > best_map:
-                            best_map, best_epoch = metrics["mAP"], epoch + 1
-                            _save_if_finite(model, best_path, state(epoch + 1, 0), dist_info)
-                _save_if_finite(model, last_path, state(epoch + 1, 0), dist_info)
-                if result["stopped"]:
-                    interrupted = not last_epoch
+                if interrupted or stop.requested():
                     break
         finally:
             run_log.close()
     if interrupted:
         say(
             f"stopped by {stop.signal_name}; checkpoint saved to {last_path}. Resume with: "
-            f"spanet train --config {output_dir / 'config.yaml'} --output {output_dir} --resume"
+            f"spanet train --config {output_dir / CONFIG_FILE} --output {output_dir} --resume"
         )
     return {
         "output_dir": str(output_dir),
         "rank": dist_info.rank,  # under torchrun only rank 0 should report
         "interrupted": interrupted,
-        "epochs": epochs,
+        "epochs": config.optim.epochs,
         "last_checkpoint": str(last_path),
-        "best_checkpoint": str(best_path) if best_map is not None else None,
-        "best_mAP": best_map,
-        "best_epoch": best_epoch,
-        "final_metrics": metrics,
+        "best_checkpoint": str(output_dir / BEST_CHECKPOINT) if state.best_map is not None else None,
+        "best_mAP": state.best_map,
+        "best_epoch": state.best_epoch,
+        "final_metrics": state.metrics,
         "seconds": time.perf_counter() - started,
-        "model": model,
+        "model": state.model,
+    }
+
+
+def _build_state(
+    config: Config, *, num_classes: int, device: torch.device, checkpoint: dict[str, Any] | None
+) -> _RunState:
+    """Model, optimiser and scaler from the config: fresh (seeded, same weights on every rank) or from `checkpoint`."""
+    torch.manual_seed(config.train.seed)
+    model = build_model(config.model, num_classes=num_classes).to(device)
+    if config.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = build_optimizer(model, config.optim)
+    scaler = torch.amp.GradScaler(device.type, enabled=config.train.amp == "fp16")
+    state = _RunState(model=model, optimizer=optimizer, scaler=scaler)
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if checkpoint.get("scaler"):
+            scaler.load_state_dict(checkpoint["scaler"])
+        state.epoch, state.step_in_epoch = int(checkpoint["epoch"]), int(checkpoint.get("step_in_epoch", 0))
+        state.best_map, state.best_epoch = checkpoint.get("best_metric"), checkpoint.get("best_epoch")
+        state.metrics = dict(checkpoint.get("metrics") or {})
+    return state
+
+
+def _run_epoch(
+    model: nn.Module,
+    state: _RunState,
+    dataset: Any,
+    config: Config,
+    *,
+    epoch: int,
+    steps: int,
+    output_dir: Path,
+    device: torch.device,
+    dist_info: DistInfo,
+    stop: StopRequest,
+    run_log: RunLog,
+    rng: dict[str, Any] | None,
+) -> bool:
+    """Train one epoch (or its rest), log it, evaluate when due, checkpoint; True when a stop interrupted the run.
+
+    `rng` is the resumed checkpoint's RNG state when this epoch continues an interrupted one.
+    """
+    torch.manual_seed(epoch_seed(config.train.seed, epoch, dist_info.rank))
+    skip = state.step_in_epoch if epoch == state.epoch else 0
+    if skip and rng is not None and dist_info.world_size == 1:
+        restore_rng_state(rng)
+    loader = build_train_loader(
+        dataset.train, config.data, seed=config.train.seed, epoch=epoch,
+        rank=dist_info.rank, world_size=dist_info.world_size, skip_batches=skip,
+    )  # fmt: skip
+    result = _epoch_with_progress(
+        model, state, loader, config=config, span=EpochSpan(epoch=epoch, steps=steps, start_step=skip),
+        device=device, dist_info=dist_info, stop=stop, run_log=run_log,
+    )  # fmt: skip
+    global_step = epoch * steps + result["step"]
+    broadcast_buffers(state.model, info=dist_info)
+    last_path = output_dir / LAST_CHECKPOINT
+    if result["step"] < steps and result["stopped"]:
+        _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch, step=result["step"], steps=steps), dist_info)
+        return True
+    record = {key: result[key] for key in ("loss", "terms", "images_per_s", "seconds")}
+    run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
+    last_epoch = epoch + 1 == config.optim.epochs
+    if (last_epoch or not result["stopped"]) and _eval_due(epoch, config.optim.epochs, config.train.eval_every):
+        state.metrics = _evaluate(state.model, dataset, config, device=device, dist_info=dist_info)
+        if dist_info.is_main:
+            run_log.write({"type": "eval", "epoch": epoch + 1, "step": global_step, **state.metrics}, step=global_step)
+            _printer(dist_info)(f"epoch {epoch + 1}: rank-1 {state.metrics['rank1']:.2%}  mAP {state.metrics['mAP']:.2%}")
+            if state.best_map is None or state.metrics["mAP"] > state.best_map:
+                state.best_map, state.best_epoch = state.metrics["mAP"], epoch + 1
+                best = _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps)
+                _save_if_finite(output_dir / BEST_CHECKPOINT, best, dist_info)
+    _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
+    return result["stopped"] and not last_epoch
+
+
+def _checkpoint(state: _RunState, config: Config, *, epoch: int, step: int, steps: int) -> dict[str, Any]:
+    """The checkpoint dict of `state` at (epoch, step in epoch): what `load_model` and `--resume` read back."""
+    return {
+        "model": state.model.state_dict(),
+        "model_args": {"num_classes": state.model.num_classes, **dataclasses.asdict(config.model)},
+        "input_size": [config.data.height, config.data.width],
+        "config": config_to_dict(config),
+        "epoch": epoch,
+        "step_in_epoch": step,
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": {"kind": "multistep", "epoch": epoch + step / steps},
+        "scaler": state.scaler.state_dict(),
+        "rng": rng_state(),
+        "metrics": state.metrics,
+        "best_metric": state.best_map,
+        "best_epoch": state.best_epoch,
+        "dataset": config.data.dataset,
     }
 
 
 def _prepare_output(config: Config, output_dir: Path, *, resume: bool, num_classes: int) -> dict[str, Any] | None:
     """Check the folder against `resume`, write the resolved config; return the checkpoint to resume from."""
-    last_path = output_dir / "last.pt"
+    last_path = output_dir / LAST_CHECKPOINT
     checkpoint = None
     if resume:
         if not last_path.is_file():
@@ -304,24 +377,21 @@ def _prepare_output(config: Config, output_dir: Path, *, resume: bool, num_class
                 f"{config.data.dataset} at {config.data.root} has {num_classes}; resume with the same dataset"
             )
     elif last_path.exists():
-        raise SpanetError(f"{output_dir} already holds a run (last.pt); pass --resume to continue it or choose a new --output")
+        raise SpanetError(f"{output_dir} already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it or choose a new --output")
     if _is_main_process():
         output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(config, output_dir / "config.yaml")
+        save_config(config, output_dir / CONFIG_FILE)
     return checkpoint
 
 
 def _epoch_with_progress(
     model: nn.Module,
-    optimizer: torch.optim.Optimizer,
+    state: _RunState,
     loader: DataLoader,
     *,
     config: Config,
-    epoch: int,
-    steps: int,
-    start_step: int,
+    span: EpochSpan,
     device: torch.device,
-    scaler: torch.amp.GradScaler,
     dist_info: DistInfo,
     stop: StopRequest,
     run_log: RunLog,
@@ -330,7 +400,7 @@ def _epoch_with_progress(
     from tqdm.auto import tqdm
 
     bar = tqdm(
-        total=steps, initial=start_step, desc=f"epoch {epoch + 1}/{config.optim.epochs}", unit="step",
+        total=span.steps, initial=span.start_step, desc=f"epoch {span.epoch + 1}/{config.optim.epochs}", unit="step",
         disable=not (dist_info.is_main and config.train.progress), dynamic_ncols=True, leave=False,
     )  # fmt: skip
 
@@ -338,15 +408,17 @@ def _epoch_with_progress(
         bar.update(1)
         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}", img_s=f"{record['images_per_s']:.1f}")
         step_in_epoch = record.pop("epoch_step")
-        if step_in_epoch % max(config.train.log_every, 1) == 0 or step_in_epoch == steps:
-            global_step = epoch * steps + step_in_epoch
-            run_log.write({"type": "step", **record, "epoch": epoch + 1, "step": global_step}, step=global_step)
+        if step_in_epoch % max(config.train.log_every, 1) == 0 or step_in_epoch == span.steps:
+            global_step = span.epoch * span.steps + step_in_epoch
+            run_log.write({"type": "step", **record, "epoch": span.epoch + 1, "step": global_step}, step=global_step)
 
+    settings = StepSettings(
+        loss=config.loss, optim=config.optim, amp=config.train.amp, channels_last=config.train.channels_last
+    )
     try:
         return train_one_epoch(
-            model, optimizer, loader, epoch=epoch, steps=steps, start_step=start_step, device=device,
-            loss_config=config.loss, optim_config=config.optim, amp=config.train.amp, scaler=scaler,
-            channels_last=config.train.channels_last, dist_info=dist_info, should_stop=stop.requested, on_step=on_step,
+            model, state.optimizer, loader, settings=settings, span=span, device=device, scaler=state.scaler,
+            dist_info=dist_info, should_stop=stop.requested, on_step=on_step,
         )  # fmt: skip
     finally:
         bar.close()
@@ -368,13 +440,13 @@ def _evaluate(model: nn.Module, dataset: Any, config: Config, *, device: torch.d
     return metrics
 
 
-def _save_if_finite(model: nn.Module, path: Path, state: dict[str, Any], dist_info: DistInfo) -> None:
+def _save_if_finite(path: Path, checkpoint: dict[str, Any], dist_info: DistInfo) -> None:
     """Write a checkpoint from rank 0, refusing weights that hold NaN/inf (so the previous one stays good)."""
     if not dist_info.is_main:
         return
-    if not all(torch.isfinite(p).all() for p in model.parameters()):
+    if not all(torch.isfinite(v).all() for v in checkpoint["model"].values() if v.is_floating_point()):
         raise TrainingDiverged(f"the weights hold NaN/inf; {path} was not overwritten; lower optim.lr and restart")
-    save_checkpoint(path, state)
+    save_checkpoint(path, checkpoint)
 
 
 def _steps_per_epoch(dataset: Any, config: Config, dist_info: DistInfo) -> int:
