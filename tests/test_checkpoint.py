@@ -85,7 +85,8 @@ def test_model_mismatch_names_keys() -> None:
 
 
 def test_load_model_rebuilds_in_eval_mode(tmp_path: Path) -> None:
-    spanet_model = pytest.importorskip("spanet.model")
+    from spanet import model as spanet_model
+
     torch.manual_seed(0)
     args = {"num_classes": 5, "backbone": "resnet18", "pretrained": None}
     model = spanet_model.SPANet(**args)

@@ -187,7 +187,7 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         path = Path(path)
         source = str(path)
         if not path.is_file():
-            raise SpanetError(f"config file {path} does not exist; pass an existing YAML file to --config")
+            raise SpanetError(f"config file {path} does not exist; pass an existing YAML config file")
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except (yaml.YAMLError, UnicodeDecodeError) as exc:

@@ -48,7 +48,7 @@ def resolve_device(name: str | torch.device, *, local_rank: int = 0) -> torch.de
         raise SpanetError(f"device {text!r} is not a device name spanet runs on; use auto, cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SpanetError(f"device {text!r} was asked for but CUDA is not available; use --device cpu or auto")
+            raise SpanetError(f"device {text!r} was asked for but CUDA is not available; use the device cpu or auto")
         if device.index is None:
             return torch.device("cuda", local_rank % torch.cuda.device_count())
     return device

@@ -36,7 +36,6 @@ def test_json_is_exactly_the_statistics(tmp_path: Path, capsys: pytest.CaptureFi
 
 def test_synthetic_counts_equal_generator_summary(capsys: pytest.CaptureFixture[str],
                                                   request: pytest.FixtureRequest) -> None:
-    pytest.importorskip("spanet.synth.generate", reason="spanet.synth.generate (the generator) is not written yet")
     root = request.getfixturevalue("tiny_market")
     code, out, _ = _run(capsys, "--dataset", "synthetic", "--data-root", str(root), "--json")
     summary = json.loads((root / "spanet_synth.json").read_text())

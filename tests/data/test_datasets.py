@@ -110,7 +110,6 @@ def test_synth_summary_counts_are_compared(tmp_path: Path) -> None:
 
 
 def test_tiny_synthetic_dataset_matches_its_summary(request: pytest.FixtureRequest) -> None:
-    pytest.importorskip("spanet.synth.generate", reason="spanet.synth.generate (the generator) is not written yet")
     tiny_market = request.getfixturevalue("tiny_market")
     ds = load_dataset("synthetic", tiny_market)
     assert ds.problems == ()

@@ -114,7 +114,7 @@ def test_dimension_mismatch_and_bad_inputs() -> None:
     index = GalleryIndex.build(_clustered(20, 8, clusters=2, seed=0), [str(i) for i in range(20)], params=IndexParams())
     with pytest.raises(SpanetError, match="dimension 4"):
         index.search(np.zeros((1, 4), dtype=np.float32), top_k=3)
-    with pytest.raises(SpanetError, match="top-k"):
+    with pytest.raises(SpanetError, match="top_k"):
         index.search(np.zeros((1, 8), dtype=np.float32), top_k=0)
     with pytest.raises(SpanetError, match="NaN"):
         index.search(np.full((1, 8), np.nan, dtype=np.float32), top_k=1)

@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("spanet.model")
-pytest.importorskip("spanet.data.samplers")
 
 
 def _free_port() -> int:

@@ -132,8 +132,8 @@ _FORMATS: dict[str, MarketFormat | ListFormat] = {
 }
 DATASET_NAMES: tuple[str, ...] = tuple(_FORMATS)
 
-# Published statistics after dropping junk, ids counting the distractor id 0 (docs/datasets.md, NOTES.md).
-# CUHK03-NP detected: NOTES gives image counts only; the new protocol splits the same 767 / 700 people for both.
+# Published statistics after dropping junk, ids counting the distractor id 0 (docs/datasets.md).
+# CUHK03-NP detected: the published statistics give image counts only; the new protocol splits the same 767 / 700 people for both.
 # MSMT17 train = list_train.txt + list_val.txt (more images of the same 1,041 people): 30,248 + 2,373 = 32,621,
 # the published training-set size; torchreid leaves the val list out by default (docs/datasets.md).
 _PUBLISHED = {  # (images, ids) for train, query, gallery
@@ -168,7 +168,7 @@ def load_dataset(
     fmt = _FORMATS[name]
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise SpanetError(f"--data-root {root} is not a folder; point it at the {name} dataset folder")
+        raise SpanetError(f"dataset root {root} is not a folder; point it at the {name} dataset folder")
     root = root.resolve()  # sample paths come out absolute and stay valid if the working directory changes
     if isinstance(fmt, MarketFormat):
         folder, splits = _read_market_format(name, fmt, root)

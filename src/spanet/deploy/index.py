@@ -122,17 +122,17 @@ def choose_params(
     if pca_dim is None:
         pca_dim = min(256, num_vectors) if dim > 1024 else 0
     if pca_dim < 0 or pca_dim > dim:
-        raise SpanetError(f"--pca {pca_dim} must be between 0 (no PCA) and the feature dimension {dim}")
+        raise SpanetError(f"pca_dim {pca_dim} must be between 0 (no PCA) and the feature dimension {dim}")
     reduced = pca_dim or dim
     if nlist is None:
         nlist = int(round(4 * math.sqrt(num_vectors)))
         nlist = max(1, min(nlist, 65536, num_vectors // _MIN_POINTS_PER_CENTROID))
     if nlist < 1 or nlist > num_vectors:
-        raise SpanetError(f"--nlist {nlist} must be between 1 and the number of gallery vectors ({num_vectors})")
+        raise SpanetError(f"nlist {nlist} must be between 1 and the number of gallery vectors ({num_vectors})")
     if m is None:
         m = max(d for d in range(1, min(64, max(1, reduced // 4)) + 1) if reduced % d == 0)
     if m < 1 or reduced % m != 0:
-        raise SpanetError(f"--m {m} must divide the {'PCA-reduced ' if pca_dim else ''}feature dimension {reduced}")
+        raise SpanetError(f"m (PQ sub-quantisers) {m} must divide the {'PCA-reduced ' if pca_dim else ''}feature dimension {reduced}")
     if train_size is None:
         train_size = min(num_vectors, max(_MIN_POINTS_PER_CENTROID * nlist, 256 * _MIN_POINTS_PER_CENTROID, 2 * reduced))
     train_size = min(train_size, num_vectors)
@@ -140,7 +140,7 @@ def choose_params(
         # 2**nbits PQ centroids per sub-space also need ~39 training points each.
         nbits = max(1, min(8, int(math.log2(max(2, train_size // _MIN_POINTS_PER_CENTROID)))))
     if not 1 <= nbits <= 16:
-        raise SpanetError(f"--nbits {nbits} must be between 1 and 16 (8 is usual)")
+        raise SpanetError(f"nbits {nbits} must be between 1 and 16 (8 is usual)")
     if nprobe is None:
         nprobe = max(8, nlist // 64)
     nprobe = max(1, min(nprobe, nlist))
@@ -238,7 +238,7 @@ class GalleryIndex:
                 f"{self.feature_dim}-d features; extract queries with the model that built the index"
             )
         if top_k < 1:
-            raise SpanetError(f"--top-k must be at least 1, got {top_k}")
+            raise SpanetError(f"top_k must be at least 1, got {top_k}")
         k = min(top_k, len(self))
         distances, rows = self.index.search(queries, k)
         return distances, rows
@@ -263,7 +263,7 @@ class GalleryIndex:
 
         directory = Path(directory)
         if directory.exists() and not directory.is_dir():
-            raise SpanetError(f"--out {directory} is a file; an index is a folder, pass a new or existing folder")
+            raise SpanetError(f"{directory} is a file; an index is a folder: save it to a new or existing folder")
         directory.mkdir(parents=True, exist_ok=True)
         bad = [p for p in self.paths if "\n" in p or "\r" in p]
         if bad:

@@ -117,7 +117,7 @@ def run_ablation(
 ) -> dict:
     """Train every (row, seed) pair and return the table as a dict (also written as JSON and Markdown)."""
     if seeds < 1:
-        raise SpanetError(f"--seeds must be at least 1, got {seeds}")
+        raise SpanetError(f"seeds must be at least 1, got {seeds}")
     keys = resolve_rows(rows)
     table: dict[str, dict] = {}
     for index, key in enumerate(keys, start=1):

@@ -230,7 +230,7 @@ def _run(
     steps_per_epoch = _steps_per_epoch(dataset, config, dist_info)
     say = _printer(dist_info)
     if state.epoch >= config.optim.epochs:
-        say(f"{last_path} already holds all {config.optim.epochs} epochs; raise --epochs to train further")
+        say(f"{last_path} already holds all {config.optim.epochs} epochs; raise optim.epochs to train further")
     stop = StopRequest(announce=say)
     run_log = RunLog(output_dir, enabled=dist_info.is_main)
     interrupted = False

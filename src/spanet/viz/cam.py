@@ -368,11 +368,11 @@ def run_cam(
     from spanet.viz.figures import CamRow, draw_cam_grid
 
     if class_mode not in ("true", "predicted"):
-        raise SpanetError(f"--class {class_mode!r}: use 'true' or 'predicted'")
+        raise SpanetError(f"class_mode {class_mode!r} is unknown: use 'true' or 'predicted'")
     chosen = list(stages) if stages else list(CAM_STAGES)
     unknown = [s for s in chosen if s not in CAM_STAGES]
     if unknown:
-        raise SpanetError(f"--stages {', '.join(unknown)}: unknown; choose from {', '.join(CAM_STAGES)}")
+        raise SpanetError(f"stages {', '.join(unknown)}: unknown; choose from {', '.join(CAM_STAGES)}")
     height, width = input_size
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -412,7 +412,7 @@ def run_cam(
             rows.append(CamRow(label=_STAGE_LABELS[stage], notes=tuple(notes),
                                cams=(maps["with_sa"].get(stage), maps["without_sa"].get(stage))))
         if not rows:
-            raise SpanetError(f"--stages {', '.join(chosen)}: none of these heads exist in the model(s)")
+            raise SpanetError(f"stages {', '.join(chosen)}: none of these heads exist in the model(s)")
         shown = np.asarray(picture.resize((width, height)))
         title = f"{Path(path).name}: class {main.target} ({source}); predicted {main.predicted}"
         summary.figures.append(draw_cam_grid(shown, rows, column_titles=(variants["with_sa"], variants["without_sa"]),

@@ -49,7 +49,8 @@ class CamRow:
 def _overlay(ax: plt.Axes, image: np.ndarray, cam: np.ndarray | None, *, alpha: float) -> None:
     ax.imshow(image)
     if cam is not None:
-        # the map is already min-max normalised to [0, 1]; a fixed colour range keeps columns comparable
+        # maps arrive scaled to [0, 1] by `spanet.viz.cam.normalise` (positive part / maximum); a fixed colour
+        # range keeps the columns of one figure comparable
         ax.imshow(cam, cmap="jet", alpha=alpha, vmin=0.0, vmax=1.0, interpolation="bilinear")
     else:
         ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes, color="white",

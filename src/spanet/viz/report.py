@@ -156,7 +156,7 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
     run = run.resolve()
     page = Path(out_path).resolve() if out_path else run / REPORT_FILE
     if run not in page.parents:
-        raise SpanetError(f"report: --out {page} must lie inside the run folder {run} (images are linked relatively)")
+        raise SpanetError(f"report: the page {page} must lie inside the run folder {run} (images are linked relatively)")
     base = page.parent
     files = run / REPORT_FILES_DIR
     files.mkdir(exist_ok=True)
