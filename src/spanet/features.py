@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from spanet.data.images import as_rgb_image
 from spanet.errors import SpanetError
 from spanet.runtime import resolve_device
 
@@ -371,7 +372,7 @@ class _Inputs:
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str]:
         try:
-            return self.transform(_to_pil(self.images[index])), index, ""
+            return self.transform(as_rgb_image(self.images[index])), index, ""
         except SpanetError as exc:
             if not self.skip_unreadable:
                 raise
@@ -392,39 +393,6 @@ def _label(image: ImageInput, index: int) -> str:
     if hasattr(image, "path"):
         return str(image.path)
     return f"<input {index}>"
-
-
-def _to_pil(image: ImageInput) -> Image.Image:
-    """Any accepted input as an RGB PIL image, so every input goes through the same evaluation transform."""
-    if isinstance(image, (str, os.PathLike)) or hasattr(image, "path"):
-        from spanet.data.images import read_image
-
-        return read_image(image.path if hasattr(image, "path") else image)
-    if isinstance(image, Image.Image):
-        return image.convert("RGB")
-    if isinstance(image, torch.Tensor):
-        tensor = image.detach().cpu()
-        if tensor.dim() != 3 or tensor.shape[0] not in (1, 3):
-            raise SpanetError(f"an image tensor must be (3, H, W) or (1, H, W), got shape {tuple(tensor.shape)}")
-        if tensor.is_floating_point():
-            if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
-                raise SpanetError(
-                    "a float image tensor must hold values in [0, 1] (ToTensor output); for an already normalised "
-                    "batch call FeatureExtractor.embed_tensor"
-                )
-            tensor = (tensor * 255).round().to(torch.uint8)
-        elif tensor.dtype != torch.uint8:
-            raise SpanetError(f"an image tensor must be float in [0, 1] or uint8, got {tensor.dtype}")
-        return _to_pil(tensor.permute(1, 2, 0).numpy())  # (C, H, W) -> (H, W, C)
-    if isinstance(image, np.ndarray):
-        if image.dtype != np.uint8:
-            raise SpanetError(f"a numpy image must be uint8 (H, W, 3) RGB, got dtype {image.dtype}")
-        if image.ndim == 3 and image.shape[2] == 1:
-            image = image[:, :, 0]
-        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
-            raise SpanetError(f"a numpy image must be (H, W, 3) RGB or (H, W), got shape {image.shape}")
-        return Image.fromarray(np.ascontiguousarray(image)).convert("RGB")
-    raise SpanetError(f"cannot use {type(image).__name__} as an image; pass paths, PIL images, arrays or tensors")
 
 
 def _normalise_parts(features: torch.Tensor, num_parts: int) -> torch.Tensor:

@@ -9,15 +9,17 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from PIL import Image
 
 from spanet.errors import SpanetError
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_images", "read_image", "image_problem", "ImageDataset"]
+__all__ = ["IMAGE_EXTENSIONS", "collect_images", "read_image", "as_rgb_image", "image_problem", "ImageDataset"]
 
 # File suffixes (lower case) that count as images wherever spanet lists a folder: datasets, CLI image arguments.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -78,6 +80,39 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
             f"cannot read image {path} ({type(exc).__name__}: {exc}); the file is corrupt or not an image: "
             "replace it, or skip such files with `spanet check-data --skip-corrupt` / load_dataset(skip_corrupt=True)"
         ) from None
+
+
+def as_rgb_image(image: Any) -> Image.Image:
+    """A path, `Sample`, PIL image, numpy array (H, W, 3) uint8 RGB or (H, W), or tensor picture (3, H, W) (float in
+    [0, 1] or uint8) as an RGB PIL image, so every kind of input meets the same evaluation transform."""
+    if isinstance(image, (str, os.PathLike)) or hasattr(image, "path"):
+        return read_image(image.path if hasattr(image, "path") else image)
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    torch = sys.modules.get("torch")  # an object can only be a tensor once torch is loaded; never import it here
+    if torch is not None and isinstance(image, torch.Tensor):
+        tensor = image.detach().cpu()
+        if tensor.dim() != 3 or tensor.shape[0] not in (1, 3):
+            raise SpanetError(f"an image tensor must be (3, H, W) or (1, H, W), got shape {tuple(tensor.shape)}")
+        if tensor.is_floating_point():
+            if tensor.numel() and (tensor.min() < 0 or tensor.max() > 1):
+                raise SpanetError(
+                    "a float image tensor must hold values in [0, 1] (ToTensor output); for an already normalised "
+                    "batch call FeatureExtractor.embed_tensor"
+                )
+            tensor = (tensor * 255).round().to(torch.uint8)
+        elif tensor.dtype != torch.uint8:
+            raise SpanetError(f"an image tensor must be float in [0, 1] or uint8, got {tensor.dtype}")
+        return as_rgb_image(tensor.permute(1, 2, 0).numpy())  # (C, H, W) -> (H, W, C)
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint8:
+            raise SpanetError(f"a numpy image must be uint8 (H, W, 3) RGB, got dtype {image.dtype}")
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
+        if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+            raise SpanetError(f"a numpy image must be (H, W, 3) RGB or (H, W), got shape {image.shape}")
+        return Image.fromarray(np.ascontiguousarray(image)).convert("RGB")
+    raise SpanetError(f"cannot use {type(image).__name__} as an image; pass paths, PIL images, arrays or tensors")
 
 
 def image_problem(path: str | os.PathLike[str]) -> str | None:
