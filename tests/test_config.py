@@ -112,3 +112,23 @@ def test_renamed_model_keys_still_load_with_a_warning(tmp_path: Path) -> None:
     with pytest.warns(FutureWarning, match="model.sa_backbone is now model.sa_parts"):
         assert load_config(None, ["model.sa_backbone=true"]).model.sa_parts is True
     assert "sa_branches" not in config_to_dict(config)["model"]
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["optim.lr=-0.1", "optim.lr=0", "data.batch_size=0", "data.num_workers=-1", "train.eval_every=-1",
+     "train.max_steps_per_epoch=0", "optim.epochs=0", "optim.epochs=-1", "data.erasing_p=1.5", "model.dropout=1",
+     "optim.milestones=[10, -1]", "train.log_every=0"],
+)
+def test_values_out_of_range_name_their_key(override: str) -> None:
+    key = override.split("=")[0]
+    with pytest.raises(SpanetError, match=key.replace(".", r"\.") + " must be"):
+        load_config(None, [override])
+
+
+def test_epochs_zero_from_the_cli_is_an_error_not_a_silent_success(tmp_path: Path, capsys) -> None:
+    from spanet.cli import main
+
+    code = main(["train", "--data-root", str(tmp_path), "--output", str(tmp_path / "run"), "--epochs", "0"])
+    assert code == 2 and "optim.epochs must be ≥ 1" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -124,6 +124,33 @@ class Config:
 
 _SECTIONS: dict[str, type] = typing.get_type_hints(Config)
 
+# Allowed ranges, checked with the key named: (lowest, lowest allowed?, highest, highest allowed?); None = unbounded.
+_RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
+    "data.height": (1, True, None, False),
+    "data.width": (1, True, None, False),
+    "data.batch_size": (1, True, None, False),
+    "data.num_instances": (0, True, None, False),
+    "data.num_workers": (0, True, None, False),
+    "data.flip_p": (0, True, 1, True),
+    "data.erasing_p": (0, True, 1, True),
+    "model.num_parts": (1, True, None, False),
+    "model.reduced_dim": (1, True, None, False),
+    "model.dropout": (0, True, 1, False),
+    "optim.lr": (0, False, None, False),
+    "optim.backbone_lr_mult": (0, True, None, False),
+    "optim.momentum": (0, True, 1, False),
+    "optim.weight_decay": (0, True, None, False),
+    "optim.milestones": (0, True, None, False),
+    "optim.gamma": (0, False, None, False),
+    "optim.epochs": (1, True, None, False),
+    "optim.warmup_epochs": (0, True, None, False),
+    "loss.label_smoothing": (0, True, 1, False),
+    "train.eval_every": (0, True, None, False),
+    "train.eval_batch_size": (1, True, None, False),
+    "train.log_every": (1, True, None, False),
+    "train.max_steps_per_epoch": (1, True, None, False),
+}
+
 
 def config_to_dict(config: Config) -> dict[str, dict[str, Any]]:
     """Plain nested dict (lists instead of tuples) that YAML and `torch.load(weights_only=True)` both accept."""
@@ -150,7 +177,9 @@ def config_from_dict(values: dict[str, Any], *, source: str = "config") -> Confi
         if not isinstance(raw, dict):
             raise SpanetError(f"{source}: section {name!r} must be a mapping of keys, got {raw!r}")
         sections[name] = _build_section(cls, raw, prefix=name, source=source)
-    return Config(**sections)
+    config = Config(**sections)
+    _check_ranges(config, source=source)
+    return config
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str], *, source: str = "--set") -> dict[str, Any]:
@@ -237,6 +266,23 @@ def _build_section(cls: type, raw: dict[str, Any], *, prefix: str, source: str) 
         )
     checked = {key: _check_value(value, hints[key], key=f"{prefix}.{key}", source=source) for key, value in raw.items()}
     return cls(**checked)
+
+
+def _check_ranges(config: Config, *, source: str) -> None:
+    """Raise naming the first key whose value is outside its range (e.g. a negative lr, an empty batch)."""
+    for dotted, (low, low_ok, high, high_ok) in _RANGES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(config, section), key)
+        for item in value if isinstance(value, tuple) else (value,):
+            if item is None:
+                continue
+            too_low = low is not None and (item < low or (item == low and not low_ok))
+            too_high = high is not None and (item > high or (item == high and not high_ok))
+            if too_low or too_high:
+                lower = "" if low is None else f"{'≥' if low_ok else '>'} {low}"
+                upper = "" if high is None else f"{'≤' if high_ok else '<'} {high}"
+                bounds = " and ".join(b for b in (lower, upper) if b)
+                raise SpanetError(f"{source}: {dotted} must be {bounds}, got {value!r}")
 
 
 def _check_value(value: Any, expected: Any, *, key: str, source: str) -> Any:
