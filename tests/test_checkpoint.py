@@ -118,3 +118,14 @@ def test_checkpoint_with_the_old_model_keys_loads_unchanged(tmp_path: Path) -> N
     x = torch.rand(2, 3, 64, 32)
     with torch.no_grad():
         assert torch.equal(loaded.embed(x), model.embed(x))
+
+
+def test_weights_that_do_not_fit_name_the_keys(tmp_path: Path) -> None:
+    from spanet.model import SPANet
+
+    model = SPANet(num_classes=3, backbone="resnet18")
+    args = {"num_classes": 3, "backbone": "resnet18", "num_parts": 3}  # the weights have six part classifiers
+    save_checkpoint(tmp_path / "m.pt", {"model": model.state_dict(), "model_args": args, "input_size": [64, 32]})
+    with pytest.raises(SpanetError, match=r"Unexpected key\(s\) in state_dict: \"part_classifiers\.3\.weight\"") as info:
+        load_model(tmp_path / "m.pt")
+    assert "\n" not in str(info.value)

@@ -132,3 +132,12 @@ def test_epochs_zero_from_the_cli_is_an_error_not_a_silent_success(tmp_path: Pat
     code = main(["train", "--data-root", str(tmp_path), "--output", str(tmp_path / "run"), "--epochs", "0"])
     assert code == 2 and "optim.epochs must be ≥ 1" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_yaml_syntax_error_keeps_line_and_column_and_a_folder_is_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: 0.1\n  milestones: [40\n")
+    with pytest.raises(SpanetError, match=r"bad\.yaml is not valid YAML: .* at line 4, column 1"):
+        load_config(bad)
+    with pytest.raises(SpanetError, match="is a folder; pass a YAML file"):
+        load_config(tmp_path)

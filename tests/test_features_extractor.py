@@ -161,3 +161,15 @@ def test_evaluation_files_from_before_the_one_format_still_load(tmp_path: Path) 
     gallery = loaded.select("gallery")
     assert gallery.paths == ("gallery0.jpg", "gallery1.jpg", "gallery2.jpg") and gallery.pids.tolist() == [0, 1, 2]
     np.testing.assert_allclose(gallery.features, old["gallery_features"].astype(np.float32))
+
+
+def test_features_files_that_are_not_npz_or_hold_pickles_are_named_plainly(tmp_path: Path) -> None:
+    text = tmp_path / "notes.npz"
+    text.write_text("hello")
+    with pytest.raises(SpanetError, match="is not a numpy .npz archive"):
+        load_features(text)
+    pickled = tmp_path / "pickled.npz"
+    np.savez(pickled, features=np.array([{"a": 1}], dtype=object), paths=np.array(["a.jpg"]))
+    with pytest.raises(SpanetError, match="holds pickled objects") as info:
+        load_features(pickled)
+    assert "allow_pickle" not in str(info.value)

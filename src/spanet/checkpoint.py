@@ -97,8 +97,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
         model = SPANet(**model_args)
         model.load_state_dict(state["model"])
     except (TypeError, RuntimeError, KeyError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0]
-        raise SpanetError(f"checkpoint {path}: weights do not fit SPANet({model_args}): {first_line}") from None
+        raise SpanetError(f"checkpoint {path}: weights do not fit SPANet({model_args}): {_summary(exc)}") from None
     model.to(map_location)
     model.eval()
     return model, state
@@ -125,6 +124,13 @@ def check_model_config(checkpoint_model: dict[str, Any], config_model: dict[str,
             f"checkpoint {path} was trained with a different model ({details}); "
             "use the run's config.yaml or start a new --output folder"
         )
+
+
+def _summary(exc: Exception, *, limit: int = 400) -> str:
+    """torch's load_state_dict error on one line, key names included (they follow its first line), cut at `limit`."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    text = text.replace("Error(s) in loading state_dict for SPANet: ", "")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _normalise(value: Any) -> Any:

@@ -215,12 +215,16 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
     if path is not None:
         path = Path(path)
         source = str(path)
+        if path.is_dir():
+            raise SpanetError(f"config {path} is a folder; pass a YAML file such as configs/market1501.yaml")
         if not path.is_file():
             raise SpanetError(f"config file {path} does not exist; pass an existing YAML config file")
         try:
             values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise SpanetError(f"config file {path} is not valid YAML: {exc}".splitlines()[0]) from None
+        except UnicodeDecodeError:
+            raise SpanetError(f"config file {path} is not a text file; pass a YAML config file") from None
+        except yaml.YAMLError as exc:
+            raise SpanetError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
         if not isinstance(values, dict):
             raise SpanetError(f"config file {path} must hold a mapping of sections ({', '.join(_SECTIONS)})")
     config_from_dict(values, source=source)  # report file mistakes against the file, before overrides
@@ -266,6 +270,15 @@ def _build_section(cls: type, raw: dict[str, Any], *, prefix: str, source: str) 
         )
     checked = {key: _check_value(value, hints[key], key=f"{prefix}.{key}", source=source) for key, value in raw.items()}
     return cls(**checked)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's problem with its line and column (1-based), on one line."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context = getattr(exc, "context", None)
+    return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
 def _check_ranges(config: Config, *, source: str) -> None:

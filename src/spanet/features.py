@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -323,10 +324,13 @@ def load_features(path: str | os.PathLike[str]) -> FeatureFile:
     if not path.is_file():
         raise SpanetError(f"features file {path} does not exist; write one with `spanet extract` or `spanet evaluate`")
     try:
+        if not zipfile.is_zipfile(path):
+            raise SpanetError(f"features file {path} is not a numpy .npz archive; write it with `spanet extract`")
         with np.load(path, allow_pickle=False) as data:
             arrays = {key: data[key] for key in data.files}
-    except (OSError, ValueError, EOFError) as exc:
-        raise SpanetError(f"features file {path} could not be read ({exc}); write it again") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        reason = "it holds pickled objects, which spanet does not load" if "pickle" in str(exc) else exc
+        raise SpanetError(f"features file {path} could not be read ({reason}); write it again") from None
     if "features" not in arrays and "query_features" in arrays:
         arrays = _from_evaluation_format(arrays)
     if "features" not in arrays or "paths" not in arrays:

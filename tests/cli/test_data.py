@@ -79,3 +79,11 @@ def test_missing_folder_and_unknown_dataset_are_one_line_errors(
     assert err.count("\n") == 1
     code, _, err = _run(capsys, "--dataset", "imagenet", "--data-root", str(tmp_path))
     assert code == 2 and all(name in err for name in DATASET_NAMES)
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import spanet
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"spanet {spanet.__version__}"

@@ -11,6 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from spanet import __version__
 from spanet.errors import SpanetError
 from spanet.runtime import retain_freed_memory
 
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Parameter-Free Spatial Attention Network (SPANet) for person re-identification.",
         epilog="Run `spanet COMMAND --help` for the options of one command.",
     )
+    parser.add_argument("--version", action="version", version=f"spanet {__version__}")
     parser.add_argument(
         "--release-memory",
         action="store_true",
