@@ -51,5 +51,19 @@ def test_tolerance_failure_is_an_error(checkpoint: Path, tmp_path: Path) -> None
     from spanet.checkpoint import load_model
 
     model, _ = load_model(checkpoint)
+    good = tmp_path / "m.onnx"
+    good.write_bytes(b"a good model from before")
     with pytest.raises(SpanetError, match="differs from PyTorch"):
-        export_onnx(model, tmp_path / "m.onnx", input_size=INPUT_SIZE, kind="global", tolerance=-1.0)
+        export_onnx(model, good, input_size=INPUT_SIZE, kind="global", tolerance=-1.0)
+    assert good.read_bytes() == b"a good model from before"  # a failed export replaces nothing
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # and leaves no temporary file
+
+
+def test_export_never_writes_over_the_checkpoint_or_into_a_folder(checkpoint: Path, tmp_path: Path) -> None:
+    before = checkpoint.read_bytes()
+    with pytest.raises(SpanetError, match="must end in .onnx"):
+        export_checkpoint(checkpoint, checkpoint)
+    assert checkpoint.read_bytes() == before
+    with pytest.raises(SpanetError, match="is a folder"):
+        export_checkpoint(checkpoint, tmp_path)
+    assert list(tmp_path.iterdir()) == []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,27 +61,39 @@ def export_onnx(
     check_batch_sizes: Sequence[int] = (2, 3),
     seed: int = 0,
 ) -> ExportReport:
-    """Export `model.embed` to `out`, run it with onnxruntime, and fail if it differs from PyTorch."""
-    out = Path(out)
+    """Export `model.embed` to `out`, run it with onnxruntime, and fail if it differs from PyTorch.
+
+    The file is written under a temporary name beside `out` and renamed over `out` only after it passed the check,
+    so a failed export never leaves a bad model behind or replaces a good one.
+    """
+    out = _check_out(Path(out))
     out.parent.mkdir(parents=True, exist_ok=True)
     height, width = int(input_size[0]), int(input_size[1])
     from spanet.model import SPANetEmbedder
 
     graph = SPANetEmbedder(model.to("cpu"), kind=kind).eval()
     example = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(seed))
-    exporter = _export(graph, example, out, opset=opset)
-    diffs = verify_onnx(graph, out, input_size=(height, width), batch_sizes=check_batch_sizes, seed=seed)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp.onnx", dir=out.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        exporter = _export(graph, example, tmp, opset=opset)
+        diffs = verify_onnx(graph, tmp, input_size=(height, width), batch_sizes=check_batch_sizes, seed=seed)
+        worst = max(diffs.values())
+        if not worst <= tolerance:  # also catches NaN
+            raise SpanetError(
+                f"the ONNX export differs from PyTorch by up to {worst:.3g} (> {tolerance:g}); {out} was not written "
+                "— try another opset, or report the torch/onnxruntime versions"
+            )
+        opset_used = _opset_of(tmp)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     with torch.inference_mode():
         feature_dim = int(graph(example[:1]).shape[1])
-    report = ExportReport(
-        path=out, exporter=exporter, opset=_opset_of(out), input_size=(height, width), feature_dim=feature_dim, max_abs_diff=diffs
+    return ExportReport(
+        path=out, exporter=exporter, opset=opset_used, input_size=(height, width), feature_dim=feature_dim, max_abs_diff=diffs
     )
-    if not report.worst_diff <= tolerance:  # also catches NaN
-        raise SpanetError(
-            f"ONNX model {out} differs from PyTorch by up to {report.worst_diff:.3g} (> {tolerance:g}); "
-            "do not deploy it — try another --opset, or report the torch/onnxruntime versions"
-        )
-    return report
 
 
 def export_checkpoint(
@@ -91,14 +104,24 @@ def export_checkpoint(
     opset: int | None = None,
     tolerance: float = 1e-4,
 ) -> ExportReport:
-    """`export_onnx` for a checkpoint file, at the checkpoint's own input size."""
-    from spanet.checkpoint import load_model
+    """`export_onnx` for a checkpoint file, at the checkpoint's own input size; never writes over the checkpoint."""
+    from spanet.checkpoint import checkpoint_input_size, load_model
 
+    out = _check_out(Path(out))
+    if out.exists() and Path(checkpoint).exists() and out.resolve() == Path(checkpoint).resolve():
+        raise SpanetError(f"the ONNX output {out} is the checkpoint itself; choose another file name ending in .onnx")
     model, state = load_model(checkpoint, map_location="cpu")
-    input_size = state.get("input_size")
-    if input_size is None:
-        raise SpanetError(f"checkpoint {checkpoint} has no input_size; it was not written by `spanet train`")
+    input_size = checkpoint_input_size(state, path=checkpoint)
     return export_onnx(model, out, input_size=input_size, kind=kind, opset=opset, tolerance=tolerance)
+
+
+def _check_out(out: Path) -> Path:
+    """An ONNX output must be a file name ending in .onnx, not a folder (or a checkpoint by mistake)."""
+    if out.is_dir():
+        raise SpanetError(f"the ONNX output {out} is a folder; pass a file name such as {out / 'model.onnx'}")
+    if out.suffix.lower() != ".onnx":
+        raise SpanetError(f"the ONNX output {out} must end in .onnx (so a checkpoint is never overwritten by mistake)")
+    return out
 
 
 def verify_onnx(
