@@ -129,3 +129,33 @@ def test_weights_that_do_not_fit_name_the_keys(tmp_path: Path) -> None:
     with pytest.raises(SpanetError, match=r"Unexpected key\(s\) in state_dict: \"part_classifiers\.3\.weight\"") as info:
         load_model(tmp_path / "m.pt")
     assert "\n" not in str(info.value)
+
+
+def _flip_a_byte_inside_the_largest_tensor(path: Path) -> None:
+    """Damage tensor data in place (not the zip structure), as a bad disk or copy would."""
+    import struct
+    import zipfile
+
+    with zipfile.ZipFile(path) as archive:
+        info = max(archive.infolist(), key=lambda i: i.file_size)
+    data = bytearray(path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[info.header_offset + 26 : info.header_offset + 30])
+    start = info.header_offset + 30 + name_len + extra_len
+    data[start + info.file_size // 2] ^= 0x10
+    path.write_bytes(bytes(data))
+
+
+def test_flipped_bytes_in_the_weights_are_detected(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    state = {"model": {"w": torch.randn(64, 64), "b": torch.zeros(3)}, "model_args": {}, "input_size": [64, 32]}
+    path = save_checkpoint(tmp_path / "m.pt", state)
+    assert load_checkpoint(path)["model"]["w"].shape == (64, 64)  # intact: loads
+    _flip_a_byte_inside_the_largest_tensor(path)
+    with pytest.raises(SpanetError, match=r"m\.pt is damaged"):
+        load_checkpoint(path)
+
+
+def test_checkpoints_without_a_checksum_still_load(tmp_path: Path) -> None:
+    payload = {"format": "spanet-checkpoint", "version": 1, "model": {"w": torch.ones(2)}, "model_args": {}}
+    torch.save(payload, tmp_path / "old.pt")
+    assert torch.equal(load_checkpoint(tmp_path / "old.pt")["model"]["w"], torch.ones(2))

@@ -173,3 +173,14 @@ def test_features_files_that_are_not_npz_or_hold_pickles_are_named_plainly(tmp_p
     with pytest.raises(SpanetError, match="holds pickled objects") as info:
         load_features(pickled)
     assert "allow_pickle" not in str(info.value)
+
+
+def test_a_changed_features_file_is_detected(tmp_path: Path) -> None:
+    features = np.ones((2, 4), dtype=np.float32)
+    path = save_features(tmp_path / "f.npz", features=features, paths=("a.jpg", "b.jpg"), info={})
+    with np.load(path) as data:
+        arrays = {key: data[key] for key in data.files}
+    arrays["features"] = arrays["features"] * 2  # altered after writing, checksum kept
+    np.savez(path, **arrays)
+    with pytest.raises(SpanetError, match="checksum mismatch"):
+        load_features(path)

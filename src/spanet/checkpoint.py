@@ -7,6 +7,7 @@ an interrupted or crashed write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 import zipfile
@@ -29,6 +30,7 @@ __all__ = [
     "load_model",
     "checkpoint_input_size",
     "check_model_config",
+    "tensor_checksum",
     "rng_state",
     "restore_rng_state",
 ]
@@ -42,6 +44,7 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
+    payload["checksum"] = tensor_checksum(payload)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
@@ -80,6 +83,12 @@ def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu
     version = state.get("version")
     if not isinstance(version, int) or version > CHECKPOINT_VERSION:
         raise SpanetError(f"checkpoint {path} has version {version!r}; this spanet reads up to {CHECKPOINT_VERSION}, upgrade spanet")
+    stored = state.pop("checksum", None)  # checkpoints from before checksums have none: nothing to verify
+    if stored is not None and stored != tensor_checksum(state):
+        raise SpanetError(
+            f"checkpoint {path} is damaged: its tensors do not match the checksum written with them (a disk, copy or "
+            "download error); copy it again or use another checkpoint"
+        )
     missing = [key for key in ("model", "model_args") if key not in state]
     if missing:
         raise SpanetError(f"checkpoint {path} lacks {', '.join(missing)}; it cannot rebuild a model")
@@ -101,6 +110,28 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
     model.to(map_location)
     model.eval()
     return model, state
+
+
+def tensor_checksum(value: Any) -> str:
+    """sha256 over every tensor in a nested dict/list (in key order, with names, shapes and dtypes): a flipped byte
+    anywhere in the weights or optimiser state changes it."""
+    digest = hashlib.sha256()
+
+    def walk(item: Any, name: str) -> None:
+        if isinstance(item, torch.Tensor):
+            tensor = item.detach().to("cpu").contiguous()
+            digest.update(f"{name}|{tuple(tensor.shape)}|{tensor.dtype}".encode())
+            if tensor.numel():
+                digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(item, dict):
+            for key in sorted(item, key=str):
+                walk(item[key], f"{name}.{key}")
+        elif isinstance(item, (list, tuple)):
+            for index, element in enumerate(item):
+                walk(element, f"{name}[{index}]")
+
+    walk({key: v for key, v in value.items() if key != "checksum"}, "")
+    return "sha256:" + digest.hexdigest()
 
 
 def checkpoint_input_size(state: dict[str, Any], *, path: str | Path) -> tuple[int, int]:

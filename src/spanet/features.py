@@ -305,16 +305,16 @@ def save_features(
     if features.ndim != 2 or features.shape[0] != count:
         raise SpanetError(f"features of shape {features.shape} do not match {count} paths")
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(
-        path,
-        features=features.astype(np.float32, copy=False),
-        paths=np.array([str(p) for p in paths], dtype=str).reshape(count),
-        pids=np.asarray(pids if pids is not None else [-1] * count, dtype=np.int64).reshape(count),
-        camids=np.asarray(camids if camids is not None else [-1] * count, dtype=np.int64).reshape(count),
-        split=np.array(list(splits) if splits is not None else [""] * count, dtype=str).reshape(count),
-        failed=np.array([str(p) for p in failed], dtype=str),
-        model_info=np.array(json.dumps(_plain(info))),
-    )
+    arrays = {
+        "features": features.astype(np.float32, copy=False),
+        "paths": np.array([str(p) for p in paths], dtype=str).reshape(count),
+        "pids": np.asarray(pids if pids is not None else [-1] * count, dtype=np.int64).reshape(count),
+        "camids": np.asarray(camids if camids is not None else [-1] * count, dtype=np.int64).reshape(count),
+        "split": np.array(list(splits) if splits is not None else [""] * count, dtype=str).reshape(count),
+        "failed": np.array([str(p) for p in failed], dtype=str),
+        "model_info": np.array(json.dumps(_plain(info))),
+    }
+    np.savez(path, checksum=np.array(_arrays_checksum(arrays)), **arrays)
     return path
 
 
@@ -331,6 +331,11 @@ def load_features(path: str | os.PathLike[str]) -> FeatureFile:
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         reason = "it holds pickled objects, which spanet does not load" if "pickle" in str(exc) else exc
         raise SpanetError(f"features file {path} could not be read ({reason}); write it again") from None
+    stored = arrays.pop("checksum", None)  # files from before checksums have none
+    if stored is not None and str(stored) != _arrays_checksum(arrays):
+        raise SpanetError(
+            f"features file {path} is damaged or was changed after it was written (checksum mismatch); write it again"
+        )
     if "features" not in arrays and "query_features" in arrays:
         arrays = _from_evaluation_format(arrays)
     if "features" not in arrays or "paths" not in arrays:
@@ -349,6 +354,16 @@ def load_features(path: str | os.PathLike[str]) -> FeatureFile:
         info=json.loads(str(arrays["model_info"])) if "model_info" in arrays else {},
         failed=tuple(str(p) for p in arrays.get("failed", ())),
     )
+
+
+def _arrays_checksum(arrays: dict[str, np.ndarray]) -> str:
+    """sha256 over every array of a features file (name, dtype, shape, bytes), in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        array = np.ascontiguousarray(arrays[name])
+        digest.update(f"{name}|{array.dtype.str}|{array.shape}".encode())
+        digest.update(array.tobytes())
+    return "sha256:" + digest.hexdigest()
 
 
 def _from_evaluation_format(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

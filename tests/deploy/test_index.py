@@ -148,3 +148,13 @@ def test_check_compatible() -> None:
     ):
         with pytest.raises(SpanetError, match=message):
             check_compatible(meta, {**built, key: value}, index_path="idx")
+
+
+def test_a_changed_or_damaged_index_file_is_named(tmp_path: Path) -> None:
+    index = GalleryIndex.build(_clustered(20, 8, clusters=2, seed=0), [f"{i}.jpg" for i in range(20)], params=IndexParams())
+    folder = index.save(tmp_path / "idx")
+    assert len(GalleryIndex.load(folder)) == 20
+    paths = folder / "paths.txt"
+    paths.write_text(paths.read_text().replace("3.jpg", "X.jpg"))  # same number of lines: only a checksum sees it
+    with pytest.raises(SpanetError, match=r"paths\.txt is damaged or was changed"):
+        GalleryIndex.load(folder)

@@ -17,6 +17,7 @@ Two kinds:
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
@@ -270,7 +271,8 @@ class GalleryIndex:
             raise SpanetError(f"gallery path {bad[0]!r} contains a line break; rename the file")
         faiss.write_index(self.index, str(directory / _INDEX_FILE))
         (directory / _PATHS_FILE).write_text("".join(p + "\n" for p in self.paths), encoding="utf-8")
-        (directory / _META_FILE).write_text(json.dumps(self.meta, indent=2) + "\n", encoding="utf-8")
+        meta = {**self.meta, "checksums": {name: _file_sha256(directory / name) for name in (_INDEX_FILE, _PATHS_FILE)}}
+        (directory / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         return directory
 
     @classmethod
@@ -292,6 +294,12 @@ class GalleryIndex:
             raise SpanetError(f"{directory / _META_FILE} is not a spanet index description; rebuild the index")
         if meta.get("version", 0) > INDEX_VERSION:
             raise SpanetError(f"index {directory} has version {meta.get('version')}; upgrade spanet to read it")
+        for name, expected in (meta.pop("checksums", None) or {}).items():  # indexes from before checksums have none
+            if name in (_INDEX_FILE, _PATHS_FILE) and _file_sha256(directory / name) != expected:
+                raise SpanetError(
+                    f"{directory / name} is damaged or was changed after the index was built (checksum mismatch); "
+                    "rebuild the index with `spanet index build`"
+                )
         try:
             index = faiss.read_index(str(directory / _INDEX_FILE))
         except RuntimeError as exc:
@@ -327,6 +335,14 @@ def check_compatible(index_meta: dict[str, Any], model_info: dict[str, Any], *, 
                 f"{built.get('checkpoint', 'unknown')}) than the query model ({model_info[key]!r}, from "
                 f"{model_info.get('checkpoint', 'unknown')}); search with the same checkpoint or rebuild the index"
             )
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
 
 
 def _as_float32_matrix(array: np.ndarray, *, what: str) -> np.ndarray:
