@@ -42,6 +42,7 @@ __all__ = [
     "RunLog",
     "read_log",
     "default_eval_dir",
+    "check_eval_dir",
     "write_metrics",
     "read_metrics",
     "write_spread",
@@ -123,6 +124,26 @@ def read_log(path: str | Path) -> tuple[list[dict], list[str]]:
 def default_eval_dir(checkpoint: str | Path) -> Path:
     """Where `spanet evaluate` writes when no --out is given: `eval/` beside the checkpoint."""
     return Path(checkpoint).parent / EVAL_DIR
+
+
+def check_eval_dir(eval_dir: str | Path, *, checkpoint: str | Path, overwrite: bool = False) -> Path:
+    """Refuse to mix evaluations: `eval_dir` may already hold one only of the same checkpoint (or `overwrite`)."""
+    eval_dir = Path(eval_dir)
+    if eval_dir.exists() and not eval_dir.is_dir():
+        raise SpanetError(f"evaluation output {eval_dir} is a file; pass a folder")
+    metrics_path = eval_dir / METRICS_FILE
+    if overwrite or not metrics_path.is_file():
+        return eval_dir
+    try:
+        previous = json.loads(metrics_path.read_text(encoding="utf-8")).get("checkpoint")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        previous = None
+    if previous is None or Path(previous).resolve() != Path(checkpoint).resolve():
+        raise SpanetError(
+            f"{eval_dir} already holds the evaluation of {previous or 'another checkpoint'}; pass --out DIR for "
+            f"{checkpoint}, or --overwrite to replace it"
+        )
+    return eval_dir
 
 
 def write_metrics(eval_dir: str | Path, metrics: Mapping[str, Any], *, source: Mapping[str, Any]) -> Path:

@@ -106,3 +106,19 @@ def test_evaluation_features_can_be_indexed_and_searched(tiny_market, checkpoint
     printed = capsys.readouterr().out.splitlines()
     assert printed[0] == query_image and len(printed) == 4
     assert all(line.split()[-1] in gallery.paths for line in printed[1:])
+
+
+def test_evaluating_another_checkpoint_into_the_same_folder_is_refused(tiny_market, checkpoint, tmp_path, capsys) -> None:
+    out = tmp_path / "eval"
+    args = ["--dataset", "synthetic", "--data-root", str(tiny_market), "--out", str(out), "--device", "cpu",
+            "--no-progress"]  # fmt: skip
+    assert main(["evaluate", "--checkpoint", str(checkpoint), *args]) == 0
+    before = (out / "metrics.json").read_text()
+    assert main(["evaluate", "--checkpoint", str(checkpoint), *args]) == 0  # the same checkpoint again: fine
+    other = make_checkpoint(tmp_path / "other.pt", seed=1, num_classes=8)
+    capsys.readouterr()
+    assert main(["evaluate", "--checkpoint", str(other), *args]) == 2
+    assert "already holds the evaluation of" in capsys.readouterr().err
+    assert (out / "metrics.json").read_text() == before
+    assert main(["evaluate", "--checkpoint", str(other), *args, "--overwrite"]) == 0
+    assert json.loads((out / "metrics.json").read_text())["checkpoint"] == str(other)

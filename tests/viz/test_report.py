@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from spanet.errors import SpanetError
 from spanet.run_dir import read_log
 from spanet.viz.report import build_report
 
@@ -27,7 +28,7 @@ def _fake_run(run: Path) -> int:
     (run / "eval" / "metrics.json").write_text(json.dumps({
         "plain": {"rank1": 0.6, "rank5": 0.8, "rank10": 0.9, "mAP": 0.45, "mINP": 0.2},
         "reranked": {"rank1": 0.65, "rank5": 0.82, "rank10": 0.91, "mAP": 0.55, "mINP": 0.3},
-        "cmc": {"plain": cmc, "reranked": cmc},
+        "cmc": {"plain": cmc, "reranked": cmc}, "checkpoint": "runs/x/best.pt", "dataset": "market1501",
     }))
     lines = []
     for epoch in range(3):
@@ -73,11 +74,20 @@ def test_report_content_and_escaping(tmp_path: Path) -> None:
         assert (page.parent / unquote(unescape(src))).is_file(), src
 
 
-def test_report_of_empty_folder_lists_what_is_missing(tmp_path: Path) -> None:
+def test_report_of_an_empty_folder_fails_and_a_partial_run_lists_what_is_missing(tmp_path: Path) -> None:
+    with pytest.raises(SpanetError, match="holds nothing spanet wrote"):
+        build_report(tmp_path)
+    assert not (tmp_path / "report.html").exists()
+    (tmp_path / "config.yaml").write_text("model: {}\n")
     text = build_report(tmp_path).read_text()
-    for what in ("config.yaml", "eval/metrics.json", "log.jsonl", "ranked lists", "class activation maps"):
+    for what in ("eval/metrics.json", "log.jsonl", "ranked lists", "class activation maps"):
         assert what in text
     assert "<img" not in text
+
+
+def test_report_says_which_checkpoint_the_metrics_came_from(tmp_path: Path) -> None:
+    _fake_run(tmp_path)
+    assert "checkpoint: runs/x/best.pt" in build_report(tmp_path).read_text()
 
 
 def test_report_rejects_missing_folder(tmp_path: Path) -> None:

@@ -52,6 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "(fractions in [0, 1]) to FILE")
     parser.add_argument("--out", type=Path, metavar="DIR", help="folder for metrics.json, features.npz, ranked/ "
                         "(default: eval/ beside the checkpoint)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an evaluation of another checkpoint in the output folder (refused otherwise)")
     parser.add_argument("--visualize", type=int, default=0, metavar="K",
                         help="draw the top-K gallery images for a few queries into OUT/ranked/")
     parser.add_argument("--visualize-queries", type=int, default=8, metavar="N",
@@ -67,10 +69,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from spanet.errors import SpanetError
     from spanet.evaluation.evaluate import extract_feature_set, format_table, score_features
     from spanet.features import model_info
-    from spanet.run_dir import FEATURES_FILE, RANKED_DIR, default_eval_dir, write_metrics
+    from spanet.run_dir import FEATURES_FILE, RANKED_DIR, check_eval_dir, default_eval_dir, write_metrics
 
     if args.batch_size < 1 or args.visualize < 0:
         raise SpanetError("--batch-size must be at least 1 and --visualize at least 0")
+    out_dir = args.out if args.out is not None else default_eval_dir(args.checkpoint)
+    check_eval_dir(out_dir, checkpoint=args.checkpoint, overwrite=args.overwrite)
     device = resolve_device(args.device)
     model, checkpoint = load_model(args.checkpoint, map_location=device)
     input_size = checkpoint_input_size(checkpoint, path=args.checkpoint)
@@ -85,7 +89,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
     print(f"{args.checkpoint} on {dataset.name} ({len(features.query)} query / {len(features.gallery)} gallery images)")
     print(format_table(result))
 
-    out_dir = args.out if args.out is not None else default_eval_dir(args.checkpoint)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")

@@ -112,8 +112,10 @@ def _metrics_section(metrics: Mapping) -> str:
     body = "".join(
         f"<tr><th>{_esc(name)}</th>" + "".join(f'<td class="num">{_esc(_fmt_metric(m.get(c)))}</td>' for c in columns)
         + "</tr>" for name, m in variants)
+    source = ", ".join(f"{key}: {metrics[key]}" for key in ("checkpoint", "dataset", "kind", "flip") if key in metrics)
     return (f"<table><tr><th></th>{head}</tr>{body}</table>"
-            "<p class=\"meta\">In percent. \"reranked\" = k-reciprocal re-ranking (Zhong et al. 2017).</p>")
+            f"<p class=\"meta\">{_esc(source + '. ' if source else '')}In percent. \"reranked\" = k-reciprocal "
+            "re-ranking (Zhong et al. 2017).</p>")
 
 
 def _img(path: Path, base: Path, caption: str) -> str:
@@ -154,6 +156,11 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
     if not run.is_dir():
         raise SpanetError(f"report: run folder {run} does not exist; pass the folder `spanet train` wrote")
     run = run.resolve()
+    if not any((run / name).exists() for name in (CONFIG_FILE, LOG_FILE, EVAL_DIR, CAM_DIR)):
+        raise SpanetError(
+            f"report: {run} holds nothing spanet wrote ({CONFIG_FILE}, {LOG_FILE}, {EVAL_DIR}/, {CAM_DIR}/); pass the "
+            "folder of a `spanet train` run"
+        )
     page = Path(out_path).resolve() if out_path else run / REPORT_FILE
     if run not in page.parents:
         raise SpanetError(f"report: the page {page} must lie inside the run folder {run} (images are linked relatively)")
