@@ -87,3 +87,19 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"spanet {spanet.__version__}"
+
+
+def test_a_dataset_where_no_query_can_be_scored_is_reported_before_any_work(tmp_path: Path, capsys) -> None:
+    """Every query's id appears in the gallery only under the query's own camera: the protocol skips them all."""
+    files = {
+        "train": ["0007_c1s1_000001_00.jpg", "0007_c2s1_000002_00.jpg", "0003_c1s1_000003_00.jpg"],
+        "query": ["0021_c1s1_000010_00.jpg", "0022_c2s1_000011_00.jpg"],
+        "gallery": ["0021_c1s1_000012_00.jpg", "0022_c2s1_000013_00.jpg", "0000_c1s1_000015_00.jpg"],
+    }
+    root = write_market(tmp_path / "data", files)
+    code, out, _ = _run(capsys, "--dataset", "market1501", "--data-root", str(root))
+    assert code == 1 and "no query has a true match in another camera" in out
+    code = main(["train", "--dataset", "market1501", "--data-root", str(root), "--output", str(tmp_path / "run"),
+                 "--device", "cpu", "--set", "model.backbone=resnet18"])  # fmt: skip
+    assert code == 2 and "no query has a true match" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "last.pt").exists()

@@ -64,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from spanet.checkpoint import checkpoint_input_size, load_model
-    from spanet.data.datasets import load_dataset
+    from spanet.data.datasets import load_dataset, require_valid_queries
     from spanet.runtime import resolve_device
     from spanet.errors import SpanetError
     from spanet.evaluation.evaluate import extract_feature_set, format_table, score_features
@@ -79,6 +79,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     model, checkpoint = load_model(args.checkpoint, map_location=device)
     input_size = checkpoint_input_size(checkpoint, path=args.checkpoint)
     dataset = load_dataset(args.dataset, args.data_root)
+    require_valid_queries(dataset)
     features = extract_feature_set(
         model, dataset, input_size=input_size, batch_size=args.batch_size, device=device, flip=args.flip,
         kind=args.kind, progress=args.progress, num_workers=args.num_workers,

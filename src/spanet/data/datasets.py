@@ -32,6 +32,9 @@ __all__ = [
     "EXPECTED_STATISTICS",
     "DatasetCountWarning",
     "load_dataset",
+    "count_valid_queries",
+    "require_valid_queries",
+    "NO_VALID_QUERY",
     "dataset_statistics",
 ]
 
@@ -194,9 +197,31 @@ def load_dataset(
         skipped=tuple(skipped),
     )
     problems = _count_problems(ds, official=_is_official(folder, fmt.folders))
+    if count_valid_queries(ds) == 0:
+        problems.append(NO_VALID_QUERY)
     if problems:
         warnings.warn(f"{name} in {folder}: " + "; ".join(problems), DatasetCountWarning, stacklevel=2)
     return replace(ds, problems=tuple(problems))
+
+
+NO_VALID_QUERY = (
+    "no query has a true match in another camera (a gallery image of the same id from a different camera), so the "
+    "Market protocol would skip every query: check the camera ids in the file names and the query/gallery split"
+)
+
+
+def count_valid_queries(ds: ReidDataset) -> int:
+    """Queries the ranking protocol can score: a gallery image of the same id from another camera exists."""
+    cameras: dict[int, set[int]] = {}
+    for sample in ds.gallery:
+        cameras.setdefault(sample.pid, set()).add(sample.camid)
+    return sum(1 for q in ds.query if cameras.get(q.pid, set()) - {q.camid})
+
+
+def require_valid_queries(ds: ReidDataset) -> None:
+    """Raise before any work when evaluation could only fail: no query has a true match."""
+    if count_valid_queries(ds) == 0:
+        raise SpanetError(f"{ds.name} at {ds.root}: {NO_VALID_QUERY}")
 
 
 def dataset_statistics(ds: ReidDataset) -> dict[str, dict[str, int]]:

@@ -185,7 +185,7 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False) -> di
     Writes `config.yaml`, `log.jsonl`, `tb/`, `last.pt` every epoch and `best.pt` (highest mAP) on evaluation.
     Under torchrun every process trains its share of each batch; only rank 0 writes files and prints.
     """
-    from spanet.data.datasets import load_dataset
+    from spanet.data.datasets import load_dataset, require_valid_queries
 
     output_dir = Path(output_dir)
     if not config.data.root:
@@ -197,6 +197,8 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False) -> di
         if config.train.amp == "fp16" and device.type != "cuda":
             raise SpanetError("train.amp=fp16 needs CUDA, and none is available; use train.amp=bf16 or none")
         dataset = load_dataset(config.data.dataset, config.data.root)
+        if config.train.eval_every > 0:
+            require_valid_queries(dataset)  # fail now, not after the first epochs of training
         return _run(config, dataset, output_dir=output_dir, resume=resume, dist_info=dist_info, device=device)
     finally:
         shutdown_distributed(dist_info)
