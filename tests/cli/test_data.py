@@ -103,3 +103,34 @@ def test_a_dataset_where_no_query_can_be_scored_is_reported_before_any_work(tmp_
                  "--device", "cpu", "--set", "model.backbone=resnet18"])  # fmt: skip
     assert code == 2 and "no query has a true match" in capsys.readouterr().err
     assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_an_error_from_a_loader_worker_is_one_line() -> None:
+    """torch re-raises a worker's SpanetError with the worker traceback folded into the message."""
+    from spanet.cli import one_line
+    from spanet.errors import SpanetError
+
+    folded = SpanetError(
+        "Caught SpanetError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
+        '  File "x.py", line 1, in f\n    raise SpanetError(...)\n'
+        "spanet.errors.SpanetError: cannot read image /d/a.jpg (OSError: truncated); the file is corrupt"
+    )
+    assert one_line(folded) == "cannot read image /d/a.jpg (OSError: truncated); the file is corrupt"
+    assert one_line(SpanetError("plain message")) == "plain message"
+
+
+def test_a_corrupt_image_read_in_a_real_worker_gives_one_line(tmp_path: Path) -> None:
+    from torch.utils.data import DataLoader
+
+    from spanet.cli import one_line
+    from spanet.data.datasets import Sample
+    from spanet.data.images import ImageDataset
+    from spanet.errors import SpanetError
+
+    broken = tmp_path / "0001_c1s1_000001_00.jpg"
+    broken.write_bytes(b"\xff\xd8\xff not really a jpeg")
+    loader = DataLoader(ImageDataset([Sample(str(broken), 1, 0)], transform=lambda image: 0), num_workers=1)
+    with pytest.raises(SpanetError) as info:
+        next(iter(loader))
+    message = one_line(info.value)
+    assert message.startswith(f"cannot read image {broken}") and "\n" not in message

@@ -15,7 +15,7 @@ from spanet import __version__
 from spanet.errors import SpanetError
 from spanet.runtime import retain_freed_memory
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "one_line"]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +51,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = args.func(args)
     except SpanetError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+def one_line(exc: SpanetError) -> str:
+    """The user-facing message of `exc`. An error raised inside a DataLoader worker reaches the main process with the
+    worker's traceback folded into its text; only its last line (the message itself) is for the user."""
+    text = str(exc).strip()
+    if "Original Traceback" in text:
+        last = text.splitlines()[-1]
+        text = last.split("SpanetError: ", 1)[-1]
+    return text
