@@ -159,3 +159,17 @@ def test_checkpoints_without_a_checksum_still_load(tmp_path: Path) -> None:
     payload = {"format": "spanet-checkpoint", "version": 1, "model": {"w": torch.ones(2)}, "model_args": {}}
     torch.save(payload, tmp_path / "old.pt")
     assert torch.equal(load_checkpoint(tmp_path / "old.pt")["model"]["w"], torch.ones(2))
+
+
+def test_checkpoints_are_readable_like_other_outputs_and_stale_temp_files_go(tmp_path: Path) -> None:
+    stale = tmp_path / ".last.pt.abc123.tmp"  # what a `kill -9` during a save leaves behind
+    stale.write_bytes(b"half a checkpoint")
+    other = tmp_path / ".best.pt.xyz.tmp"
+    other.write_bytes(b"another file's leftover")
+    old_mask = os.umask(0o022)
+    try:
+        path = save_checkpoint(tmp_path / "last.pt", {"model": {"w": torch.ones(1)}, "model_args": {}})
+    finally:
+        os.umask(old_mask)
+    assert path.stat().st_mode & 0o777 == 0o644
+    assert not stale.exists() and other.exists()  # only this checkpoint's leftovers are removed

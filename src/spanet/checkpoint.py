@@ -7,6 +7,7 @@ an interrupted or crashed write leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import os
 import tempfile
@@ -51,11 +52,20 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
             torch.save(payload, handle)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o666 & ~_umask())  # mkstemp makes 0600; a checkpoint is as readable as any other output
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a writer that was killed (kill -9)
+        stale.unlink(missing_ok=True)
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_checkpoint(path: str | Path, *, map_location: str | torch.device = "cpu") -> dict[str, Any]:
