@@ -116,23 +116,28 @@ def test_works_under_cpu_bf16_autocast() -> None:
     assert torch.isfinite(out.float()).all()
 
 
-def test_attention_pool_is_gap_under_uniform_attention_and_a_weighted_sum_otherwise() -> None:
+def test_sa_pooling_mean_is_the_papers_gap_of_f_times_a_and_sum_is_the_weighted_sum() -> None:
+    """`mean` gives exactly (1/HW)·Σ_p A_p F_p (paper and official code), `sum` gives Σ_p A_p F_p."""
     x = _features(2, 5, 4, 3)
     torch.testing.assert_close(attention_pool(x, None), x.mean(dim=(2, 3)))
+    for mode in ("softmax", "l1"):
+        mean_layer, sum_layer = SpatialAttention(mode, pooling="mean"), SpatialAttention(mode, pooling="sum")
+        weighted = mean_layer.attention_map(x) * x  # F ⊙ A: (B, C, H, W)
+        torch.testing.assert_close(attention_pool(x, mean_layer), weighted.sum(dim=(2, 3)) / (4 * 3))
+        torch.testing.assert_close(attention_pool(x, mean_layer), torch.nn.functional.adaptive_avg_pool2d(weighted, 1).flatten(1))
+        torch.testing.assert_close(attention_pool(x, sum_layer), weighted.sum(dim=(2, 3)))
+    assert SpatialAttention().pooling == "mean"  # the paper's form is the default
 
     uniform = torch.ones(2, 5, 4, 3) * torch.arange(1.0, 6.0)[None, :, None, None]  # equal channel sums everywhere
-    torch.testing.assert_close(attention_pool(uniform, SpatialAttention("softmax")), uniform.mean(dim=(2, 3)))
-
-    layer = SpatialAttention("softmax")
-    expected = (layer.attention_map(x) * x).sum(dim=(2, 3))
-    torch.testing.assert_close(attention_pool(x, layer), expected)
-    assert not torch.allclose(attention_pool(x, layer), x.mean(dim=(2, 3)))
+    torch.testing.assert_close(attention_pool(uniform, SpatialAttention(pooling="sum")), uniform.mean(dim=(2, 3)))
+    with pytest.raises(SpanetError, match="pooling"):
+        SpatialAttention(pooling="max")  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("mode", [None, "softmax", "l1"])
 def test_pooling_gives_the_same_values_in_both_layouts_and_keeps_the_gradient_layout(mode: str | None) -> None:
     layer = SpatialAttention(mode) if mode else None  # type: ignore[arg-type]
-    base = _features(2, 6, 5, 3)
+    base = _features(2, 6, 5, 3)  # (both poolings share the layout-aware matmul; "mean" is the default)
     results = {}
     for layout in (torch.contiguous_format, torch.channels_last):
         x = base.clone().contiguous(memory_format=layout).requires_grad_()

@@ -173,3 +173,20 @@ def test_checkpoints_are_readable_like_other_outputs_and_stale_temp_files_go(tmp
         os.umask(old_mask)
     assert path.stat().st_mode & 0o777 == 0o644
     assert not stale.exists() and other.exists()  # only this checkpoint's leftovers are removed
+
+
+def test_checkpoints_from_before_sa_pooling_keep_the_weighted_sum(tmp_path: Path) -> None:
+    """No `sa_pooling` in model_args means the model was trained with Σ A F: it must evaluate exactly as before."""
+    from spanet.model import SPANet
+
+    torch.manual_seed(0)
+    trained_with_sum = SPANet(num_classes=3, backbone="resnet18", sa_pooling="sum").eval()
+    old_args = {"num_classes": 3, "backbone": "resnet18"}  # written before the switch existed
+    save_checkpoint(tmp_path / "old.pt", {"model": trained_with_sum.state_dict(), "model_args": old_args})
+    loaded, _ = load_model(tmp_path / "old.pt")
+    assert all(head.sa_ds.pooling == "sum" for head in loaded.ds_heads)
+    x = torch.rand(2, 3, 64, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x).ds_logits[0], trained_with_sum(x).ds_logits[0])
+    with pytest.raises(SpanetError, match="model.sa_pooling: checkpoint 'sum' vs config 'mean'"):
+        check_model_config(old_args, {**old_args, "sa_pooling": "mean"}, path="old.pt")

@@ -81,6 +81,15 @@ def test_official_weighting_is_the_unweighted_sum() -> None:
     assert not torch.allclose(total, weigh_terms(terms, weighting="paper"))
 
 
+def test_means_weighting_is_the_formula_the_official_trainer_logs() -> None:
+    terms = classification_terms(_output(ds=True, parts=True), TARGETS)
+    parts = sum(terms[f"part{i}"] for i in range(1, 7)) / 6
+    others = (terms["ds1"] + terms["ds2"] + terms["ds3"] + terms["global"]) / 4
+    torch.testing.assert_close(weigh_terms(terms, weighting="means"), 0.8 * parts + 0.2 * others)
+    baseline = classification_terms(_output(ds=True, parts=False), TARGETS)
+    torch.testing.assert_close(weigh_terms(baseline, weighting="means"), sum(baseline.values()) / 4)
+
+
 def test_loss_back_propagates_to_every_head() -> None:
     output = _output(ds=True, parts=True)
     weigh_terms(classification_terms(output, TARGETS)).backward()
@@ -107,7 +116,7 @@ def test_low_precision_logits_give_a_float32_loss() -> None:
 def test_mistakes_are_user_errors() -> None:
     terms = classification_terms(_output(ds=False, parts=False), TARGETS)
     with pytest.raises(SpanetError, match="weighting"):
-        weigh_terms(terms, weighting="mean")  # type: ignore[arg-type]
+        weigh_terms(terms, weighting="average")  # type: ignore[arg-type]
     with pytest.raises(SpanetError, match="triplet"):
         weigh_terms({**terms, "triplet": terms["global"]})
     with pytest.raises(SpanetError, match="label_smoothing"):

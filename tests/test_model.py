@@ -163,13 +163,15 @@ def test_bf16_autocast_forward_on_cpu() -> None:
     loss.backward()
 
 
-def test_ds_head_is_a_composition_of_linear_maps_for_cam() -> None:
+@pytest.mark.parametrize("sa_pooling", ["mean", "sum"])
+def test_ds_head_is_a_composition_of_linear_maps_for_cam(sa_pooling: str) -> None:
     """The documented attribute names: pooled feature -> logits = classifier ∘ reduce (what spanet.viz.cam relies on)."""
-    model = _small_model().eval()
+    model = _small_model(sa_pooling=sa_pooling).eval()
     with torch.no_grad():
         maps = model.forward_features(_images(2))
         for head, stage_map in zip(model.ds_heads, maps[:3]):
-            pooled = (head.sa_ds.attention_map(stage_map) * stage_map).sum(dim=(2, 3))
+            weighted = head.sa_ds.attention_map(stage_map) * stage_map  # F ⊙ A
+            pooled = weighted.mean(dim=(2, 3)) if sa_pooling == "mean" else weighted.sum(dim=(2, 3))
             matrix = head.classifier.weight @ head.reduce.weight.flatten(1)  # (classes, C_k)
             torch.testing.assert_close(pooled @ matrix.T + head.classifier.bias, head(stage_map))
 
@@ -261,3 +263,17 @@ def test_imagenet_without_network_explains_how_to_pass_a_local_file(monkeypatch:
 def test_bad_arguments_are_user_errors(kwargs: dict) -> None:
     with pytest.raises(SpanetError):
         SPANet(**{"num_classes": 3, "backbone": "resnet18", **kwargs})
+
+
+def test_head_init_official_keeps_torch_default_init_for_the_ds_convs_only() -> None:
+    torch.manual_seed(0)
+    spanet_init = _small_model(head_init="spanet")
+    torch.manual_seed(0)
+    official = _small_model(head_init="official")
+    for ours, theirs in zip(spanet_init.ds_heads, official.ds_heads):
+        assert not torch.equal(ours.reduce.weight, theirs.reduce.weight)
+        fan_in = theirs.reduce.weight.shape[1]
+        assert theirs.reduce.weight.abs().max() <= 1 / fan_in**0.5  # PyTorch's default: U(±1/√fan_in)
+    torch.testing.assert_close(official.part_reduce.conv.weight.std(), spanet_init.part_reduce.conv.weight.std(), rtol=0.2, atol=0)
+    with pytest.raises(SpanetError, match="head_init"):
+        _small_model(head_init="xavier")

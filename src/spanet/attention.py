@@ -3,11 +3,14 @@
 The layer turns a feature map into one weight per spatial position (the same weight for every channel at that
 position) and rescales the map with it. It learns nothing; whatever it does comes from the activations themselves.
 
-Pooling convention: after attention the project pools with the attention-weighted SUM `Σ_p A_p F_p`, not the
-paper's GAP of `F ⊙ A` (= `(1/HW) Σ_p A_p F_p`). Because `A` sums to 1, the weighted sum is a weighted average: with
-uniform attention it equals plain GAP exactly, so switching SA on or off does not change the scale of the pooled
-features (or of the logits, the 1×1 conv and the learning rate that act on them), and it does not depend on the input
-size. The paper's form differs only by the constant factor 1/HW, which a following linear layer can absorb.
+Pooling after attention (`pooling`, the `model.sa_pooling` switch):
+- "mean" (the paper and the official code): GAP of `F ⊙ A`, i.e. `(1/HW) Σ_p A_p F_p`. Since `A` sums to 1 this is
+  HW times smaller than a plain GAP of the map (3072× at stage 1 for a 384×128 input), and so are the logits of the
+  branch and every gradient through it. A following linear layer could absorb the constant in what the model can
+  express, but not under SGD with weight decay: the training dynamics differ, so the paper's form is the default.
+- "sum" (spanet before this switch existed; checkpoints without `sa_pooling` use it): the attention-weighted sum
+  `Σ_p A_p F_p`, a weighted average that equals plain GAP under uniform attention, so switching SA on or off keeps
+  the scale of the pooled features.
 
 Memory layout: pooling works on a 3-D view of the map that matches its memory format — (B, C, positions) for the
 default layout, (B, positions, C) for channels_last — so the gradient flowing back into the backbone has the map's own
@@ -24,9 +27,10 @@ from torch import Tensor, nn
 
 from spanet.errors import SpanetError
 
-__all__ = ["ATTENTION_MODES", "SpatialAttention", "attention_pool", "is_channels_last", "pool_positions"]
+__all__ = ["ATTENTION_MODES", "SA_POOLINGS", "SpatialAttention", "attention_pool", "is_channels_last", "pool_positions"]
 
 ATTENTION_MODES: tuple[str, ...] = ("softmax", "l1")
+SA_POOLINGS: tuple[str, ...] = ("mean", "sum")
 
 
 class SpatialAttention(nn.Module):
@@ -40,11 +44,14 @@ class SpatialAttention(nn.Module):
     2048 activations and bf16/fp16 autocast stay finite; the weights are cast back to the input's dtype.
     """
 
-    def __init__(self, mode: Literal["softmax", "l1"] = "softmax") -> None:
+    def __init__(self, mode: Literal["softmax", "l1"] = "softmax", *, pooling: Literal["mean", "sum"] = "mean") -> None:
         super().__init__()
         if mode not in ATTENTION_MODES:
             raise SpanetError(f"attention mode {mode!r} is unknown; use one of {', '.join(ATTENTION_MODES)}")
+        if pooling not in SA_POOLINGS:
+            raise SpanetError(f"attention pooling {pooling!r} is unknown; use one of {', '.join(SA_POOLINGS)}")
         self.mode = mode
+        self.pooling = pooling  # how `pool_positions` pools x ⊙ A: the paper's mean or the weighted sum
 
     def position_weights(self, flat: Tensor, *, channel_dim: int) -> Tensor:
         """One weight per position of a (B, C, N) or (B, N, C) map -> (B, N), each sample's weights summing to 1.
@@ -74,7 +81,7 @@ class SpatialAttention(nn.Module):
         return x * self.attention_map(x)
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}"
+        return f"mode={self.mode!r}, pooling={self.pooling!r}"
 
 
 def is_channels_last(x: Tensor) -> bool:
@@ -85,13 +92,15 @@ def is_channels_last(x: Tensor) -> bool:
 def pool_positions(flat: Tensor, attention: SpatialAttention | None, *, channel_dim: int) -> Tensor:
     """Pool a (B, C, N) or (B, N, C) map over its N positions -> (B, C); `channel_dim` (1 or 2) names the channel axis.
 
-    With attention: the attention-weighted sum `Σ_p A_p x_p` (a weighted average, see the module docstring), as one
-    batched matmul instead of materialising `x ⊙ A`; without: the plain mean over positions (GAP).
+    With attention: `(1/N) Σ_p A_p x_p` ("mean", the paper's GAP of x ⊙ A) or `Σ_p A_p x_p` ("sum"), as one batched
+    matmul instead of materialising `x ⊙ A`; without: the plain mean over positions (GAP).
     """
     position_dim = 3 - channel_dim
     if attention is None:
         return flat.mean(dim=position_dim)
     weights = attention.position_weights(flat, channel_dim=channel_dim)  # (B, N)
+    if attention.pooling == "mean":
+        weights = weights / flat.shape[position_dim]
     if channel_dim == 1:
         return torch.bmm(flat, weights.unsqueeze(-1)).squeeze(-1)  # (B, C, N) @ (B, N, 1) -> (B, C)
     return torch.bmm(weights.unsqueeze(1), flat).squeeze(1)  # (B, 1, N) @ (B, N, C) -> (B, C)

@@ -110,7 +110,7 @@ def load_model(path: str | Path, *, map_location: str | torch.device = "cpu") ->
     from spanet.model import SPANet
 
     state = load_checkpoint(path, map_location=map_location)
-    model_args = upgrade_model_keys(state["model_args"], source=str(path))  # the stored args stay as written
+    model_args = _with_defaults_of_their_time(upgrade_model_keys(state["model_args"], source=str(path)))
     model_args["pretrained"] = None  # the checkpoint holds the weights; never download to rebuild
     try:
         model = SPANet(**model_args)
@@ -155,6 +155,8 @@ def checkpoint_input_size(state: dict[str, Any], *, path: str | Path) -> tuple[i
 def check_model_config(checkpoint_model: dict[str, Any], config_model: dict[str, Any], *, path: str | Path) -> None:
     """Raise `SpanetError` naming every model key whose value differs between a checkpoint and a config."""
     checkpoint_model = upgrade_model_keys(checkpoint_model, source=str(path))
+    if "sa_pooling" in config_model:
+        checkpoint_model = _with_defaults_of_their_time(checkpoint_model)
     keys = sorted(set(checkpoint_model) | set(config_model))
     mismatched = [key for key in keys if _normalise(checkpoint_model.get(key)) != _normalise(config_model.get(key))]
     if mismatched:
@@ -165,6 +167,13 @@ def check_model_config(checkpoint_model: dict[str, Any], config_model: dict[str,
             f"checkpoint {path} was trained with a different model ({details}); "
             "use the run's config.yaml or start a new --output folder"
         )
+
+
+def _with_defaults_of_their_time(model_args: dict[str, Any]) -> dict[str, Any]:
+    """Model args of a checkpoint with the behaviour it was trained with where a later switch changed the default:
+    checkpoints written before `sa_pooling` existed pooled with the weighted sum. (The stored args stay as written,
+    so fingerprints made from them still match.)"""
+    return {"sa_pooling": "sum", **model_args}
 
 
 def _summary(exc: Exception, *, limit: int = 400) -> str:

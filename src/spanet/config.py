@@ -67,6 +67,8 @@ class ModelConfig:
     sa_ds: bool = True
     sa_parts: bool = False
     attention: Literal["softmax", "l1"] = "softmax"
+    sa_pooling: Literal["mean", "sum"] = "mean"  # the paper's GAP of F ⊙ A; "sum" = Σ A F (checkpoints before it)
+    head_init: Literal["spanet", "official"] = "spanet"  # official: PyTorch's default init for the DS 1×1 convs
     num_parts: int = 6
     reduced_dim: int = 256
     dropout: float = 0.5
@@ -91,7 +93,7 @@ class OptimConfig:
 class LossConfig:
     """How the named classification terms are combined."""
 
-    weighting: Literal["paper", "official"] = "paper"
+    weighting: Literal["paper", "official", "means"] = "paper"
     label_smoothing: float = 0.0
 
 

@@ -1,4 +1,4 @@
-"""Cross-entropy terms for every SPANet head and the two ways to weigh them (paper vs official code).
+"""Cross-entropy terms for every SPANet head and the three readings of how to weigh them (paper, official, means).
 
 The model returns logits only; this module names one loss per head so the training loop can log each term and
 sum them with explicit weights.
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = ["WEIGHTINGS", "PAPER_PART_WEIGHT", "PAPER_OTHER_WEIGHT", "classification_terms", "weigh_terms"]
 
-WEIGHTINGS: tuple[str, ...] = ("paper", "official")
+WEIGHTINGS: tuple[str, ...] = ("paper", "official", "means")
 PAPER_PART_WEIGHT = 0.8  # the paper's α, on each part loss
 PAPER_OTHER_WEIGHT = 0.2  # 1 − α, on each deeply supervised loss and on the main (global) loss
 
@@ -41,7 +41,7 @@ def classification_terms(output: SPANetOutput, targets: Tensor, *, label_smoothi
     }
 
 
-def weigh_terms(terms: dict[str, Tensor], *, weighting: Literal["paper", "official"] = "paper") -> Tensor:
+def weigh_terms(terms: dict[str, Tensor], *, weighting: Literal["paper", "official", "means"] = "paper") -> Tensor:
     """The scalar training loss.
 
     - "paper" (§3.1, α = 0.8): `L = 0.8 · Σ_i L_part_i + 0.2 · (Σ_k L_ds_k + L_global)`. Sums, not means: each part
@@ -51,6 +51,9 @@ def weigh_terms(terms: dict[str, Tensor], *, weighting: Literal["paper", "offici
       there is nothing to proportion against, so the DS and global losses get weight 1: the baseline's loss is its
       plain cross-entropy, and "+DS" adds the auxiliary losses with the main loss weighted like them.
     - "official": the unweighted sum of every term (what the official code back-propagates).
+    - "means": `0.8 · mean_i L_part_i + 0.2 · mean(L_ds_1..3, L_global)`, the formula the official trainer logs (but
+      does not back-propagate). Total weight 1, parts' share 0.8 (paper: 5.6 and 0.86; official: 10 and 0.6).
+      Without part terms, the mean of the DS and global terms.
     """
     if weighting not in WEIGHTINGS:
         raise SpanetError(f"loss.weighting {weighting!r} is unknown; use one of {', '.join(WEIGHTINGS)}")
@@ -61,6 +64,12 @@ def weigh_terms(terms: dict[str, Tensor], *, weighting: Literal["paper", "offici
         raise SpanetError(f"weigh_terms: unknown loss terms {unknown}; expected ds<k>, part<i> and global")
     if weighting == "official":
         return torch.stack(list(terms.values())).sum()
+    parts = [term for name, term in terms.items() if name.startswith("part")]
+    others = [term for name, term in terms.items() if not name.startswith("part")]
+    if weighting == "means":
+        if not parts:
+            return torch.stack(others).mean()
+        return PAPER_PART_WEIGHT * torch.stack(parts).mean() + PAPER_OTHER_WEIGHT * torch.stack(others).mean()
     has_parts = any(name.startswith("part") for name in terms)
     other_weight = PAPER_OTHER_WEIGHT if has_parts else 1.0
     weighted = [(PAPER_PART_WEIGHT if name.startswith("part") else other_weight) * term for name, term in terms.items()]

@@ -39,6 +39,7 @@ from spanet.errors import SpanetError
 
 __all__ = [
     "BACKBONES",
+    "HEAD_INITS",
     "EMBEDDING_KINDS",
     "DeepSupervisionHead",
     "SPANet",
@@ -49,6 +50,7 @@ __all__ = [
 
 BACKBONES: tuple[str, ...] = ("resnet18", "resnet34", "resnet50", "resnet101")
 EMBEDDING_KINDS: tuple[str, ...] = ("parts", "reduced", "global")
+HEAD_INITS: tuple[str, ...] = ("spanet", "official")
 _BACKBONE_LAYERS: tuple[str, ...] = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 
 
@@ -100,7 +102,10 @@ class SPANet(nn.Module):
 
     `pretrained`: None (random init), "imagenet" (torchvision's IMAGENET1K_V1 weights, downloaded) or the path of a
     local torchvision-format ResNet state dict (e.g. resnet50-0676ba61.pth). `sa_ds` has no effect without
-    `deep_supervision` (it is the attention on the DS branches).
+    `deep_supervision` (it is the attention on the DS branches). `sa_pooling` is how every SA layer pools: "mean"
+    (paper and official code, `(1/HW) Σ A F`) or "sum" (`Σ A F`; checkpoints from before the switch). `head_init`:
+    "spanet" (Kaiming for every head conv) or "official" (the official code: PyTorch's default init for the DS 1×1
+    convs, Kaiming for the part conv); classifiers are N(0, 0.001) with zero bias in both.
     """
 
     def __init__(
@@ -114,6 +119,8 @@ class SPANet(nn.Module):
         sa_ds: bool = True,
         sa_parts: bool = False,
         attention: str = "softmax",
+        sa_pooling: str = "mean",
+        head_init: str = "spanet",
         num_parts: int = 6,
         reduced_dim: int = 256,
         dropout: float = 0.5,
@@ -128,6 +135,8 @@ class SPANet(nn.Module):
                 raise SpanetError(f"model {name} must be a positive integer, got {value!r}")
         if not 0.0 <= dropout < 1.0:
             raise SpanetError(f"model.dropout must be in [0, 1), got {dropout!r}")
+        if head_init not in HEAD_INITS:
+            raise SpanetError(f"model.head_init {head_init!r} is unknown; use one of {', '.join(HEAD_INITS)}")
         self.num_classes = num_classes
         self.parts = parts
         self.num_parts = num_parts if parts else 1
@@ -142,13 +151,13 @@ class SPANet(nn.Module):
         self.ds_heads = nn.ModuleList()
         if deep_supervision:
             for channels in self.stage_channels[:3]:
-                head_attention = SpatialAttention(attention) if sa_ds else None  # type: ignore[arg-type]
+                head_attention = SpatialAttention(attention, pooling=sa_pooling) if sa_ds else None  # type: ignore[arg-type]
                 self.ds_heads.append(
                     DeepSupervisionHead(
                         in_channels=channels, reduced_dim=reduced_dim, num_classes=num_classes, sa_ds=head_attention
                     )
                 )
-        self.sa_parts = SpatialAttention(attention) if sa_parts else None  # type: ignore[arg-type]
+        self.sa_parts = SpatialAttention(attention, pooling=sa_pooling) if sa_parts else None  # type: ignore[arg-type]
         self.part_dropout = nn.Dropout(p=dropout)
         self.part_reduce = nn.Sequential(
             OrderedDict(
@@ -161,14 +170,16 @@ class SPANet(nn.Module):
             nn.Linear(reduced_dim, num_classes) for _ in range(num_parts if parts else 0)
         )
         self.global_classifier = nn.Linear(reduced_dim, num_classes)
-        self._init_head()
+        self._init_head(head_init)
         if pretrained not in (None, "", "none"):
             _load_backbone_weights(self.backbone, pretrained=str(pretrained), backbone=backbone)
 
-    def _init_head(self) -> None:
-        """Convs: Kaiming (fan_out, as torchvision); BN: 1/0; classifiers: N(0, 0.001), bias 0 (PCB / official)."""
+    def _init_head(self, head_init: str) -> None:
+        """Convs: Kaiming (fan_out, as torchvision) — with "official", the DS 1×1 convs keep PyTorch's default init as
+        in the official code; BN: 1/0; classifiers: N(0, 0.001), bias 0 (PCB and the official code alike)."""
         for name, module in self.named_modules():
-            if name.startswith("backbone"):
+            if name.startswith("backbone") or (head_init == "official" and name.startswith("ds_heads")
+                                               and isinstance(module, nn.Conv2d)):
                 continue
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

@@ -19,7 +19,7 @@ from spanet.model import SPANet
 NUM_CLASSES = 5
 
 
-def _tiny_model(**switches: bool) -> SPANet:
+def _tiny_model(**switches: bool | str) -> SPANet:
     """resnet18 SPANet with non-trivial BN statistics and classifier weights, so folding and masks matter."""
     torch.manual_seed(0)
     model = SPANet(num_classes=NUM_CLASSES, backbone="resnet18", **switches)
@@ -40,11 +40,13 @@ def _image(seed: int = 0) -> torch.Tensor:
     return torch.randn(3, 64, 32, generator=torch.Generator().manual_seed(seed))
 
 
+@pytest.mark.parametrize("sa_pooling", ["mean", "sum"])
 @pytest.mark.parametrize("switches", [{}, {"sa_parts": True}, {"sa_ds": False}, {"parts": False}],
                          ids=["paper", "sa1", "no-sa", "baseline"])
-def test_cam_reduces_to_the_model_logit(switches: dict) -> None:
-    """With SA the CAM sums to logit − offset, without SA its mean does; offsets are plain biases for DS heads."""
-    model = _tiny_model(**switches)
+def test_cam_reduces_to_the_model_logit(switches: dict, sa_pooling: str) -> None:
+    """With SA the CAM reduces by the layer's pooling (mean or sum) to logit − offset, without SA its mean does (the
+    global head's map is scaled to sum to it under SA1); offsets are plain biases for DS heads."""
+    model = _tiny_model(**switches, sa_pooling=sa_pooling)
     image = _image()
     with torch.no_grad():
         output = model(image[None])
@@ -60,8 +62,9 @@ def test_cam_reduces_to_the_model_logit(switches: dict) -> None:
             head = cams.heads[name]
             attended = name.startswith("stage") and model.ds_heads[0].sa_ds is not None
             attended = attended or (not name.startswith("stage") and model.sa_parts is not None)
-            assert head.reduce == ("sum" if attended else "mean"), name
-            reduced = head.cam.sum() if attended else head.cam.mean()
+            want = ("sum" if name == "global" else sa_pooling) if attended else "mean"
+            assert head.reduce == want, name
+            reduced = head.cam.sum() if want == "sum" else head.cam.mean()
             assert float(reduced) + head.offset == pytest.approx(float(logit), abs=1e-4), name
             if name.startswith("stage"):
                 k = int(name[-1]) - 1

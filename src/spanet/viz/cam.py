@@ -2,8 +2,8 @@
 
 For a head whose pooled feature `v` reaches the logit of class c through linear maps only, the logit is
 `w^c · v + b'`, so with plain GAP (`v = mean_p f(p)`) the map `M_c(p) = Σ_k w^c_k f_k(p)` has mean `logit − b'`;
-with spatial attention (`v = Σ_p A(p) f(p)`, the project's attention-weighted sum) `M_c(p) = A(p) · Σ_k w^c_k f_k(p)`
-has sum `logit − b'`. Every `HeadCam` keeps `logit` and `offset` (= b') so that identity can be checked.
+with spatial attention `M_c(p) = A(p) · Σ_k w^c_k f_k(p)` has mean `logit − b'` when the layer pools with the
+paper's GAP of `F ⊙ A` (`sa_pooling="mean"`) and sum `logit − b'` with the weighted sum (`"sum"`). Every `HeadCam` keeps `logit` and `offset` (= b') so that identity can be checked.
 
 How `w^c` is composed (attribute names from `spanet.model`):
 - DS stages 1–3: pooled C_k → `reduce` (1×1 conv 256×C_k) → `classifier` (classes×256):
@@ -64,7 +64,7 @@ _PID_IN_NAME = re.compile(r"^(\d+)_")
 class HeadCam:
     """One head's CAM at feature resolution with the exact identity `reduce(cam) + offset == logit`.
 
-    `reduce` is "sum" with attention and "mean" without (see the module docstring). `rows` is the [start, end)
+    `reduce` is the attention's pooling ("mean" or "sum") with attention and "mean" without (module docstring). `rows` is the [start, end)
     range of stage-map rows the map covers (a stripe for a part head, all rows otherwise).
     """
 
@@ -113,7 +113,7 @@ def _ds_cams(model: nn.Module, maps: Sequence[Tensor], logits: Sequence[Tensor],
         offset = float(w2 @ b1 + head.classifier.bias[c])
         raw = torch.einsum("k,khw->hw", weight, f)
         if head.sa_ds is not None:
-            cam, reduce = head.sa_ds.attention_map(stage_map)[0, 0] * raw, "sum"
+            cam, reduce = head.sa_ds.attention_map(stage_map)[0, 0] * raw, head.sa_ds.pooling
         else:
             cam, reduce = raw, "mean"
         cams[f"stage{k + 1}"] = HeadCam(cam, float(stage_logits[0, c]), offset, reduce, (0, f.shape[1]))
@@ -142,7 +142,7 @@ def _stage4_cams(model: nn.Module, last_map: Tensor, output: Any, c: int) -> dic
         stripe = f[:, start:end]
         raw = torch.einsum("k,khw->hw", weight, stripe)
         if attention is not None:
-            cam, reduce = attention.attention_map(stripe[None])[0, 0] * raw, "sum"
+            cam, reduce = attention.attention_map(stripe[None])[0, 0] * raw, attention.pooling
         else:
             cam, reduce = raw, "mean"
         logit = float(output.part_logits[i][0, c])  # the model's own logit: the identity checks the composition
@@ -158,7 +158,8 @@ def _stage4_cams(model: nn.Module, last_map: Tensor, output: Any, c: int) -> dic
         stripe = f[:, start:end]
         raw = torch.einsum("k,khw->hw", (gated * s) @ w_conv, stripe)
         if attention is not None:
-            global_cam[start:end] += attention.attention_map(stripe[None])[0, 0] * raw
+            scale = 1.0 if attention.pooling == "sum" else 1.0 / ((end - start) * width)
+            global_cam[start:end] += attention.attention_map(stripe[None])[0, 0] * raw * scale
         else:
             global_cam[start:end] += raw * (height * width) / ((end - start) * width)
     logit = float(output.global_logits[0, c])
