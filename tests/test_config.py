@@ -96,10 +96,31 @@ def test_paper_recipe_configs(name: str) -> None:
     assert config.optim.milestones == (40,) and config.optim.gamma == pytest.approx(0.1) and config.optim.epochs == 60
     assert config.model.dropout == (0.47 if name == "market1501" else 0.5)
     assert config.loss.weighting == "paper" and config.data.flip_p == 0.5 and config.data.erasing_p == 0.5
-    text = (CONFIGS / f"{name}.yaml").read_text()
-    for key, value in yaml.safe_load(text)["optim"].items():  # every value carries a comment saying its source
-        line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
-        assert "#" in line, f"{name}.yaml: optim.{key} has no source comment"
+    assert (config.model.attention, config.model.sa_pooling) == ("softmax", "mean")
+    _every_value_has_a_source_comment(CONFIGS / f"{name}.yaml")
+
+
+@pytest.mark.parametrize("name", ["market1501", "dukemtmc", "cuhk03_labeled", "cuhk03_detected", "msmt17"])
+def test_official_code_configs(name: str) -> None:
+    """configs/<dataset>_official.yaml is the official code: L1 SA with mean pooling, unweighted sum of the terms,
+    no random erasing, dropout 0.5, lr ×0.1 at 40 and 80 over 100 epochs, PyTorch's default init for DS convs."""
+    paper, official = load_config(CONFIGS / f"{name}.yaml"), load_config(CONFIGS / f"{name}_official.yaml")
+    assert (official.model.attention, official.model.sa_pooling, official.model.head_init) == ("l1", "mean", "official")
+    assert official.loss.weighting == "official" and official.data.erasing_p == 0.0 and official.model.dropout == 0.5
+    assert official.optim.milestones == (40, 80) and official.optim.epochs == 100
+    same = {"data": ("dataset", "height", "width", "batch_size", "flip_p"), "optim": ("lr", "momentum", "weight_decay")}
+    for section, keys in same.items():
+        for key in keys:
+            assert getattr(getattr(official, section), key) == getattr(getattr(paper, section), key), f"{section}.{key}"
+    _every_value_has_a_source_comment(CONFIGS / f"{name}_official.yaml")
+
+
+def _every_value_has_a_source_comment(path: Path) -> None:
+    text = path.read_text()
+    for section in ("model", "optim", "loss"):
+        for key in yaml.safe_load(text)[section]:
+            line = next(line for line in text.splitlines() if line.strip().startswith(f"{key}:"))
+            assert "#" in line, f"{path.name}: {section}.{key} has no source comment"
 
 
 def test_renamed_model_keys_still_load_with_a_warning(tmp_path: Path) -> None:

@@ -244,3 +244,21 @@ def test_train_step_updates_the_weights_and_returns_the_weighted_terms() -> None
     assert torch.allclose(loss, weigh_terms(terms, weighting="official"))
     changed = [name for name, p in model.named_parameters() if not torch.equal(p, before[name])]
     assert len(changed) > len(before) // 2
+
+
+def test_the_official_code_preset_trains_and_its_resolved_config_says_so(tiny_market: Path, tmp_path: Path) -> None:
+    from spanet.cli import main
+
+    out = tmp_path / "official"
+    tiny = ["data.height=64", "data.width=32", "data.batch_size=8", "data.num_workers=0", "model.backbone=resnet18",
+            "model.pretrained=null", "train.max_steps_per_epoch=1", "train.eval_every=0", "train.progress=false"]
+    code = main(["train", "--config", "configs/market1501_official.yaml", "--dataset", "synthetic", "--data-root",
+                 str(tiny_market), "--output", str(out), "--epochs", "1", "--device", "cpu",
+                 *(arg for item in tiny for arg in ("--set", item))])  # fmt: skip
+    assert code == 0
+    resolved = load_config(out / "config.yaml")
+    assert (resolved.model.attention, resolved.model.sa_pooling, resolved.model.head_init) == ("l1", "mean", "official")
+    assert resolved.loss.weighting == "official" and resolved.data.erasing_p == 0.0 and resolved.model.dropout == 0.5
+    assert resolved.optim.milestones == (40, 80)
+    model, _ = load_model(out / "last.pt")
+    assert model.ds_heads[0].sa_ds.mode == "l1" and model.ds_heads[0].sa_ds.pooling == "mean"
