@@ -10,11 +10,11 @@ from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.rerank import k_reciprocal_rerank, k_reciprocal_rerank_features
 
 
-def dense_rerank(q_g, q_q, g_g, k1, k2, lambda_value):
+def dense_rerank(q_g, q_q, g_g, k1, k2, lambda_value, power=2):
     """The reference algorithm written densely and plainly (fine for small N; ties ordered by index)."""
     num_q = q_g.shape[0]
     full = np.block([[q_q, q_g], [q_g.T, g_g]])
-    squared = np.power(full, 2).astype(np.float32)
+    squared = np.power(full, power).astype(np.float32)
     original = (squared / squared.max(axis=0)).T  # row i: column i over its maximum
     n = len(original)
     rank = np.argsort(original, axis=1, kind="stable")
@@ -109,6 +109,20 @@ def test_feature_version_equals_matrix_version() -> None:
         expected = k_reciprocal_rerank(q_g, q_q, g_g)
         out = k_reciprocal_rerank_features(qf, gf, metric=metric, chunk_size=17)
         assert np.abs(out - expected).max() <= 1e-4
+
+
+def test_power_one_uses_the_distances_as_given_like_the_official_code() -> None:
+    rng = np.random.default_rng(11)
+    qf, gf = clustered_features(rng, 12, 40, num_ids=6)
+    q_g, q_q, g_g = blocks(qf, gf)
+    expected = dense_rerank(q_g, q_q, g_g, k1=6, k2=3, lambda_value=0.3, power=1)
+    out = k_reciprocal_rerank(q_g, q_q, g_g, k1=6, k2=3, lambda_value=0.3, power=1)
+    assert np.abs(out - expected).max() <= 1e-5
+    assert np.abs(out - k_reciprocal_rerank(q_g, q_q, g_g, k1=6, k2=3, lambda_value=0.3)).max() > 1e-3
+    from_features = k_reciprocal_rerank_features(qf, gf, k1=6, k2=3, lambda_value=0.3, power=1, chunk_size=5)
+    assert np.abs(from_features - out).max() <= 1e-4
+    with pytest.raises(SpanetError, match="power"):
+        k_reciprocal_rerank(q_g, q_q, g_g, power=3)
 
 
 def test_inputs_are_not_modified_and_lambda_one_is_the_normalised_distance() -> None:

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
     add_dataset_args(parser)
     parser.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked metrics")
+    parser.add_argument("--rerank-power", type=int, choices=(1, 2), default=2,
+                        help="re-ranking squares the distances first (2, the reference and torchreid; default) or "
+                        "uses them as given (1, the official SPANet code's feature re-ranking)")
     parser.add_argument("--flip", action="store_true", help="average each feature with its mirror image's")
     parser.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean",
                         help="squared euclidean (default, as the paper's code) or cosine distance")
@@ -85,7 +88,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         kind=args.kind, progress=args.progress, num_workers=args.num_workers,
     )  # fmt: skip
     result = score_features(
-        features, metric=args.metric, rerank=args.rerank, keep_distances=args.visualize > 0, progress=args.progress
+        features, metric=args.metric, rerank=args.rerank, rerank_power=args.rerank_power,
+        keep_distances=args.visualize > 0, progress=args.progress,
     )
     print(f"{args.checkpoint} on {dataset.name} ({len(features.query)} query / {len(features.gallery)} gallery images)")
     print(format_table(result))
@@ -93,7 +97,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    source = {"checkpoint": str(args.checkpoint), "dataset": dataset.name, "flip": args.flip, "kind": args.kind}
+    source = {"checkpoint": str(args.checkpoint), "dataset": dataset.name, "flip": args.flip, "kind": args.kind,
+              "rerank_power": args.rerank_power if args.rerank else None}
     metrics_path = write_metrics(out_dir, result.to_metrics_file(), source=source)
     info = model_info(model, model_args=checkpoint["model_args"], input_size=input_size, kind=args.kind,
                       checkpoint=args.checkpoint)

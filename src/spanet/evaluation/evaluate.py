@@ -118,6 +118,7 @@ def score_features(
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
+    rerank_power: int = 2,
     max_rank: int = 50,
     keep_distances: bool = False,
     progress: bool = False,
@@ -131,7 +132,7 @@ def score_features(
     if rerank:
         distances = k_reciprocal_rerank_features(
             features.query_features, features.gallery_features,
-            k1=k1, k2=k2, lambda_value=lambda_value, metric=metric, progress=progress,
+            k1=k1, k2=k2, lambda_value=lambda_value, metric=metric, power=rerank_power, progress=progress,
         )  # fmt: skip
         reranked = rank_metrics(distances, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
     summary = plain.summary()

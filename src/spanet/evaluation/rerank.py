@@ -55,9 +55,13 @@ def k_reciprocal_rerank(
     k1: int = 20,
     k2: int = 6,
     lambda_value: float = 0.3,
+    power: int = 2,
     chunk_size: int = 256,
 ) -> np.ndarray:
-    """Re-ranked (num_query, num_gallery) float32 distances from the three distance blocks (see module docstring)."""
+    """Re-ranked (num_query, num_gallery) float32 distances from the three distance blocks (see module docstring).
+
+    `power`: 2 squares the given distances first, as the reference and torchreid do; 1 uses them as given, as the
+    official SPANet code's feature re-ranking does with its squared Euclidean distances."""
     q_g, q_q, g_g = np.asarray(q_g), np.asarray(q_q), np.asarray(g_g)
     if q_g.ndim != 2 or q_q.shape != (q_g.shape[0],) * 2 or g_g.shape != (q_g.shape[1],) * 2:
         raise SpanetError(
@@ -66,7 +70,7 @@ def k_reciprocal_rerank(
     for name, block in (("q_g", q_g), ("q_q", q_q), ("g_g", g_g)):
         if block.size and not np.isfinite(block.min() + block.max()):
             raise SpanetError(f"re-ranking: the {name} distances hold NaN or inf; check the features")
-    source = _MatrixSource(q_g, q_q, g_g)
+    source = _MatrixSource(q_g, q_q, g_g, power=_check_power(power))
     return _rerank(source, k1=k1, k2=k2, lambda_value=lambda_value, chunk_size=chunk_size, progress=False)
 
 
@@ -78,6 +82,7 @@ def k_reciprocal_rerank_features(
     k2: int = 6,
     lambda_value: float = 0.3,
     metric: Literal["euclidean", "cosine"] = "euclidean",
+    power: int = 2,
     chunk_size: int = 1024,
     progress: bool = False,
 ) -> np.ndarray:
@@ -93,7 +98,7 @@ def k_reciprocal_rerank_features(
         )
     if not (torch.isfinite(query).all() and torch.isfinite(gallery).all()):
         raise SpanetError("re-ranking: the features hold NaN or inf; check the model weights")
-    source = _FeatureSource(query, gallery, metric=metric)
+    source = _FeatureSource(query, gallery, metric=metric, power=_check_power(power))
     return _rerank(source, k1=k1, k2=k2, lambda_value=lambda_value, chunk_size=chunk_size, progress=progress)
 
 
@@ -130,6 +135,12 @@ def _rerank(
         jaccard = np.float32(1.0) - overlap / (np.float32(2.0) - overlap)
         out[start:stop] = jaccard * (1 - lambda_value) + out[start:stop] * lambda_value
     return out
+
+
+def _check_power(power: int) -> int:
+    if power not in (1, 2):
+        raise SpanetError(f"re-ranking power must be 1 (distances as given) or 2 (squared, the reference), got {power}")
+    return power
 
 
 def _row_ranges(source: _RowSource, chunk_size: int) -> Iterator[tuple[int, int]]:
@@ -246,8 +257,9 @@ def _min_overlap(query_rows: sp.csr_matrix, gallery_part: sp.csc_matrix, num_g: 
 class _MatrixSource:
     """Rows of the reference's transposed, squared full matrix, read from the three blocks without stacking them."""
 
-    def __init__(self, q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray) -> None:
+    def __init__(self, q_g: np.ndarray, q_q: np.ndarray, g_g: np.ndarray, *, power: int = 2) -> None:
         self.q_g, self.q_q, self.g_g = q_g, q_q, g_g
+        self.power = power
         self.num_query, self.num_gallery = q_g.shape
         self.dtype = np.result_type(q_g, q_q, g_g)
 
@@ -260,7 +272,8 @@ class _MatrixSource:
         else:  # a gallery column
             _transpose_into(raw[:, :q], self.q_g[:, start - q : stop - q])
             _transpose_into(raw[:, q:], self.g_g[:, start - q : stop - q])
-        np.square(raw, out=raw)
+        if self.power == 2:
+            np.square(raw, out=raw)
         return raw.astype(np.float32, copy=False)
 
     def squared_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -274,7 +287,7 @@ class _MatrixSource:
             (~row_q & ~col_q, self.g_g, cols - q, rows - q),
         ):
             value[mask] = block[r[mask], c[mask]]
-        return np.power(value, 2).astype(np.float32, copy=False)
+        return np.power(value, self.power).astype(np.float32, copy=False)
 
 
 def _transpose_into(out: np.ndarray, columns: np.ndarray, tile: int = 512) -> None:
@@ -286,12 +299,13 @@ def _transpose_into(out: np.ndarray, columns: np.ndarray, tile: int = 512) -> No
 class _FeatureSource:
     """Distance rows computed from features on demand (chunked matrix products); symmetric by construction."""
 
-    def __init__(self, query: torch.Tensor, gallery: torch.Tensor, *, metric: str) -> None:
+    def __init__(self, query: torch.Tensor, gallery: torch.Tensor, *, metric: str, power: int = 2) -> None:
         import torch
 
         from spanet.evaluation.distance import prepare
 
         self.metric = metric
+        self.power = power
         self.num_query, self.num_gallery = len(query), len(gallery)
         self.prepared = prepare(torch.cat([query, gallery]), metric=metric)
 
@@ -306,7 +320,7 @@ class _FeatureSource:
 
         with torch.inference_mode():
             dist = distance_rows(self._rows(slice(start, stop)), self.prepared, metric=self.metric)
-            return dist.square_().numpy()
+            return (dist.square_() if self.power == 2 else dist).numpy()
 
     def squared_at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
         import torch
@@ -323,5 +337,5 @@ class _FeatureSource:
                     dist = (nr + nc - 2.0 * dot).clamp_min_(0.0)
                 else:
                     dist = 1.0 - dot
-                out[start : start + len(r)] = dist.square_().numpy()
+                out[start : start + len(r)] = (dist.square_() if self.power == 2 else dist).numpy()
         return out
