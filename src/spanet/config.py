@@ -54,6 +54,7 @@ class DataConfig:
     num_workers: int = 4
     flip_p: float = 0.5
     erasing_p: float = 0.5
+    skip_corrupt: bool = False  # decode every image first and leave out (and list) the corrupt ones
 
 
 @dataclass(frozen=True)

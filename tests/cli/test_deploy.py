@@ -121,3 +121,33 @@ def test_export_command(workspace: dict[str, Path], tmp_path: Path, capsys) -> N
     printed = capsys.readouterr().out
     assert out.is_file() and "max |onnxruntime - pytorch|" in printed and "batch 3" in printed
     assert "(B, 256)" in printed
+
+
+def test_skip_corrupt_in_train_evaluate_and_cam(tmp_path: Path, capsys) -> None:
+    """A corrupt image is left out and listed with --skip-corrupt; without it the error is one line naming it."""
+    import shutil
+
+    from builders import write_market
+
+    root = write_market(tmp_path / "data")
+    broken = root / "bounding_box_test" / "0021_c3s1_000099_00.jpg"
+    broken.write_bytes(b"\xff\xd8\xff truncated")
+    checkpoint = make_checkpoint(tmp_path / "m.pt", num_classes=3)
+    common = ["--dataset", "market1501", "--data-root", str(root), "--device", "cpu"]
+    assert main(["evaluate", "--checkpoint", str(checkpoint), *common, "--no-progress", "--out", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: cannot read image") and str(broken) in err and len(err.splitlines()) == 1
+    assert main(["evaluate", "--checkpoint", str(checkpoint), *common, "--no-progress", "--skip-corrupt",
+                 "--out", str(tmp_path / "e")]) == 0  # fmt: skip
+    assert f"left out 1 corrupt image(s): {broken}" in capsys.readouterr().err
+    images = tmp_path / "cam_in"
+    shutil.copytree(root / "bounding_box_train", images)
+    shutil.copy(broken, images / broken.name)
+    assert main(["cam", "--checkpoint", str(checkpoint), "--images", str(images), "--out", str(tmp_path / "cam"),
+                 "--skip-corrupt", "--stages", "stage1"]) == 0  # fmt: skip
+    assert "left out 1 corrupt image(s)" in capsys.readouterr().err
+    code = main(["train", *common, "--output", str(tmp_path / "run"), "--skip-corrupt", "--epochs", "1",
+                 *("--set", "model.backbone=resnet18", "--set", "model.pretrained=null", "--set", "data.height=64",
+                   "--set", "data.width=32", "--set", "data.batch_size=2", "--set", "data.num_workers=0",
+                   "--set", "train.eval_every=0", "--set", "train.progress=false")])  # fmt: skip
+    assert code == 0 and "left out 1 corrupt image(s)" in capsys.readouterr().err

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from spanet.cli.common import add_dataset_args
+from spanet.cli.common import add_dataset_args, add_skip_corrupt_arg, dataset_from_args
 
 __all__ = ["register", "run_evaluate"]
 
@@ -37,6 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
     add_dataset_args(parser)
+    add_skip_corrupt_arg(parser)
     parser.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked metrics")
     parser.add_argument("--rerank-power", type=int, choices=(1, 2), default=2,
                         help="re-ranking squares the distances first (2, the reference and torchreid; default) or "
@@ -67,7 +68,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     from spanet.checkpoint import checkpoint_input_size, load_model
-    from spanet.data.datasets import load_dataset, require_valid_queries
+    from spanet.data.datasets import require_valid_queries
     from spanet.runtime import resolve_device
     from spanet.errors import SpanetError
     from spanet.evaluation.evaluate import extract_feature_set, format_table, score_features
@@ -81,7 +82,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     model, checkpoint = load_model(args.checkpoint, map_location=device)
     input_size = checkpoint_input_size(checkpoint, path=args.checkpoint)
-    dataset = load_dataset(args.dataset, args.data_root)
+    dataset = dataset_from_args(args, progress=args.progress)
+    if dataset.skipped:
+        print(f"left out {len(dataset.skipped)} corrupt image(s): {', '.join(dataset.skipped)}", file=sys.stderr)
     require_valid_queries(dataset)
     features = extract_feature_set(
         model, dataset, input_size=input_size, batch_size=args.batch_size, device=device, flip=args.flip,

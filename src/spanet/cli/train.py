@@ -38,6 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, metavar="N", help="total epochs (overrides optim.epochs)")
     parser.add_argument("--device", metavar="DEV", help="auto (default: CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last.pt")
+    parser.add_argument("--skip-corrupt", action="store_true",
+                        help="decode every image first and leave out corrupt ones, listed (sets data.skip_corrupt)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override one config value, e.g. --set optim.lr=0.05 --set train.amp=bf16 (repeatable)")  # fmt: skip
     parser.set_defaults(func=run)
@@ -57,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         ("data.root", args.data_root),
         ("optim.epochs", args.epochs),
         ("train.device", args.device),
+        ("data.skip_corrupt", True if args.skip_corrupt else None),
     ]
     overrides = [*args.overrides, *(f"{key}={yaml_scalar(value)}" for key, value in flags if value is not None)]
     config = load_config(config_path, overrides)

@@ -43,6 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cam.add_argument("--stages", nargs="+", metavar="STAGE",  # checked by run_cam: importing spanet.viz.cam loads torch
                      help="rows to draw, from: stage1, stage2, stage3, global, parts (default: all the model has)")
     cam.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default) or cuda[:N]")
+    cam.add_argument("--skip-corrupt", action="store_true", help="leave out (and list) images that cannot be decoded")
     cam.set_defaults(func=run_cam_command)
 
     report = subparsers.add_parser(
@@ -62,6 +63,17 @@ def run_cam_command(args: argparse.Namespace) -> int:
     from spanet.data.images import collect_images
 
     images = collect_images(args.images)
+    if args.skip_corrupt:
+        from spanet.data.images import image_problem
+
+        skipped = [path for path in images if image_problem(path) is not None]
+        images = [path for path in images if path not in skipped]
+        if skipped:
+            print(f"left out {len(skipped)} corrupt image(s): {', '.join(map(str, skipped))}", file=sys.stderr)
+        if not images:
+            from spanet.errors import SpanetError
+
+            raise SpanetError("none of the --images could be read; nothing to draw")
     model, ckpt = load_model(args.checkpoint, map_location=args.device)
     compare = None
     if args.compare is not None:

@@ -78,7 +78,8 @@ def read_image(path: str | os.PathLike[str]) -> Image.Image:
     except _DECODE_ERRORS as exc:
         raise SpanetError(
             f"cannot read image {path} ({type(exc).__name__}: {exc}); the file is corrupt or not an image: "
-            "replace it, or skip such files with `spanet check-data --skip-corrupt` / load_dataset(skip_corrupt=True)"
+            "replace it, or leave such files out with --skip-corrupt (train, evaluate, cam, check-data; extract and "
+            "search skip them always) / load_dataset(skip_corrupt=True)"
         ) from None
 
 

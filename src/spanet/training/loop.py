@@ -196,7 +196,11 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False) -> di
     try:
         if config.train.amp == "fp16" and device.type != "cuda":
             raise SpanetError("train.amp=fp16 needs CUDA, and none is available; use train.amp=bf16 or none")
-        dataset = load_dataset(config.data.dataset, config.data.root)
+        dataset = load_dataset(config.data.dataset, config.data.root, skip_corrupt=config.data.skip_corrupt,
+                               progress=config.train.progress and dist_info.is_main)
+        if dataset.skipped and dist_info.is_main:
+            _printer(dist_info)(f"left out {len(dataset.skipped)} corrupt image(s): " + ", ".join(dataset.skipped[:5])
+                                + (" …" if len(dataset.skipped) > 5 else ""))
         if config.train.eval_every > 0:
             require_valid_queries(dataset)  # fail now, not after the first epochs of training
         return _run(config, dataset, output_dir=output_dir, resume=resume, dist_info=dist_info, device=device)
