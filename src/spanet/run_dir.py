@@ -41,6 +41,8 @@ __all__ = [
     "REPORT_FILES_DIR",
     "RunLog",
     "read_log",
+    "check_output_dir",
+    "move_aside",
     "default_eval_dir",
     "check_eval_dir",
     "write_metrics",
@@ -119,6 +121,42 @@ def read_log(path: str | Path) -> tuple[list[dict], list[str]]:
         else:
             problems.append(f"{Path(path).name} line {number} is not a JSON object; skipped")
     return records, problems
+
+
+def check_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool) -> None:
+    """A run never lands in a folder holding anything else: `resume` continues the run there, `overwrite` moves the
+    old content aside first (`move_aside`), otherwise a non-empty folder is refused. Writes nothing."""
+    output_dir = Path(output_dir)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise SpanetError(f"output {output_dir} is a file; pass a folder for the run")
+    if resume and overwrite:
+        raise SpanetError("resume and overwrite exclude each other: resume continues the run, overwrite starts anew")
+    if resume:
+        if not (output_dir / LAST_CHECKPOINT).is_file():
+            raise SpanetError(f"--resume: {output_dir / LAST_CHECKPOINT} does not exist; start a new run without --resume")
+        return
+    held = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
+    if held and not overwrite:
+        shown = ", ".join(held[:5]) + (" …" if len(held) > 5 else "")
+        raise SpanetError(
+            f"{output_dir} is not empty ({shown}); pass --resume to continue the run in it, --overwrite to move it "
+            "aside and start anew, or choose a new --output"
+        )
+
+
+def move_aside(output_dir: str | Path) -> Path | None:
+    """Rename a non-empty folder to `<name>.replaced-<time>` (never deleted); return the new name, or None."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir() or not any(output_dir.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    target = output_dir.with_name(f"{output_dir.name}.replaced-{stamp}")
+    suffix = 1
+    while target.exists():
+        suffix += 1
+        target = output_dir.with_name(f"{output_dir.name}.replaced-{stamp}-{suffix}")
+    output_dir.rename(target)
+    return target
 
 
 def default_eval_dir(checkpoint: str | Path) -> Path:

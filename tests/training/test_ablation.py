@@ -103,10 +103,10 @@ def test_a_diverged_run_is_recorded_and_the_other_rows_go_on(
 
     real_train = spanet.training.loop.train
 
-    def train_that_diverges_without_parts(config, *, output_dir, resume=False):
+    def train_that_diverges_without_parts(config, *, output_dir, resume=False, overwrite=False):
         if not config.model.parts:
             raise spanet.training.loop.TrainingDiverged("the loss became nan at epoch 1, step 1")
-        return real_train(config, output_dir=output_dir, resume=resume)
+        return real_train(config, output_dir=output_dir, resume=resume, overwrite=overwrite)
 
     monkeypatch.setattr(spanet.training.loop, "train", train_that_diverges_without_parts)
     overrides = ["data.dataset=synthetic", f"data.root={tiny_market}", *TINY]

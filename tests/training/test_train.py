@@ -170,6 +170,25 @@ def test_output_folder_guards(straight_run: dict, tiny_market: Path, tmp_path: P
         train_module.train(tiny_config(tiny_market), output_dir=straight_run["out"])
     with pytest.raises(SpanetError, match="does not exist"):
         train_module.train(tiny_config(tiny_market), output_dir=tmp_path / "empty", resume=True)
+    (tmp_path / "a_file").write_text("not a folder")
+    with pytest.raises(SpanetError, match="is a file"):
+        train_module.train(tiny_config(tiny_market), output_dir=tmp_path / "a_file")
+
+
+def test_a_finished_run_without_last_pt_is_never_overwritten(tiny_market: Path, tmp_path: Path) -> None:
+    """People delete last.pt to save disk: the folder still holds a run, refused unless --overwrite moves it aside."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "best.pt").write_bytes(b"the user's best model")
+    (run / "config.yaml").write_text("the user's config")
+    config = tiny_config(tiny_market, "optim.epochs=1", "train.max_steps_per_epoch=1")
+    with pytest.raises(SpanetError, match="is not empty"):
+        train_module.train(config, output_dir=run)
+    assert (run / "best.pt").read_bytes() == b"the user's best model"
+    train_module.train(config, output_dir=run, overwrite=True)
+    (aside,) = tmp_path.glob("run.replaced-*")
+    assert (aside / "best.pt").read_bytes() == b"the user's best model" and (aside / "config.yaml").is_file()
+    assert (run / "last.pt").is_file() and len((run / "log.jsonl").read_text().splitlines()) >= 1
 
 
 def test_bf16_autocast_and_channels_last_on_cpu(tiny_market: Path, tmp_path: Path) -> None:

@@ -38,6 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--epochs", type=int, metavar="N", help="total epochs (overrides optim.epochs)")
     parser.add_argument("--device", metavar="DEV", help="auto (default: CUDA if present), cpu, cuda or cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last.pt")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start anew in a non-empty --output: its content is moved aside to OUTPUT.replaced-TIME "
+                        "(never deleted); without --resume or --overwrite a non-empty --output is refused")
     parser.add_argument("--skip-corrupt", action="store_true",
                         help="decode every image first and leave out corrupt ones, listed (sets data.skip_corrupt)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -63,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
     ]
     overrides = [*args.overrides, *(f"{key}={yaml_scalar(value)}" for key, value in flags if value is not None)]
     config = load_config(config_path, overrides)
-    summary = train(config, output_dir=args.output, resume=args.resume)
+    summary = train(config, output_dir=args.output, resume=args.resume, overwrite=args.overwrite)
     if summary["interrupted"]:
         return 130
     if summary["rank"] != 0:

@@ -91,7 +91,8 @@ def _run_one(
     if config.train.eval_every == 0:  # the table needs the final metrics: evaluate the last epoch at least
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=config.optim.epochs))
     try:
-        summary = train(config, output_dir=run_dir, resume=(run_dir / "last.pt").exists())
+        resume = (run_dir / "last.pt").exists()  # continue a run; a run that never saved a checkpoint starts anew
+        summary = train(config, output_dir=run_dir, resume=resume, overwrite=not resume)
     except TrainingDiverged as exc:
         # A row that diverges is a result of the ablation, not a reason to stop the other rows.
         print(f"[ablation] {run_dir}: {exc}", flush=True)

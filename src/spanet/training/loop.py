@@ -35,7 +35,7 @@ from spanet.training.distributed import (
 from spanet.errors import SpanetError
 from spanet.data.loader import build_train_loader, epoch_seed
 from spanet.training.optim import build_optimizer, lr_factor, set_learning_rate
-from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog
+from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog, check_output_dir, move_aside
 from spanet.training.stopping import StopRequest
 
 __all__ = [
@@ -179,10 +179,11 @@ def train_one_epoch(
     }  # fmt: skip
 
 
-def train(config: Config, *, output_dir: str | Path, resume: bool = False) -> dict[str, Any]:
+def train(config: Config, *, output_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run (or continue) a training run into `output_dir`; return a summary with the trained model.
 
     Writes `config.yaml`, `log.jsonl`, `tb/`, `last.pt` every epoch and `best.pt` (highest mAP) on evaluation.
+    A non-empty `output_dir` is refused unless `resume` (continue it) or `overwrite` (move it aside first).
     Under torchrun every process trains its share of each batch; only rank 0 writes files and prints.
     """
     from spanet.data.datasets import load_dataset, require_valid_queries
@@ -203,6 +204,8 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False) -> di
                                 + (" …" if len(dataset.skipped) > 5 else ""))
         if config.train.eval_every > 0:
             require_valid_queries(dataset)  # fail now, not after the first epochs of training
+        check_output_dir(output_dir, resume=resume, overwrite=overwrite)  # every rank, before any rank writes
+        barrier(dist_info)
         return _run(config, dataset, output_dir=output_dir, resume=resume, dist_info=dist_info, device=device)
     finally:
         shutdown_distributed(dist_info)
@@ -373,8 +376,6 @@ def _prepare_output(config: Config, output_dir: Path, *, resume: bool, num_class
     last_path = output_dir / LAST_CHECKPOINT
     checkpoint = None
     if resume:
-        if not last_path.is_file():
-            raise SpanetError(f"--resume: {last_path} does not exist; drop --resume to start a new run in {output_dir}")
         checkpoint = load_checkpoint(last_path)
         check_model_config(checkpoint["config"]["model"], config_to_dict(config)["model"], path=last_path)
         if checkpoint["model_args"].get("num_classes") != num_classes:
@@ -382,9 +383,10 @@ def _prepare_output(config: Config, output_dir: Path, *, resume: bool, num_class
                 f"--resume: {last_path} was trained on {checkpoint['model_args'].get('num_classes')} identities but "
                 f"{config.data.dataset} at {config.data.root} has {num_classes}; resume with the same dataset"
             )
-    elif last_path.exists():
-        raise SpanetError(f"{output_dir} already holds a run ({LAST_CHECKPOINT}); pass --resume to continue it or choose a new --output")
     if _is_main_process():
+        moved = None if resume else move_aside(output_dir)
+        if moved is not None:
+            print(f"moved the previous content of {output_dir} to {moved}", file=sys.stderr, flush=True)
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / CONFIG_FILE)
     return checkpoint
