@@ -281,3 +281,23 @@ def test_the_official_code_preset_trains_and_its_resolved_config_says_so(tiny_ma
     assert resolved.optim.milestones == (40, 80)
     model, _ = load_model(out / "last.pt")
     assert model.ds_heads[0].sa_ds.mode == "l1" and model.ds_heads[0].sa_ds.pooling == "mean"
+
+
+def test_best_pt_holds_only_what_using_the_model_needs(straight_run: dict) -> None:
+    out = straight_run["out"]
+    best, last = load_checkpoint(out / "best.pt"), load_checkpoint(out / "last.pt")
+    assert "optimizer" not in best and "rng" not in best and "optimizer" in last
+    assert (out / "best.pt").stat().st_size < (out / "last.pt").stat().st_size
+    load_model(out / "best.pt")  # still a complete model
+
+
+def test_a_failing_evaluation_keeps_the_epoch_it_evaluates(
+    tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def evaluation_that_fails(*args, **kwargs):
+        raise SpanetError("evaluation failed")
+
+    monkeypatch.setattr(train_module, "_evaluate", evaluation_that_fails)
+    with pytest.raises(SpanetError, match="evaluation failed"):
+        train_module.train(tiny_config(tiny_market, "train.eval_every=1", "optim.epochs=1"), output_dir=tmp_path)
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # the trained epoch was saved before evaluating it

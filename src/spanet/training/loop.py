@@ -338,6 +338,8 @@ def _run_epoch(
     record = {key: result[key] for key in ("loss", "terms", "images_per_s", "seconds")}
     run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
     last_epoch = epoch + 1 == config.optim.epochs
+    # the trained epoch is saved before evaluating it, so a failing evaluation cannot cost the epoch
+    _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
     if (last_epoch or not result["stopped"]) and _eval_due(epoch, config.optim.epochs, config.train.eval_every):
         state.metrics = _evaluate(state.model, dataset, config, device=device, dist_info=dist_info)
         if dist_info.is_main:
@@ -345,15 +347,20 @@ def _run_epoch(
             _printer(dist_info)(f"epoch {epoch + 1}: rank-1 {state.metrics['rank1']:.2%}  mAP {state.metrics['mAP']:.2%}")
             if state.best_map is None or state.metrics["mAP"] > state.best_map:
                 state.best_map, state.best_epoch = state.metrics["mAP"], epoch + 1
-                best = _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps)
+                best = _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps, resumable=False)
                 _save_if_finite(output_dir / BEST_CHECKPOINT, best, dist_info)
-    _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
+        _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
     return result["stopped"] and not last_epoch
 
 
-def _checkpoint(state: _RunState, config: Config, *, epoch: int, step: int, steps: int) -> dict[str, Any]:
-    """The checkpoint dict of `state` at (epoch, step in epoch): what `load_model` and `--resume` read back."""
-    return {
+def _checkpoint(
+    state: _RunState, config: Config, *, epoch: int, step: int, steps: int, resumable: bool = True
+) -> dict[str, Any]:
+    """The checkpoint dict of `state` at (epoch, step in epoch): what `load_model` and `--resume` read back.
+
+    `resumable=False` (best.pt) leaves out the optimiser, scaler and RNG state: only last.pt is resumed from, and
+    the optimiser's momentum alone is as large as the weights."""
+    checkpoint = {
         "model": state.model.state_dict(),
         "model_args": {"num_classes": state.model.num_classes, **dataclasses.asdict(config.model)},
         "input_size": [config.data.height, config.data.width],
@@ -369,6 +376,10 @@ def _checkpoint(state: _RunState, config: Config, *, epoch: int, step: int, step
         "best_epoch": state.best_epoch,
         "dataset": config.data.dataset,
     }
+    if not resumable:
+        for key in ("optimizer", "scaler", "rng", "step_in_epoch"):
+            checkpoint.pop(key)
+    return checkpoint
 
 
 def _prepare_output(config: Config, output_dir: Path, *, resume: bool, num_classes: int) -> dict[str, Any] | None:
@@ -441,7 +452,7 @@ def _evaluate(model: nn.Module, dataset: Any, config: Config, *, device: torch.d
         result = evaluate_model(
             model, dataset, input_size=(config.data.height, config.data.width), batch_size=config.train.eval_batch_size,
             device=device, flip=config.train.eval_flip, progress=config.train.progress,
-            num_workers=config.data.num_workers, amp=None if config.train.amp == "none" else True,
+            num_workers=config.data.num_workers, amp=config.train.amp != "none",  # the training precision, not fp16
         )  # fmt: skip
         metrics = {key: float(getattr(result, key)) for key in ("rank1", "rank5", "rank10", "mAP", "mINP")}
     barrier(dist_info)
