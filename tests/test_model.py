@@ -277,3 +277,17 @@ def test_head_init_official_keeps_torch_default_init_for_the_ds_convs_only() -> 
     torch.testing.assert_close(official.part_reduce.conv.weight.std(), spanet_init.part_reduce.conv.weight.std(), rtol=0.2, atol=0)
     with pytest.raises(SpanetError, match="head_init"):
         _small_model(head_init="xavier")
+
+
+def test_attention_spread_is_the_effective_number_of_positions() -> None:
+    model = _small_model(sa_parts=True).eval()
+    x = _images(2)
+    spread = model.attention_spread(x)
+    assert set(spread) == {"ds1", "ds2", "ds3", *(f"part{i}" for i in range(1, 7))}
+    maps = model.forward_features(x)
+    weights = model.ds_heads[0].sa_ds.attention_map(maps[0]).flatten(1)
+    expected = (1 / (weights**2).sum(dim=1)).mean()
+    assert spread["ds1"]["positions"] == pytest.approx(float(expected), rel=1e-5)
+    assert spread["ds1"]["fraction"] == pytest.approx(float(expected) / weights.shape[1], rel=1e-5)
+    assert all(1.0 - 1e-4 <= s["positions"] and 0 < s["fraction"] <= 1 + 1e-6 for s in spread.values())
+    assert _small_model(sa_ds=False).eval().attention_spread(x) == {}

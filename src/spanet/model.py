@@ -264,6 +264,28 @@ class SPANet(nn.Module):
             return F.normalize(reduced, dim=-1).flatten(1)
         return F.normalize(reduced.mean(dim=1), dim=-1)
 
+    @torch.no_grad()
+    def attention_spread(self, x: Tensor) -> dict[str, dict[str, float]]:
+        """How spread out every SA layer's attention is on the batch `x`: per layer ("ds1".."ds3", "part1"..), the
+        mean effective number of positions `1/Σ_p A_p²` (H·W when uniform, 1 when one-hot) and its fraction of H·W.
+
+        Softmax over sums of hundreds of activations is often nearly one-hot; logging this shows collapse as it
+        happens. Call in eval mode; returns {} for a model without SA.
+        """
+        maps = self.forward_features(x)
+        layers = [(f"ds{k}", head.sa_ds, stage_map) for k, (head, stage_map) in enumerate(zip(self.ds_heads, maps), 1)]
+        if self.sa_parts is not None:
+            bounds = stripe_bounds(maps[3].shape[2], self.num_parts)
+            layers += [(f"part{i}", self.sa_parts, maps[3][:, :, s:e]) for i, (s, e) in enumerate(bounds, 1)]
+        spread = {}
+        for name, layer, stage_map in layers:
+            if layer is None:
+                continue
+            weights = layer.attention_map(stage_map).flatten(1).float()  # (B, 1, H, W) -> (B, H·W)
+            positions = float((1.0 / weights.square().sum(dim=1)).mean())
+            spread[name] = {"positions": positions, "fraction": positions / weights.shape[1]}
+        return spread
+
     def embedding_dim(self, kind: Literal["parts", "reduced", "global"] = "parts") -> int:
         """Length of `embed(x, kind=kind)` rows."""
         reduced_dim = self.global_classifier.in_features

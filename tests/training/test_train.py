@@ -301,3 +301,14 @@ def test_a_failing_evaluation_keeps_the_epoch_it_evaluates(
     with pytest.raises(SpanetError, match="evaluation failed"):
         train_module.train(tiny_config(tiny_market, "train.eval_every=1", "optim.epochs=1"), output_dir=tmp_path)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # the trained epoch was saved before evaluating it
+
+
+def test_attention_spread_is_logged_every_epoch_and_plotted(straight_run: dict, tmp_path: Path) -> None:
+    from spanet.run_dir import read_log
+    from spanet.viz.figures import plot_training_curves
+
+    records, _ = read_log(straight_run["out"] / "log.jsonl")
+    spread = [r for r in records if r["type"] == "attention"]
+    assert [r["epoch"] for r in spread] == [1, 2]
+    assert set(spread[0]) >= {"ds1", "ds2", "ds3"} and 0 < spread[0]["ds1"]["fraction"] <= 1
+    assert "attention" in plot_training_curves(records, out_dir=tmp_path)

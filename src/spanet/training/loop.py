@@ -223,6 +223,7 @@ class _RunState:
     best_map: float | None = None
     best_epoch: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    probe: torch.Tensor | None = None  # a fixed batch on which the attention spread is logged every epoch
 
 
 def _run(
@@ -232,6 +233,8 @@ def _run(
     checkpoint = _prepare_output(config, output_dir, resume=resume, num_classes=dataset.num_train_ids)
     barrier(dist_info)  # rank 0 has checked and created the folder
     state = _build_state(config, num_classes=dataset.num_train_ids, device=device, checkpoint=checkpoint)
+    if dist_info.is_main:
+        state.probe = _attention_probe(state.model, dataset, config, device=device)
     wrapped = state.model
     if dist_info.world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
@@ -337,6 +340,8 @@ def _run_epoch(
         return True
     record = {key: result[key] for key in ("loss", "terms", "images_per_s", "seconds")}
     run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
+    if state.probe is not None and dist_info.is_main:
+        _log_attention_spread(state, run_log, epoch=epoch + 1, step=global_step)
     last_epoch = epoch + 1 == config.optim.epochs
     # the trained epoch is saved before evaluating it, so a failing evaluation cannot cost the epoch
     _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
@@ -351,6 +356,28 @@ def _run_epoch(
                 _save_if_finite(output_dir / BEST_CHECKPOINT, best, dist_info)
         _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
     return result["stopped"] and not last_epoch
+
+
+def _attention_probe(model: nn.Module, dataset: Any, config: Config, *, device: torch.device) -> torch.Tensor | None:
+    """The first 16 training images (evaluation transform): the fixed batch for `SPANet.attention_spread`; None
+    when the model has no SA layer."""
+    if not any(head.sa_ds is not None for head in model.ds_heads) and model.sa_parts is None:
+        return None
+    from spanet.data.images import read_image
+    from spanet.data.transforms import eval_transform
+
+    transform = eval_transform((config.data.height, config.data.width))
+    return torch.stack([transform(read_image(s.path)) for s in dataset.train[:16]]).to(device)  # (16, 3, H, W)
+
+
+def _log_attention_spread(state: _RunState, run_log: RunLog, *, epoch: int, step: int) -> None:
+    """Effective number of attended positions per SA layer on the fixed batch: attention collapse shows as it happens."""
+    state.model.eval()
+    try:
+        spread = state.model.attention_spread(state.probe)
+    finally:
+        state.model.train()
+    run_log.write({"type": "attention", "epoch": epoch, "step": step, **spread}, step=step)
 
 
 def _checkpoint(

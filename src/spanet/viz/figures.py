@@ -256,9 +256,9 @@ def _series(records: Sequence[Mapping], key: str, x_key: str) -> tuple[np.ndarra
 def plot_training_curves(records: Sequence[Mapping], *, out_dir: str | Path) -> dict[str, Path]:
     """Draw the training curves a log holds: losses (total and per head), learning rate, rank-1/mAP per epoch.
 
-    `records` are log.jsonl lines (dicts with "type" step|epoch|eval). Per-step records are preferred for losses
+    `records` are log.jsonl lines (dicts with "type" step|epoch|eval|attention). Per-step records are preferred for losses
     and lr (x = global step) when present, otherwise per-epoch ones (x = epoch). Returns name -> PNG for the curves
-    that had data ("losses", "lr", "eval"); a log without some kind of record just yields fewer figures.
+    that had data ("losses", "lr", "eval", "attention"); a log without some kind of record just yields fewer figures.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -318,4 +318,27 @@ def plot_training_curves(records: Sequence[Mapping], *, out_dir: str | Path) -> 
         written["eval"] = out / "eval.png"
         fig.savefig(written["eval"], dpi=100)
     plt.close(fig)
+    _plot_attention_spread([r for r in records if r.get("type") == "attention"], out=out, written=written)
     return written
+
+
+def _plot_attention_spread(records: Sequence[Mapping], *, out: Path, written: dict[str, Path]) -> None:
+    """Per SA layer, the effective fraction of attended positions per epoch (1 = uniform, ~0 = one position)."""
+    layers = sorted({name for r in records for name, v in r.items() if isinstance(v, Mapping) and "fraction" in v})
+    if not layers:
+        return
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    for name in layers:
+        flat = [{"epoch": r.get("epoch"), "v": (r.get(name) or {}).get("fraction")} for r in records]
+        x, y = _series(flat, "v", "epoch")
+        ax.plot(x, y, marker="o", ms=3, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("effective positions / (H·W)")
+    ax.set_title("attention spread per SA layer (1 = uniform)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    written["attention"] = out / "attention.png"
+    fig.savefig(written["attention"], dpi=100)
+    plt.close(fig)

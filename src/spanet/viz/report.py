@@ -204,7 +204,8 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
         records, problems = read_log(log_path)
         missing.extend(problems)
         figures = plot_training_curves(records, out_dir=files)
-        captions = {"losses": "losses per head", "lr": "learning rate", "eval": "rank-1 / mAP during training"}
+        captions = {"losses": "losses per head", "lr": "learning rate", "eval": "rank-1 / mAP during training",
+                    "attention": "attention spread per SA layer (effective positions / H·W)"}
         if figures:
             sections.append('<h2>Training curves</h2><div class="figs grid">'
                             + "".join(_img(p, base, captions[k]) for k, p in figures.items()) + "</div>")
