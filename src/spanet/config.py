@@ -55,6 +55,7 @@ class DataConfig:
     flip_p: float = 0.5
     erasing_p: float = 0.5
     skip_corrupt: bool = False  # decode every image first and leave out (and list) the corrupt ones
+    val_ids: int = 0  # training identities held out for validation (periodic evaluation, best.pt); 0: none
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,7 @@ _RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "data.batch_size": (1, True, None, False),
     "data.num_instances": (0, True, None, False),
     "data.num_workers": (0, True, None, False),
+    "data.val_ids": (0, True, None, False),
     "data.flip_p": (0, True, 1, True),
     "data.erasing_p": (0, True, 1, True),
     "model.num_parts": (1, True, None, False),

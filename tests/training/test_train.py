@@ -55,11 +55,15 @@ def tiny_config(root: Path, *extra: str):
     )
 
 
+# validation on 3 held-out training identities after every epoch, the test split once at the end
+VALIDATED = ("train.eval_every=1", "data.val_ids=3")
+
+
 @pytest.fixture(scope="module")
 def straight_run(tiny_market: Path, tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Two epochs in one go, evaluated after each epoch: the reference the other tests compare with."""
     out = tmp_path_factory.mktemp("straight")
-    summary = train_module.train(tiny_config(tiny_market, "train.eval_every=1"), output_dir=out)
+    summary = train_module.train(tiny_config(tiny_market, *VALIDATED), output_dir=out)
     return {"out": out, "summary": summary, "state": {k: v.clone() for k, v in summary["model"].state_dict().items()}}
 
 
@@ -71,14 +75,15 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 def test_run_writes_config_logs_and_checkpoints(straight_run: dict, tiny_market: Path) -> None:
     out, summary = straight_run["out"], straight_run["summary"]
-    config = tiny_config(tiny_market, "train.eval_every=1")
+    config = tiny_config(tiny_market, *VALIDATED)
     assert load_config(out / "config.yaml") == config
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     kinds = [r["type"] for r in records]
-    assert kinds.count("step") == 4 and kinds.count("epoch") == 2 and kinds.count("eval") == 2
+    assert kinds.count("step") == 4 and kinds.count("epoch") == 2 and kinds.count("val") == 2
+    assert kinds.count("test") == 1 and kinds[-1] == "test" and "eval" not in kinds
     step = next(r for r in records if r["type"] == "step")
     assert {"epoch", "step", "loss", "terms", "lr", "images_per_s"} <= step.keys() and step["terms"]
-    evals = [r for r in records if r["type"] == "eval"]
+    evals = [r for r in records if r["type"] == "val"]
     assert all(0.0 <= r["rank1"] <= 1.0 and 0.0 <= r["mAP"] <= 1.0 for r in evals)
     assert any((out / "tb").iterdir())
     last = load_checkpoint(out / "last.pt")
@@ -87,7 +92,9 @@ def test_run_writes_config_logs_and_checkpoints(straight_run: dict, tiny_market:
     best = load_checkpoint(out / "best.pt")
     best_eval = max(evals, key=lambda r: r["mAP"])
     assert best["epoch"] == best_eval["epoch"] and best["best_metric"] == pytest.approx(best_eval["mAP"])
-    assert summary["best_mAP"] == pytest.approx(best_eval["mAP"]) and summary["final_metrics"]["mAP"] == evals[-1]["mAP"]
+    assert summary["best_mAP"] == pytest.approx(best_eval["mAP"])
+    test = next(r for r in records if r["type"] == "test")
+    assert summary["final_metrics"]["mAP"] == test["mAP"] and last["test_metrics"]["mAP"] == test["mAP"]
     model, _ = load_model(out / "last.pt")
     assert not model.training
     assert_same_weights(model.state_dict(), straight_run["state"])
@@ -102,9 +109,9 @@ def test_training_changes_the_weights(straight_run: dict, tiny_market: Path) -> 
 
 
 def test_one_epoch_then_resume_equals_two_epochs(straight_run: dict, tiny_market: Path, tmp_path: Path) -> None:
-    first = train_module.train(tiny_config(tiny_market, "optim.epochs=1", "train.eval_every=1"), output_dir=tmp_path)
+    first = train_module.train(tiny_config(tiny_market, "optim.epochs=1", *VALIDATED), output_dir=tmp_path)
     assert not first["interrupted"]
-    resumed = train_module.train(tiny_config(tiny_market, "train.eval_every=1"), output_dir=tmp_path, resume=True)
+    resumed = train_module.train(tiny_config(tiny_market, *VALIDATED), output_dir=tmp_path, resume=True)
     assert_same_weights(resumed["model"].state_dict(), straight_run["state"])
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2
 
@@ -124,7 +131,7 @@ def test_sigint_mid_epoch_checkpoints_and_resumes_exactly(
         return real(*args, **kwargs)
 
     monkeypatch.setattr(spanet.losses, "weigh_terms", weigh_and_interrupt)
-    config = tiny_config(tiny_market, "train.eval_every=1")
+    config = tiny_config(tiny_market, *VALIDATED)
     stopped = train_module.train(config, output_dir=tmp_path)
     assert stopped["interrupted"] and len(calls) == 1
     assert "--resume" in capsys.readouterr().err
@@ -235,10 +242,11 @@ def test_cli_train_and_one_line_errors(tiny_market: Path, tmp_path: Path, capsys
     save_config(tiny_config(tiny_market), config_file)
     out = tmp_path / "run"
     code = main(["train", "--config", str(config_file), "--output", str(out), "--epochs", "1",
-                 "--set", "train.max_steps_per_epoch=1", "--set", "train.eval_every=1"])  # fmt: skip
+                 "--set", "train.max_steps_per_epoch=1", "--set", "train.eval_every=1", "--set", "data.val_ids=3"])
     assert code == 0 and (out / "last.pt").is_file() and (out / "best.pt").is_file()
     assert load_config(out / "config.yaml").optim.epochs == 1
-    assert "mAP" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "test (final model): rank-1" in printed and "best validation mAP" in printed
     code = main(["train", "--output", str(out), "--resume", "--epochs", "2"])  # config.yaml of the run is reused
     assert code == 0 and load_checkpoint(out / "last.pt")["epoch"] == 2
     capsys.readouterr()
@@ -312,3 +320,32 @@ def test_attention_spread_is_logged_every_epoch_and_plotted(straight_run: dict, 
     assert [r["epoch"] for r in spread] == [1, 2]
     assert set(spread[0]) >= {"ds1", "ds2", "ds3"} and 0 < spread[0]["ds1"]["fraction"] <= 1
     assert "attention" in plot_training_curves(records, out_dir=tmp_path)
+
+
+def test_without_validation_identities_no_checkpoint_is_picked_and_the_test_split_is_evaluated_once(
+    tiny_market: Path, tmp_path: Path
+) -> None:
+    """No model selection on the test split: with data.val_ids=0 there is no periodic evaluation and no best.pt."""
+    summary = train_module.train(tiny_config(tiny_market, "train.eval_every=1"), output_dir=tmp_path)
+    kinds = [json.loads(line)["type"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert kinds.count("test") == 1 and "val" not in kinds and "eval" not in kinds
+    assert not (tmp_path / "best.pt").exists() and summary["best_checkpoint"] is None
+    assert summary["final_metrics"]["rank1"] >= 0.0
+
+
+def test_validation_identities_are_held_out_of_training() -> None:
+    from spanet.data.datasets import ReidDataset, Sample
+    from spanet.data.split import hold_out_identities
+
+    train = tuple(Sample(f"{pid}_{cam}_{i}.jpg", pid, cam) for pid in range(10, 16) for cam in (0, 1) for i in range(2))
+    dataset = ReidDataset(name="d", root=Path("."), train=train, query=(), gallery=())
+    kept, val = hold_out_identities(dataset, num_ids=2, seed=0)
+    held = {s.pid for s in val.query + val.gallery}
+    assert len(held) == 2 and kept.num_train_ids == 4
+    assert {s.path for s in kept.train}.isdisjoint({s.path for s in val.query + val.gallery})
+    assert sorted({s.pid for s in kept.train}) == [0, 1, 2, 3]  # relabelled
+    assert len(val.query) == 4 and len(val.gallery) == 4  # one query per identity and camera
+    again, _ = hold_out_identities(dataset, num_ids=2, seed=0)
+    assert again == kept  # seeded
+    with pytest.raises(SpanetError, match="val_ids"):
+        hold_out_identities(dataset, num_ids=6, seed=0)

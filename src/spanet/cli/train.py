@@ -24,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train",
         help="train SPANet (paper recipe configs in configs/), resumable, multi-GPU with torchrun",
-        description="Train SPANet: writes config.yaml, log.jsonl, tb/ (TensorBoard), last.pt and best.pt (by mAP) "
-        "into --output. Ctrl-C or SIGTERM finishes the step, writes last.pt and says how to resume.",
+        description="Train SPANet: writes config.yaml, log.jsonl, tb/ (TensorBoard), last.pt and, with data.val_ids > 0, "
+        "best.pt (by validation mAP on held-out training identities; the test split is evaluated once, at the end, on "
+        "the final model) into --output. Ctrl-C or SIGTERM finishes the step, writes last.pt and says how to resume.",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -73,9 +74,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     metrics = summary["final_metrics"]
     if metrics:
-        print(f"final: rank-1 {metrics.get('rank1', float('nan')):.2%}  mAP {metrics.get('mAP', float('nan')):.2%}")
+        print(f"test (final model): rank-1 {metrics['rank1']:.2%}  mAP {metrics['mAP']:.2%}")
     if summary["best_checkpoint"]:
-        print(f"best mAP {summary['best_mAP']:.2%} at epoch {summary['best_epoch']}: {summary['best_checkpoint']}")
+        print(f"best validation mAP {summary['best_mAP']:.2%} at epoch {summary['best_epoch']}: {summary['best_checkpoint']}")
     print(f"last checkpoint: {summary['last_checkpoint']}")
     return 0
 

@@ -187,6 +187,7 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False, overw
     Under torchrun every process trains its share of each batch; only rank 0 writes files and prints.
     """
     from spanet.data.datasets import load_dataset, require_valid_queries
+    from spanet.data.split import hold_out_identities
 
     output_dir = Path(output_dir)
     if not config.data.root:
@@ -204,9 +205,14 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False, overw
                                 + (" …" if len(dataset.skipped) > 5 else ""))
         if config.train.eval_every > 0:
             require_valid_queries(dataset)  # fail now, not after the first epochs of training
+        validation = None
+        if config.data.val_ids > 0:
+            dataset, validation = hold_out_identities(dataset, num_ids=config.data.val_ids, seed=config.train.seed)
         check_output_dir(output_dir, resume=resume, overwrite=overwrite)  # every rank, before any rank writes
         barrier(dist_info)
-        return _run(config, dataset, output_dir=output_dir, resume=resume, dist_info=dist_info, device=device)
+        return _run(
+            config, dataset, validation, output_dir=output_dir, resume=resume, dist_info=dist_info, device=device
+        )
     finally:
         shutdown_distributed(dist_info)
 
@@ -222,17 +228,27 @@ class _RunState:
     step_in_epoch: int = 0
     best_map: float | None = None
     best_epoch: int | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)  # the latest validation metrics
+    test_metrics: dict[str, float] = field(default_factory=dict)  # the test split, once, on the final model
     probe: torch.Tensor | None = None  # a fixed batch on which the attention spread is logged every epoch
+    validation: Any = None  # the held-out identities (`data.val_ids`) evaluated every `eval_every` epochs
 
 
 def _run(
-    config: Config, dataset: Any, *, output_dir: Path, resume: bool, dist_info: DistInfo, device: torch.device
+    config: Config,
+    dataset: Any,
+    validation: Any,
+    *,
+    output_dir: Path,
+    resume: bool,
+    dist_info: DistInfo,
+    device: torch.device,
 ) -> dict[str, Any]:
     last_path = output_dir / LAST_CHECKPOINT
     checkpoint = _prepare_output(config, output_dir, resume=resume, num_classes=dataset.num_train_ids)
     barrier(dist_info)  # rank 0 has checked and created the folder
     state = _build_state(config, num_classes=dataset.num_train_ids, device=device, checkpoint=checkpoint)
+    state.validation = validation
     if dist_info.is_main:
         state.probe = _attention_probe(state.model, dataset, config, device=device)
     wrapped = state.model
@@ -245,18 +261,22 @@ def _run(
         say(f"{last_path} already holds all {config.optim.epochs} epochs; raise optim.epochs to train further")
     stop = StopRequest(announce=say)
     run_log = RunLog(output_dir, enabled=dist_info.is_main)
-    interrupted = False
+    interrupted, trained = False, False
     started = time.perf_counter()
     with stop.installed():
         try:
             for epoch in range(state.epoch, config.optim.epochs):
+                trained = True
                 interrupted = _run_epoch(
                     wrapped, state, dataset, config, epoch=epoch, steps=steps_per_epoch, output_dir=output_dir,
                     device=device, dist_info=dist_info, stop=stop, run_log=run_log,
                     rng=checkpoint["rng"] if checkpoint is not None and epoch == state.epoch else None,
                 )  # fmt: skip
-                if interrupted or stop.requested():
+                if interrupted:  # agreed by all ranks; a local flag alone could leave a DDP peer waiting
                     break
+            if trained and not interrupted and config.train.eval_every > 0:
+                _final_test(state, dataset, config, output_dir=output_dir, device=device, dist_info=dist_info,
+                            run_log=run_log, steps=steps_per_epoch)  # fmt: skip
         finally:
             run_log.close()
     if interrupted:
@@ -273,7 +293,8 @@ def _run(
         "best_checkpoint": str(output_dir / BEST_CHECKPOINT) if state.best_map is not None else None,
         "best_mAP": state.best_map,
         "best_epoch": state.best_epoch,
-        "final_metrics": state.metrics,
+        "final_metrics": state.test_metrics,
+        "val_metrics": state.metrics,
         "seconds": time.perf_counter() - started,
         "model": state.model,
     }
@@ -345,17 +366,40 @@ def _run_epoch(
     last_epoch = epoch + 1 == config.optim.epochs
     # the trained epoch is saved before evaluating it, so a failing evaluation cannot cost the epoch
     _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
-    if (last_epoch or not result["stopped"]) and _eval_due(epoch, config.optim.epochs, config.train.eval_every):
-        state.metrics = _evaluate(state.model, dataset, config, device=device, dist_info=dist_info)
+    due = _eval_due(epoch, config.optim.epochs, config.train.eval_every)
+    if state.validation is not None and (last_epoch or not result["stopped"]) and due:
+        state.metrics = _evaluate(state.model, state.validation, config, device=device, dist_info=dist_info)
         if dist_info.is_main:
-            run_log.write({"type": "eval", "epoch": epoch + 1, "step": global_step, **state.metrics}, step=global_step)
-            _printer(dist_info)(f"epoch {epoch + 1}: rank-1 {state.metrics['rank1']:.2%}  mAP {state.metrics['mAP']:.2%}")
+            run_log.write({"type": "val", "epoch": epoch + 1, "step": global_step, **state.metrics}, step=global_step)
+            _printer(dist_info)(
+                f"epoch {epoch + 1}: validation rank-1 {state.metrics['rank1']:.2%}  mAP {state.metrics['mAP']:.2%}"
+            )
             if state.best_map is None or state.metrics["mAP"] > state.best_map:
                 state.best_map, state.best_epoch = state.metrics["mAP"], epoch + 1
                 best = _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps, resumable=False)
                 _save_if_finite(output_dir / BEST_CHECKPOINT, best, dist_info)
         _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
     return result["stopped"] and not last_epoch
+
+
+def _final_test(
+    state: _RunState,
+    dataset: Any,
+    config: Config,
+    *,
+    output_dir: Path,
+    device: torch.device,
+    dist_info: DistInfo,
+    run_log: RunLog,
+    steps: int,
+) -> None:
+    """The test split, evaluated once on the final model (never used to pick a checkpoint); kept in last.pt."""
+    state.test_metrics = _evaluate(state.model, dataset, config, device=device, dist_info=dist_info)
+    if dist_info.is_main:
+        epoch = config.optim.epochs
+        run_log.write({"type": "test", "epoch": epoch, "step": epoch * steps, **state.test_metrics}, step=epoch * steps)
+        last = _checkpoint(state, config, epoch=epoch, step=0, steps=steps)
+        _save_if_finite(output_dir / LAST_CHECKPOINT, last, dist_info)
 
 
 def _attention_probe(model: nn.Module, dataset: Any, config: Config, *, device: torch.device) -> torch.Tensor | None:
@@ -399,6 +443,7 @@ def _checkpoint(
         "scaler": state.scaler.state_dict(),
         "rng": rng_state(),
         "metrics": state.metrics,
+        "test_metrics": state.test_metrics,
         "best_metric": state.best_map,
         "best_epoch": state.best_epoch,
         "dataset": config.data.dataset,

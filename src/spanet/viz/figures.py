@@ -264,7 +264,7 @@ def plot_training_curves(records: Sequence[Mapping], *, out_dir: str | Path) -> 
     out.mkdir(parents=True, exist_ok=True)
     steps = [r for r in records if r.get("type") == "step"]
     epochs = [r for r in records if r.get("type") == "epoch"]
-    evals = [r for r in records if r.get("type") == "eval"]
+    evals = [r for r in records if r.get("type") in ("val", "eval")]  # "eval": logs from before the val split
     source, x_key = (steps, "step") if steps else (epochs, "epoch")
     written: dict[str, Path] = {}
 
