@@ -20,6 +20,7 @@ __all__ = [
     "init_distributed",
     "shutdown_distributed",
     "any_flag",
+    "any_rank",
     "barrier",
     "broadcast_buffers",
 ]
@@ -72,6 +73,13 @@ def any_flag(flags: list[bool], *, info: DistInfo, device: torch.device) -> list
     values = torch.tensor([float(flag) for flag in flags], device=device)
     dist.all_reduce(values, op=dist.ReduceOp.MAX)
     return [bool(v) for v in values.tolist()]
+
+
+def any_rank(flags: torch.Tensor, *, info: DistInfo) -> torch.Tensor:
+    """Per flag (0./1. on the device): set on any rank? Stays on the device, so it adds no host sync of its own."""
+    if info.world_size > 1:
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    return flags
 
 
 def barrier(info: DistInfo) -> None:

@@ -5,6 +5,9 @@ this very function), `train_one_epoch` one pass over the loader that knows nothi
 `train(config, output_dir=...)` the whole run: epochs, evaluation, checkpoints, resume. Exact resume comes from three facts: the sampler order depends only on (seed, epoch), the torch RNG is
 re-seeded from (seed, epoch, rank) at the start of every epoch, and a checkpoint holds every other piece of state
 (weights, optimiser, grad scaler, RNG state, the step reached inside an interrupted epoch).
+
+A step never waits for the device: the loss terms stay there and are read every `train.log_every` steps (one
+host-device synchronisation per read, which also checks for a non-finite loss and, under DDP, agrees on stopping).
 """
 
 from __future__ import annotations
@@ -26,14 +29,14 @@ from spanet.checkpoint import check_model_config, load_checkpoint, restore_rng_s
 from spanet.config import Config, LossConfig, ModelConfig, OptimConfig, config_to_dict, save_config
 from spanet.training.distributed import (
     DistInfo,
-    any_flag,
+    any_rank,
     barrier,
     broadcast_buffers,
     init_distributed,
     shutdown_distributed,
 )
 from spanet.errors import SpanetError
-from spanet.data.loader import build_train_loader, epoch_seed
+from spanet.data.loader import build_train_loader, epoch_seed, set_loader_epoch
 from spanet.training.optim import build_optimizer, lr_factor, set_learning_rate
 from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog, check_output_dir, move_aside
 from spanet.training.stopping import StopRequest
@@ -71,6 +74,7 @@ class StepSettings:
     optim: OptimConfig
     amp: str = "none"  # none | bf16 | fp16 (autocast dtype)
     channels_last: bool = False
+    read_every: int = 1  # steps between host reads of the loss (each read is one host-device synchronisation)
 
 
 @dataclass(frozen=True)
@@ -131,52 +135,105 @@ def train_one_epoch(
 ) -> dict[str, Any]:
     """Train over `loader` from `span.start_step` up to `span.steps`; return the mean losses and where it stopped.
 
-    All ranks agree each step on whether to stop (a signal on any rank) or abort (a non-finite loss on any rank),
-    so DDP processes never wait for a peer that has left the loop. A non-finite loss raises `TrainingDiverged`;
-    checkpoints refuse non-finite weights, so the last good checkpoint stays as it was.
+    Loss terms stay on the device and are read every `settings.read_every` steps, at a stop and at the end: a read
+    is the only host-device synchronisation. At a read all ranks agree on whether to stop (a signal on any rank) or
+    abort (a non-finite loss since the previous read on any rank), so DDP processes never wait for a peer that has
+    left the loop. A non-finite loss raises `TrainingDiverged` before the caller writes any checkpoint.
     """
+    from spanet.data.transforms import prepare_batch
+
     model.train()
-    sums: dict[str, float] = {}
-    step, images, stopped = span.start_step, 0, False
+    sums: dict[str, torch.Tensor] = {}  # on the device, since the start of this pass
+    window = torch.zeros((), device=device)  # loss summed since the last read
+    step, images, stopped, read_at, read = span.start_step, 0, False, span.start_step, _Read()
     started = time.perf_counter()
     batches: Iterator = iter(loader)
-    while step < span.steps:
-        try:
-            inputs, pids, _camids, _indices = next(batches)
-        except StopIteration:
+    while step < span.steps and not stopped:
+        batch = _next_batch(batches, should_stop)
+        if batch is None:
+            stopped = should_stop()
             break
+        pixels, boxes, pids, _camids, _indices = batch
         factor = set_learning_rate(optimizer, epoch=span.epoch + step / span.steps, optim_config=settings.optim)
-        inputs, pids = inputs.to(device, non_blocking=True), pids.to(device, non_blocking=True)
-        loss, terms = train_step(model, optimizer, inputs, pids, settings=settings, scaler=scaler)
-        loss_value = float(loss.float().item())
-        diverged, stopped = any_flag([not math.isfinite(loss_value), should_stop()], info=dist_info, device=device)
-        if diverged:
-            raise TrainingDiverged(
-                f"the loss became {loss_value} at epoch {span.epoch + 1}, step {step + 1} "
-                f"(lr {factor * settings.optim.lr:g}); training stopped and the last checkpoint was left intact; "
-                "lower optim.lr, add optim.warmup_epochs or use train.amp=none"
-            )
+        inputs = prepare_batch(pixels, boxes, device=device, channels_last=settings.channels_last)
+        loss, terms = train_step(
+            model, optimizer, inputs, pids.to(device, non_blocking=True), settings=settings, scaler=scaler
+        )
+        current = {"loss": loss, **terms}
+        for name, value in current.items():
+            sums[name] = sums[name] + value.float() if name in sums else value.float()
+        window = window + loss.float()
         step += 1
         images += inputs.shape[0] * dist_info.world_size
-        values = {"loss": loss_value, **{name: float(term.float().item()) for name, term in terms.items()}}
-        for name, value in values.items():
-            sums[name] = sums.get(name, 0.0) + value
         elapsed = time.perf_counter() - started
-        on_step({
-            "epoch": span.epoch, "epoch_step": step, "loss": loss_value,
-            "terms": {name: value for name, value in values.items() if name != "loss"},
-            "lr": factor * settings.optim.lr, "images_per_s": images / elapsed if elapsed > 0 else 0.0,
-        })  # fmt: skip
-        if stopped:
-            break
+        record = {"epoch": span.epoch, "epoch_step": step, "lr": factor * settings.optim.lr,
+                  "images_per_s": images / elapsed if elapsed > 0 else 0.0}  # fmt: skip
+        local_stop = dist_info.world_size == 1 and should_stop()  # under DDP a stop waits for the next read
+        if step % max(settings.read_every, 1) == 0 or step == span.steps or local_stop:
+            read = _read(current, sums, window, dist_info=dist_info, should_stop=should_stop)
+            if read.diverged:
+                steps_since = f"step {step}" if read_at + 1 == step else f"steps {read_at + 1}-{step}"
+                raise TrainingDiverged(
+                    f"the loss became nan or inf at epoch {span.epoch + 1}, {steps_since} (lr "
+                    f"{factor * settings.optim.lr:g}); training stopped and the last checkpoint was left intact; "
+                    "lower optim.lr, add optim.warmup_epochs or use train.amp=none"
+                )
+            window, read_at, stopped = torch.zeros((), device=device), step, read.stopped
+            record.update(loss=read.current["loss"], terms={k: v for k, v in read.current.items() if k != "loss"})
+        on_step(record)
+    if read_at < step:  # the loader ended between reads (a worker died after a stop): read what was trained
+        read = _read(current, sums, window, dist_info=dist_info, should_stop=should_stop)
+        if read.diverged:
+            raise TrainingDiverged(f"the loss became nan or inf at epoch {span.epoch + 1} before step {step}; lower optim.lr")
     done = step - span.start_step
-    means = {name: total / max(done, 1) for name, total in sums.items()}
+    means = {name: total / max(done, 1) for name, total in read.sums.items()}
     elapsed = time.perf_counter() - started
     return {
         "epoch": span.epoch, "steps_done": done, "step": step, "stopped": stopped,
         "loss": means.pop("loss", float("nan")), "terms": means,
         "images_per_s": images / elapsed if elapsed > 0 else 0.0, "seconds": elapsed,
     }  # fmt: skip
+
+
+def _next_batch(batches: Iterator, should_stop: Callable[[], bool]) -> Any:
+    """The next batch; None at the end of the loader, or when a worker died after a stop was requested."""
+    try:
+        return next(batches)
+    except StopIteration:
+        return None
+    except RuntimeError:
+        if should_stop():  # the signal also reached a worker: the main process still checkpoints
+            return None
+        raise
+
+
+@dataclass(frozen=True)
+class _Read:
+    """What one host read of the device-side loss values gives."""
+
+    current: dict[str, float] = field(default_factory=dict)  # this step's loss and terms
+    sums: dict[str, float] = field(default_factory=dict)  # summed over the pass so far
+    diverged: bool = False  # a non-finite loss since the previous read, on any rank
+    stopped: bool = False  # a stop requested on any rank
+
+
+def _read(
+    current: dict[str, torch.Tensor],
+    sums: dict[str, torch.Tensor],
+    window: torch.Tensor,
+    *,
+    dist_info: DistInfo,
+    should_stop: Callable[[], bool],
+) -> _Read:
+    """Copy the loss values to the host in ONE transfer (the step's only sync), with all ranks' stop/abort flags."""
+    flags = torch.stack([(~torch.isfinite(window)).float(), torch.full((), float(should_stop()), device=window.device)])
+    flags = any_rank(flags, info=dist_info)  # (2,) on the device: max over ranks, not read yet
+    values = torch.cat([flags, *(v.float().view(1) for v in current.values()), *(v.view(1) for v in sums.values())])
+    diverged, stopped, *numbers = values.tolist()
+    return _Read(
+        current=dict(zip(current, numbers[: len(current)])), sums=dict(zip(sums, numbers[len(current) :])),
+        diverged=bool(diverged), stopped=bool(stopped),
+    )  # fmt: skip
 
 
 def train(config: Config, *, output_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
@@ -195,6 +252,8 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False, overw
     if config.train.amp == "fp16" and not config.train.device.startswith(("cuda", "auto")):
         raise SpanetError("train.amp=fp16 needs CUDA; on a CPU use train.amp=bf16 or none")
     dist_info, device = init_distributed(config.train.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest convolution once
     try:
         if config.train.amp == "fp16" and device.type != "cuda":
             raise SpanetError("train.amp=fp16 needs CUDA, and none is available; use train.amp=bf16 or none")
@@ -255,7 +314,12 @@ def _run(
     if dist_info.world_size > 1:
         device_ids = [device.index] if device.type == "cuda" else None
         wrapped = nn.parallel.DistributedDataParallel(state.model, device_ids=device_ids)
-    steps_per_epoch = _steps_per_epoch(dataset, config, dist_info)
+    if config.train.compile:
+        wrapped = torch.compile(wrapped)  # checkpoints keep saving `state.model`, so their keys do not change
+    loader = build_train_loader(  # one loader for the run: its workers persist across epochs
+        dataset.train, config.data, seed=config.train.seed, rank=dist_info.rank, world_size=dist_info.world_size
+    )
+    steps_per_epoch = _steps_per_epoch(loader, dataset, config)
     say = _printer(dist_info)
     if state.epoch >= config.optim.epochs:
         say(f"{last_path} already holds all {config.optim.epochs} epochs; raise optim.epochs to train further")
@@ -268,7 +332,7 @@ def _run(
             for epoch in range(state.epoch, config.optim.epochs):
                 trained = True
                 interrupted = _run_epoch(
-                    wrapped, state, dataset, config, epoch=epoch, steps=steps_per_epoch, output_dir=output_dir,
+                    wrapped, state, dataset, config, loader=loader, epoch=epoch, steps=steps_per_epoch, output_dir=output_dir,
                     device=device, dist_info=dist_info, stop=stop, run_log=run_log,
                     rng=checkpoint["rng"] if checkpoint is not None and epoch == state.epoch else None,
                 )  # fmt: skip
@@ -328,6 +392,7 @@ def _run_epoch(
     dataset: Any,
     config: Config,
     *,
+    loader: DataLoader,
     epoch: int,
     steps: int,
     output_dir: Path,
@@ -345,10 +410,7 @@ def _run_epoch(
     skip = state.step_in_epoch if epoch == state.epoch else 0
     if skip and rng is not None and dist_info.world_size == 1:
         restore_rng_state(rng)
-    loader = build_train_loader(
-        dataset.train, config.data, seed=config.train.seed, epoch=epoch,
-        rank=dist_info.rank, world_size=dist_info.world_size, skip_batches=skip,
-    )  # fmt: skip
+    set_loader_epoch(loader, epoch=epoch, skip_batches=skip)
     result = _epoch_with_progress(
         model, state, loader, config=config, span=EpochSpan(epoch=epoch, steps=steps, start_step=skip),
         device=device, dist_info=dist_info, stop=stop, run_log=run_log,
@@ -497,14 +559,17 @@ def _epoch_with_progress(
 
     def on_step(record: dict[str, Any]) -> None:
         bar.update(1)
-        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}", img_s=f"{record['images_per_s']:.1f}")
         step_in_epoch = record.pop("epoch_step")
+        if "loss" not in record:  # the loss is read every `log_every` steps (`train_one_epoch`)
+            return
+        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}", img_s=f"{record['images_per_s']:.1f}")
         if step_in_epoch % max(config.train.log_every, 1) == 0 or step_in_epoch == span.steps:
             global_step = span.epoch * span.steps + step_in_epoch
             run_log.write({"type": "step", **record, "epoch": span.epoch + 1, "step": global_step}, step=global_step)
 
     settings = StepSettings(
-        loss=config.loss, optim=config.optim, amp=config.train.amp, channels_last=config.train.channels_last
+        loss=config.loss, optim=config.optim, amp=config.train.amp, channels_last=config.train.channels_last,
+        read_every=config.train.log_every,
     )
     try:
         return train_one_epoch(
@@ -540,10 +605,8 @@ def _save_if_finite(path: Path, checkpoint: dict[str, Any], dist_info: DistInfo)
     save_checkpoint(path, checkpoint)
 
 
-def _steps_per_epoch(dataset: Any, config: Config, dist_info: DistInfo) -> int:
-    loader = build_train_loader(
-        dataset.train, config.data, seed=config.train.seed, epoch=0, rank=dist_info.rank, world_size=dist_info.world_size
-    )
+def _steps_per_epoch(loader: DataLoader, dataset: Any, config: Config) -> int:
+    set_loader_epoch(loader, epoch=0)
     steps = len(loader)
     if config.train.max_steps_per_epoch is not None:
         steps = min(steps, config.train.max_steps_per_epoch)
