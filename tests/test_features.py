@@ -118,3 +118,12 @@ def test_pictures_in_memory_match_their_files(model, images) -> None:
     result = extract_features(model, mixed, input_size=INPUT_SIZE, progress=False)
     assert result.paths[:3] == ("<input 0>", "<input 1>", "<input 2>")
     np.testing.assert_allclose(result.features, np.repeat(result.features[3:], 4, axis=0), atol=1e-6)
+
+
+def test_amp_with_channels_last_is_bf16_on_cpu_and_close_to_fp32(model, images) -> None:
+    plain = _features(model, images, input_size=INPUT_SIZE, progress=False)
+    fast = _features(model, images, input_size=INPUT_SIZE, amp=True, channels_last=True, progress=False)
+    assert fast.dtype == np.float32 and fast.shape == plain.shape
+    assert not np.array_equal(fast, plain)  # bfloat16 really ran
+    cosine = (fast * plain).sum(1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(plain, axis=1)
+    assert cosine.min() > 0.99

@@ -122,3 +122,19 @@ def test_evaluating_another_checkpoint_into_the_same_folder_is_refused(tiny_mark
     assert (out / "metrics.json").read_text() == before
     assert main(["evaluate", "--checkpoint", str(other), *args, "--overwrite"]) == 0
     assert json.loads((out / "metrics.json").read_text())["checkpoint"] == str(other)
+
+
+def test_amp_evaluation_is_close_to_fp32(tiny_market, checkpoint, tmp_path) -> None:
+    """`--amp` (bf16 + channels_last on a CPU): the same protocol, metrics within a few points on this tiny set."""
+    results = {}
+    for name, extra in (("fp32", []), ("amp", ["--amp"])):
+        json_path = tmp_path / f"{name}.json"
+        code = main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "synthetic", "--data-root",
+                     str(tiny_market), "--json", str(json_path), "--out", str(tmp_path / name), "--device", "cpu",
+                     "--no-progress", *extra])  # fmt: skip
+        assert code == 0
+        results[name] = json.loads(json_path.read_text())["plain"]
+    features = {name: load_features(tmp_path / name / "features.npz").features for name in results}
+    assert not np.array_equal(features["fp32"], features["amp"])
+    assert np.abs(features["fp32"] - features["amp"]).max() < 0.05
+    assert abs(results["fp32"]["mAP"] - results["amp"]["mAP"]) < 0.05

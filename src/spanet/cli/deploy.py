@@ -26,6 +26,8 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU if any, else CPU), cpu, cuda, cuda:1 … (default: auto)")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--amp", action="store_true", help="bfloat16 (CPU) / float16 (CUDA) autocast with channels_last: "
+                        "~2-4x faster on CPUs with bf16 support; features differ slightly (docs/training.md)")
 
 
 def _register_extract(subparsers: argparse._SubParsersAction) -> None:
@@ -124,7 +126,9 @@ def _run_extract(args: argparse.Namespace) -> int:
     if args.out.suffix != ".npz":
         raise SpanetError(f"--out {args.out} must end in .npz")
     paths = collect_images(args.images)
-    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=args.kind)
+    extractor = FeatureExtractor(
+        args.checkpoint, device=args.device, batch_size=args.batch_size, kind=args.kind, amp=args.amp
+    )
     result = extractor.extract_files(paths, progress=not args.quiet and sys.stderr.isatty())
     _report_failures(result.failures)
     if not result.paths:

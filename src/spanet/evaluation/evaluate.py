@@ -96,6 +96,7 @@ def extract_feature_set(
     progress: bool = True,
     num_workers: int = 0,
     amp: bool | None = None,
+    channels_last: bool = False,
 ) -> FeatureSet:
     """Features of `dataset.query` and `dataset.gallery` (see `spanet.features.extract_features`)."""
     if not dataset.query or not dataset.gallery:
@@ -104,7 +105,7 @@ def extract_feature_set(
             f"{len(dataset.query)} query and {len(dataset.gallery)} gallery images; both are needed to evaluate"
         )
     options = dict(input_size=input_size, batch_size=batch_size, device=device, flip=flip, kind=kind,
-                   progress=progress, num_workers=num_workers, amp=amp)  # fmt: skip
+                   progress=progress, num_workers=num_workers, amp=amp, channels_last=channels_last)  # fmt: skip
     query = extract_features(model, dataset.query, desc="query features", **options).features
     gallery = extract_features(model, dataset.gallery, desc="gallery features", **options).features
     return FeatureSet(query, gallery, tuple(dataset.query), tuple(dataset.gallery))
