@@ -128,20 +128,29 @@ class TrainAugmentation:
 def prepare_batch(images: torch.Tensor, boxes: torch.Tensor, *, device: torch.device, channels_last: bool = False) -> torch.Tensor:
     """The device half: (B, H, W, 3) uint8 + (B, 4) erasing boxes -> normalised (B, 3, H, W) float32 on `device`.
 
-    Erased boxes are set to 0 after normalisation (the ImageNet mean colour, "RE-M", as `build_transforms`). No
-    value is read back to the host, so the step can be queued ahead on a GPU.
+    Erased boxes are 0 after normalisation (the ImageNet mean colour, "RE-M", as `build_transforms`). No value is
+    read back to the host and no host tensor is copied in, so the step can be queued ahead on a GPU. With
+    `channels_last` the batch is normalised in its NHWC layout and comes out channels_last without a copy.
     """
     images = images.to(device, non_blocking=True)
-    boxes = boxes.to(device, non_blocking=True)
-    batch = images.permute(0, 3, 1, 2).float().div_(255)  # (B, H, W, 3) -> (B, 3, H, W), channels_last strides
-    if not channels_last:
-        batch = batch.contiguous()
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    batch = batch.sub_(mean).div_(std)
-    _, _, height, width = batch.shape
-    top, left, h, w = (boxes[:, i].view(-1, 1, 1) for i in range(4))  # (B, 1, 1) each; -1 rows erase nothing
-    rows = torch.arange(height, device=device).view(1, -1, 1)
-    cols = torch.arange(width, device=device).view(1, 1, -1)
-    inside = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)  # (B, H, W)
-    return batch.masked_fill_(inside.unsqueeze(1), 0.0)
+    _, height, width, _ = images.shape
+    keep = _outside_boxes(boxes.to(device, non_blocking=True), height=height, width=width)  # (B, H, W)
+    if channels_last:
+        mean = torch.stack([torch.full((), value, device=device) for value in IMAGENET_MEAN])  # (3,), no host copy
+        std = torch.stack([torch.full((), value, device=device) for value in IMAGENET_STD])
+        batch = images.float().div_(255).sub_(mean).div_(std).mul_(keep.unsqueeze(-1))  # (B, H, W, 3)
+        return batch.permute(0, 3, 1, 2)  # (B, 3, H, W) view with channels_last strides
+    batch = images.permute(0, 3, 1, 2).contiguous().float()  # uint8 transpose first: 4x fewer bytes to move
+    for channel, (mean_c, std_c) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD)):
+        batch[:, channel].div_(255).sub_(mean_c).div_(std_c)
+    return batch.mul_(keep.unsqueeze(1))
+
+
+def _outside_boxes(boxes: torch.Tensor, *, height: int, width: int) -> torch.Tensor:
+    """(B, H, W) float mask: 0 inside each sample's box (top, left, h, w), 1 elsewhere; -1 boxes erase nothing."""
+    top, left, h, w = (boxes[:, i : i + 1] for i in range(4))  # (B, 1) each
+    rows = torch.arange(height, device=boxes.device).view(1, -1)
+    cols = torch.arange(width, device=boxes.device).view(1, -1)
+    in_rows = (rows >= top) & (rows < top + h)  # (B, H)
+    in_cols = (cols >= left) & (cols < left + w)  # (B, W)
+    return (~(in_rows.unsqueeze(2) & in_cols.unsqueeze(1))).float()
