@@ -134,20 +134,13 @@ def train_one_epoch(
         local_stop = dist_info.world_size == 1 and should_stop()  # under DDP a stop waits for the next read
         if step % max(settings.read_every, 1) == 0 or step == span.steps or local_stop:
             read = _read(current, sums, window, dist_info=dist_info, should_stop=should_stop)
-            if read.diverged:
-                steps_since = f"step {step}" if read_at + 1 == step else f"steps {read_at + 1}-{step}"
-                raise TrainingDiverged(
-                    f"the loss became nan or inf at epoch {span.epoch + 1}, {steps_since} (lr "
-                    f"{factor * settings.optim.lr:g}); training stopped and the last checkpoint was left intact; "
-                    "lower optim.lr, add optim.warmup_epochs or use train.amp=none"
-                )
+            _stop_if_diverged(read, epoch=span.epoch, steps=(read_at + 1, step), lr=record["lr"])
             window, read_at, stopped = torch.zeros((), device=device), step, read.stopped
             record.update(loss=read.current["loss"], terms={k: v for k, v in read.current.items() if k != "loss"})
         on_step(record)
     if read_at < step:  # the loader ended between reads (a worker died after a stop): read what was trained
         read = _read(current, sums, window, dist_info=dist_info, should_stop=should_stop)
-        if read.diverged:
-            raise TrainingDiverged(f"the loss became nan or inf at epoch {span.epoch + 1} before step {step}; lower optim.lr")
+        _stop_if_diverged(read, epoch=span.epoch, steps=(read_at + 1, step), lr=record["lr"])
     done = step - span.start_step
     means = {name: total / max(done, 1) for name, total in read.sums.items()}
     elapsed = time.perf_counter() - started
@@ -156,6 +149,16 @@ def train_one_epoch(
         "loss": means.pop("loss", float("nan")), "terms": means,
         "images_per_s": images / elapsed if elapsed > 0 else 0.0, "seconds": elapsed,
     }  # fmt: skip
+
+
+def _stop_if_diverged(read: _Read, *, epoch: int, steps: tuple[int, int], lr: float) -> None:
+    """Raise `TrainingDiverged` when the read found a non-finite loss in `steps` (first, last; 1-based)."""
+    if read.diverged:
+        where = f"step {steps[1]}" if steps[0] == steps[1] else f"steps {steps[0]}-{steps[1]}"
+        raise TrainingDiverged(
+            f"the loss became nan or inf at epoch {epoch + 1}, {where} (lr {lr:g}); training stopped and the last "
+            "checkpoint was left intact; lower optim.lr, add optim.warmup_epochs or use train.amp=none"
+        )
 
 
 def _next_batch(batches: Iterator, should_stop: Callable[[], bool]) -> Any:
