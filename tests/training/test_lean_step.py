@@ -79,3 +79,30 @@ def test_non_finite_loss_found_at_the_next_read(tiny_market: Path, monkeypatch: 
         train_one_epoch(model, optimizer, loader, settings=settings, span=EpochSpan(epoch=0, steps=min(len(loader), 6)),
                         device=torch.device("cpu"))  # fmt: skip
     assert len(calls) == 3  # found at the read after step 3, before any caller could write a checkpoint
+
+
+def test_a_worker_dying_after_a_stop_request_still_ends_the_pass_cleanly(tiny_market: Path) -> None:
+    """If a signal reached a worker anyway, the pass stops like a stop request (the caller then checkpoints)."""
+    torch.set_num_threads(1)
+    model, optimizer, loader = _pieces(tiny_market)
+    first = next(iter(loader))
+    stop = []
+
+    def dying_loader() -> Iterator[tuple]:
+        yield first
+        stop.append(True)  # the signal arrives; it also killed a worker
+        raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
+
+    settings = StepSettings(loss=LossConfig(), optim=OptimConfig(lr=0.01), read_every=5)
+    result = train_one_epoch(model, optimizer, dying_loader(), settings=settings, span=EpochSpan(epoch=0, steps=4),
+                             device=torch.device("cpu"), should_stop=lambda: bool(stop))  # fmt: skip
+    assert result["stopped"] and result["step"] == 1 and torch.isfinite(torch.tensor(result["loss"]))
+    stop.clear()
+    with pytest.raises(RuntimeError, match="killed"):  # without a stop request it is a real failure
+        train_one_epoch(model, optimizer, _dies_after(first), settings=settings, span=EpochSpan(epoch=0, steps=4),
+                        device=torch.device("cpu"))  # fmt: skip
+
+
+def _dies_after(batch: tuple) -> Iterator[tuple]:
+    yield batch
+    raise RuntimeError("DataLoader worker (pid 1) is killed by signal: Terminated.")
