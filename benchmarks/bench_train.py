@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--skip-large", action="store_true", help="only the demo size")
     parser.add_argument("--skip-demo", action="store_true", help="only the paper size")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="leave out the compiled mode")
+    parser.add_argument("--stem", default="train", help="results file name (default train: results/train.json, .md)")
     parser.add_argument(
         "--release-memory", action="store_true", help="glibc's default allocator behaviour (spanet --release-memory)"
     )
@@ -172,7 +173,7 @@ def main() -> None:
         "ratios": _ratios(rows),
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    stem = "train_release_memory" if args.release_memory else "train"
+    stem = f"{args.stem}_release_memory" if args.release_memory else args.stem
     (RESULTS / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(_markdown(result))
     print(_markdown(result))
