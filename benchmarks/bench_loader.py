@@ -94,7 +94,7 @@ def cpu_cost_per_image(samples: list, *, repeats: int, batch: int) -> dict[str, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--label", help="name of this measurement (before/after)")
+    parser.add_argument("--label", default="current", help="name of this measurement (default current; before/after)")
     parser.add_argument("--compare", nargs="+", metavar="LABEL", help="write loader.md from earlier loader_LABEL.json")
     parser.add_argument("--images", type=int, default=192)
     parser.add_argument("--batch", type=int, default=48)
