@@ -92,7 +92,8 @@ def extract_features(
     `input_size` is (height, width) as stored in the checkpoint. The model must already live on `device`; it runs in
     eval mode and is put back in its previous mode afterwards. `amp=None` uses float16 autocast on CUDA only;
     `amp=True` on a CPU is bfloat16 autocast. `channels_last` feeds NHWC batches (fastest with bf16 on CPUs with
-    oneDNN, best with the model converted too: `model.to(memory_format=torch.channels_last)`). An unreadable input raises `SpanetError` naming it, or with `skip_unreadable` is left out and listed in `failures`.
+    oneDNN, best with the model converted too: `model.to(memory_format=torch.channels_last)`). An unreadable input
+    raises `SpanetError` naming it, or with `skip_unreadable` is left out and listed in `failures`.
     """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
