@@ -7,7 +7,6 @@ data). The model is used by one request at a time (CPU cores are better spent on
 the gallery serialises its own index access.
 """
 
-from __future__ import annotations
 
 import base64
 import datetime as dt
