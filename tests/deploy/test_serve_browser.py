@@ -24,7 +24,7 @@ def drive_page(url: str, query: Path, *, top_k: int, screenshot: Path | None = N
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         try:
-            page = browser.new_page(viewport={"width": 1180, "height": 760})
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
             page.goto(url)
             page.wait_for_function("document.getElementById('size').textContent !== '–'")
             page.fill("#topk", str(top_k))
