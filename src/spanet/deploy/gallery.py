@@ -298,22 +298,26 @@ class Gallery:
     def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None,
                exclude_camera: int | None = None) -> list[Hit]:  # fmt: skip
         """The `top_k` nearest entries to one query vector, optionally only one camera's or all but one camera's."""
-        query = np.ascontiguousarray(query, dtype=np.float32).reshape(1, -1)
-        wanted = self._camera_filter(camera, exclude_camera)
+        return self.search_many(np.reshape(query, (1, -1)), [(top_k, camera, exclude_camera)])[0]
+
+    def search_many(self, queries: np.ndarray, wants: Sequence[tuple[int, int | None, int | None]]) -> list[list[Hit]]:
+        """`search` for each row of `queries` (Q, D) with its (top_k, camera, exclude_camera): one faiss call for all."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        found: list[list[tuple[int, float]]] = []
         with self._lock:
             total = int(self.index.ntotal)
-            k = min(top_k, total)
-            while k > 0:
-                distances, ids = self.index.search(query, k)
-                pairs = [(int(i), float(d)) for i, d in zip(ids[0], distances[0]) if i >= 0 and wanted(int(i))]
-                if len(pairs) >= top_k or k >= total:
-                    break
-                k = min(total, k * 4)  # a camera filter removed some: look further down the list
-            else:
-                pairs = []
-        pairs = pairs[:top_k]
-        rows = self.store.get([i for i, _ in pairs])
-        return [Hit(entry=rows[i], distance=d) for i, d in pairs if i in rows]
+            k = min(max((w[0] for w in wants), default=1), total)
+            distances, ids = self.index.search(queries, k) if k > 0 else (np.zeros((len(wants), 0)), np.zeros((len(wants), 0)))
+            for row, (top_k, camera, exclude) in enumerate(wants):
+                wanted, k_row = self._camera_filter(camera, exclude), k
+                pairs = [(int(i), float(d)) for i, d in zip(ids[row], distances[row]) if i >= 0 and wanted(int(i))]
+                while len(pairs) < top_k and k_row < total:  # a camera filter removed some: look further down
+                    k_row = min(total, k_row * 4)
+                    more_d, more_i = self.index.search(queries[row : row + 1], k_row)
+                    pairs = [(int(i), float(d)) for i, d in zip(more_i[0], more_d[0]) if i >= 0 and wanted(int(i))]
+                found.append(pairs[:top_k])
+        rows = self.store.get([i for pairs in found for i, _ in pairs])
+        return [[Hit(entry=rows[i], distance=d) for i, d in pairs if i in rows] for pairs in found]
 
     def vector(self, entry_id: int) -> np.ndarray:
         """The stored feature of one entry."""

@@ -13,7 +13,9 @@ import datetime as dt
 import hmac
 import io
 import json
+import queue
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +106,12 @@ def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = No
         with model_lock:
             return extractor(images)
 
+    def search_batch(jobs: list[tuple[Image.Image, tuple[int, int | None, int | None]]]) -> list[Any]:
+        features = embed([image for image, _ in jobs])
+        return gallery.search_many(features, [want for _, want in jobs])
+
+    searcher = _Batcher(search_batch, max_batch=16)
+
     @app.exception_handler(StarletteHTTPException)
     def _http_error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
@@ -187,8 +195,7 @@ def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = No
         threshold_override: float | None = Form(None, alias="threshold", ge=0),
     ) -> dict[str, Any]:
         (image, _data, _suffix, _name), = read_uploads([file])
-        query = embed([image])[0]
-        hits = gallery.search(query, top_k=top_k, camera=camera, exclude_camera=exclude_camera)
+        hits = searcher.submit((image, (top_k, camera, exclude_camera)))
         limit = threshold if threshold_override is None else threshold_override
         matches = [{**_entry_json(h.entry), "distance": h.distance,
                     "unknown": limit is not None and h.distance > limit} for h in hits]  # fmt: skip
@@ -317,6 +324,39 @@ class _Guard:
         if not given:  # <img src> cannot send headers: the page adds ?token= to image URLs
             given = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [""])[0]
         return hmac.compare_digest(given.encode(), self.token.encode())
+
+
+class _Batcher:
+    """Runs `run(jobs)` on a worker thread over all jobs waiting at that moment: queries that arrive while the model
+    is busy share the next forward pass and faiss call (a batch of 4 costs about as much as 1.5 single ones)."""
+
+    def __init__(self, run: Any, *, max_batch: int) -> None:
+        self.run = run
+        self.max_batch = max_batch
+        self.jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._loop, name="spanet-search-batcher", daemon=True).start()
+
+    def submit(self, job: Any) -> Any:
+        future: Future = Future()
+        self.jobs.put((job, future))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self.jobs.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results = self.run([job for job, _ in batch])
+            except BaseException as exc:  # handed to the waiting requests, which report it
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results):
+                future.set_result(result)
 
 
 class _TooLarge(Exception):
