@@ -125,6 +125,11 @@ def _run_serve(args: argparse.Namespace) -> int:
     gallery = Gallery.open(args.gallery, model_info=extractor.info, create=True)
     limits = Limits(max_request_bytes=int(args.max_upload_mb * 1024 * 1024))
     app = create_app(gallery=gallery, extractor=extractor, threshold=threshold, token=token, limits=limits)
+    import faiss
+
+    # Concurrent searches reach faiss as one batch: from 2 queries on, compute distances with one matrix product
+    # (reads the gallery once) instead of one scan per query (faiss's default up to 20; 16 queries: ~3x faster).
+    faiss.cvar.distance_compute_blas_threshold = 2
     print(f"gallery {args.gallery}: {len(gallery)} images; open http://{args.host}:{args.port}/", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

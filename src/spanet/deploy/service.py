@@ -91,26 +91,66 @@ def load_calibration(path: str | Path, model_info: dict[str, Any]) -> float:
 def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = None, token: str | None = None,
                limits: Limits = Limits()) -> Any:  # fmt: skip
     """The FastAPI application; `extractor` is a `spanet.features.FeatureExtractor` of the gallery's model."""
-    from fastapi import FastAPI, File, Form, HTTPException, Query, UploadFile
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
-    from starlette.exceptions import HTTPException as StarletteHTTPException
+    from fastapi import FastAPI
 
     from spanet import __version__
 
     app = FastAPI(title="spanet person search", version=__version__)
     app.add_middleware(_Guard, max_bytes=limits.max_request_bytes, token=token)
-    model_lock = threading.Lock()
+    service = _Service(gallery=gallery, extractor=extractor, threshold=threshold, limits=limits)
+    _add_error_handlers(app)
+    _add_gallery_routes(app, service)
+    _add_search_routes(app, service)
+    return app
 
-    def embed(images: list[Image.Image]) -> np.ndarray:
-        with model_lock:
-            return extractor(images)
 
-    def search_batch(jobs: list[tuple[Image.Image, tuple[int, int | None, int | None]]]) -> list[Any]:
-        features = embed([image for image, _ in jobs])
-        return gallery.search_many(features, [want for _, want in jobs])
+class _Service:
+    """What the routes share: the gallery, the model (one user at a time) and the search batcher."""
 
-    searcher = _Batcher(search_batch, max_batch=16)
+    def __init__(self, *, gallery: Gallery, extractor: Any, threshold: float | None, limits: Limits) -> None:
+        self.gallery = gallery
+        self.extractor = extractor
+        self.threshold = threshold
+        self.limits = limits
+        self.model_lock = threading.Lock()
+        self.searcher = _Batcher(self._search_batch, max_batch=16)
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        with self.model_lock:
+            return self.extractor(images)
+
+    def _search_batch(self, jobs: list[tuple[Image.Image, tuple[int, int | None, int | None]]]) -> list[Any]:
+        features = self.embed([image for image, _ in jobs])
+        return self.gallery.search_many(features, [want for _, want in jobs])
+
+    def entry(self, entry_id: int) -> Entry:
+        from fastapi import HTTPException
+
+        found = self.gallery.store.get([entry_id]).get(entry_id)
+        if found is None:
+            raise HTTPException(404, f"no gallery entry with id {entry_id}")
+        return found
+
+    def read_uploads(self, files: list[Any]) -> list[tuple[Image.Image, bytes, str, str]]:
+        """(image, bytes, suffix, name) of each upload; any bad one raises before anything is used."""
+        if len(files) > self.limits.max_files:
+            raise UploadError(413, f"{len(files)} files in one request; at most {self.limits.max_files}")
+        decoded = []
+        for upload in files:
+            name = Path(upload.filename or "upload").name[:255]  # metadata only: never used as a path
+            kind = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
+            if not (kind.startswith("image/") or kind == "application/octet-stream"):
+                raise UploadError(415, f"{name}: content type {kind} is not an image type")
+            data = upload.file.read()
+            image, suffix = decode_upload(data, name=name, max_pixels=self.limits.max_pixels)
+            decoded.append((image, data, suffix, name))
+        return decoded
+
+
+def _add_error_handlers(app: Any) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
 
     @app.exception_handler(StarletteHTTPException)
     def _http_error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
@@ -129,32 +169,12 @@ def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = No
     def _spanet_error(_request: Any, exc: SpanetError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=400)
 
-    def read_uploads(files: list[UploadFile]) -> list[tuple[Image.Image, bytes, str, str]]:
-        if len(files) > limits.max_files:
-            raise UploadError(413, f"{len(files)} files in one request; at most {limits.max_files}")
-        decoded = []
-        for upload in files:
-            name = Path(upload.filename or "upload").name[:255]  # metadata only: never used as a path
-            kind = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
-            if not (kind.startswith("image/") or kind == "application/octet-stream"):
-                raise UploadError(415, f"{name}: content type {kind} is not an image type")
-            data = upload.file.read()
-            image, suffix = decode_upload(data, name=name, max_pixels=limits.max_pixels)
-            decoded.append((image, data, suffix, name))
-        return decoded
 
-    @app.get("/", response_class=HTMLResponse)
-    def page() -> HTMLResponse:
-        return HTMLResponse(_page_html())
+def _add_gallery_routes(app: Any, service: _Service) -> None:
+    from fastapi import File, Form, HTTPException, Query, UploadFile
+    from fastapi.responses import FileResponse
 
-    @app.get("/health")
-    def health() -> dict[str, Any]:
-        info = extractor.info
-        return {
-            "status": "ok", "version": __version__, "gallery_size": len(gallery), "threshold": threshold,
-            "model": {k: info.get(k) for k in ("weights_fingerprint", "args_fingerprint", "kind", "feature_dim", "input_size")},
-            "cameras": sorted({c for c in gallery.store.cameras().values() if c is not None}),
-        }  # fmt: skip
+    gallery = service.gallery
 
     @app.post("/gallery")
     def enrol(
@@ -164,12 +184,11 @@ def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = No
         label: str | None = Form(None, max_length=200),
     ) -> dict[str, Any]:
         stamp = _check_timestamp(timestamp)
-        decoded = read_uploads(files)  # every file is checked before anything is written: all or none
-        features = embed([image for image, *_ in decoded])
+        decoded = service.read_uploads(files)  # every file is checked before anything is written: all or none
+        features = service.embed([image for image, *_ in decoded])
         entries = [NewEntry(data=data, suffix=suffix, camera=camera, timestamp=stamp, label=label or None, source=name)
                    for _image, data, suffix, name in decoded]  # fmt: skip
-        ids = gallery.add(entries, features)
-        return {"ids": ids, "gallery_size": len(gallery)}
+        return {"ids": gallery.add(entries, features), "gallery_size": len(gallery)}
 
     @app.delete("/gallery/{entry_id}")
     def delete(entry_id: int) -> dict[str, Any]:
@@ -186,47 +205,61 @@ def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = No
         entries, total = gallery.store.query(camera=camera, label=label, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "entries": [e.to_json() for e in entries]}
 
+    @app.get("/image/{entry_id}")
+    def image(entry_id: int) -> FileResponse:
+        path = gallery.image_path(service.entry(entry_id))
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _add_search_routes(app: Any, service: _Service) -> None:
+    from fastapi import File, Form, UploadFile
+    from fastapi.responses import HTMLResponse
+
+    from spanet import __version__
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(_page_html())
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        info = service.extractor.info
+        return {
+            "status": "ok", "version": __version__, "gallery_size": len(service.gallery), "threshold": service.threshold,
+            "model": {k: info.get(k) for k in ("weights_fingerprint", "args_fingerprint", "kind", "feature_dim", "input_size")},
+            "cameras": sorted({c for c in service.gallery.store.cameras().values() if c is not None}),
+        }  # fmt: skip
+
     @app.post("/search")
     def search(
         file: UploadFile = File(..., description="the query image"),
-        top_k: int = Form(10, ge=1, le=limits.max_top_k),
+        top_k: int = Form(10, ge=1, le=service.limits.max_top_k),
         camera: int | None = Form(None, ge=0),
         exclude_camera: int | None = Form(None, ge=0),
-        threshold_override: float | None = Form(None, alias="threshold", ge=0),
+        threshold: float | None = Form(None, ge=0),
     ) -> dict[str, Any]:
-        (image, _data, _suffix, _name), = read_uploads([file])
-        hits = searcher.submit((image, (top_k, camera, exclude_camera)))
-        limit = threshold if threshold_override is None else threshold_override
+        (image, *_), = service.read_uploads([file])
+        hits = service.searcher.submit((image, (top_k, camera, exclude_camera)))
+        limit = service.threshold if threshold is None else threshold
         matches = [{**_entry_json(h.entry), "distance": h.distance,
                     "unknown": limit is not None and h.distance > limit} for h in hits]  # fmt: skip
-        return {"matches": matches, "threshold": limit, "unknown": limit is not None and not any(not m["unknown"] for m in matches)}
+        return {"matches": matches, "threshold": limit, "unknown": limit is not None and all(m["unknown"] for m in matches)}
 
     @app.post("/explain/{entry_id}")
     def explain(entry_id: int, file: UploadFile = File(..., description="the query image")) -> dict[str, Any]:
-        entry = gallery.store.get([entry_id]).get(entry_id)
-        if entry is None:
-            raise HTTPException(404, f"no gallery entry with id {entry_id}")
-        (query, *_), = read_uploads([file])
         from spanet.data.images import read_image
 
-        match = read_image(gallery.image_path(entry))
-        with model_lock:
-            pictures, target = _activation_pictures(extractor, [query, match])
-            features = extractor([query, match])
+        entry = service.entry(entry_id)
+        (query, *_), = service.read_uploads([file])
+        match = read_image(service.gallery.image_path(entry))
+        with service.model_lock:
+            pictures, target = _activation_pictures(service.extractor, [query, match])
+            features = service.extractor([query, match])
         return {
             "entry": _entry_json(entry), "target_class": target,
             "distance": float(((features[0] - features[1]) ** 2).sum()),
             "query": pictures[0], "match": pictures[1],
         }  # fmt: skip
-
-    @app.get("/image/{entry_id}")
-    def image(entry_id: int) -> FileResponse:
-        entry = gallery.store.get([entry_id]).get(entry_id)
-        if entry is None:
-            raise HTTPException(404, f"no gallery entry with id {entry_id}")
-        return FileResponse(gallery.image_path(entry), headers={"Cache-Control": "private, max-age=3600"})
-
-    return app
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:
