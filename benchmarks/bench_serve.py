@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import shutil
 import sys
@@ -139,7 +140,8 @@ def write_results(result: dict, out: Path) -> None:
     (out / "serve.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     lines = [
         f"# `spanet serve` load test ({result['gallery']['gallery_size']} entries, {result['model']})", "",
-        f"Machine: {result['machine']}; server and client share the CPU.", "",
+        f"Machine: {result['machine']}; server and client share the CPU; 1-minute load average before / after: "
+        f"{result['load_average_before_after'][0]} / {result['load_average_before_after'][1]}.", "",
         "| concurrent clients | requests | failures | searches/s | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in result["search"]:
@@ -167,6 +169,7 @@ def main() -> int:
         args.gallery_size, args.requests, args.seconds = 2000, 60, 15
     from builders import start_server
 
+    load_before = round(os.getloadavg()[0], 2)  # other work on the machine shifts every latency: recorded
     work = Path(tempfile.mkdtemp(prefix="bench_serve_"))
     try:
         checkpoint, model = demo_or_random_model(work, args.checkpoint)
@@ -185,8 +188,9 @@ def main() -> int:
         finally:
             process.terminate()
             process.wait(timeout=30)
-        result = {"model": model, "machine": f"{platform.processor() or platform.machine()}, "
-                  f"{__import__('os').cpu_count()} CPUs", "gallery": gallery, "search": levels, "enrol_http": enrol}  # fmt: skip
+        result = {"model": model, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+                  "load_average_before_after": [load_before, round(os.getloadavg()[0], 2)],
+                  "gallery": gallery, "search": levels, "enrol_http": enrol}  # fmt: skip
         write_results(result, args.out)
         print(f"results written to {args.out}/serve.json and serve.md")
     finally:

@@ -95,12 +95,15 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
+    import importlib.util
+
     try:
         import fastapi  # noqa: F401
-        import multipart  # noqa: F401
         import uvicorn
     except ImportError:
         raise SpanetError(_INSTALL_HINT) from None
+    if not (importlib.util.find_spec("python_multipart") or importlib.util.find_spec("multipart")):
+        raise SpanetError(_INSTALL_HINT)  # FastAPI needs python-multipart for uploads
     token = args.token or os.environ.get("SPANET_TOKEN") or None
     if args.host not in _LOCAL_HOSTS and not token:
         raise SpanetError(f"--host {args.host} makes the service reachable from other machines: give --token TOKEN "
@@ -125,11 +128,6 @@ def _run_serve(args: argparse.Namespace) -> int:
     gallery = Gallery.open(args.gallery, model_info=extractor.info, create=True)
     limits = Limits(max_request_bytes=int(args.max_upload_mb * 1024 * 1024))
     app = create_app(gallery=gallery, extractor=extractor, threshold=threshold, token=token, limits=limits)
-    import faiss
-
-    # Concurrent searches reach faiss as one batch: from 2 queries on, compute distances with one matrix product
-    # (reads the gallery once) instead of one scan per query (faiss's default up to 20; 16 queries: ~3x faster).
-    faiss.cvar.distance_compute_blas_threshold = 2
     print(f"gallery {args.gallery}: {len(gallery)} images; open http://{args.host}:{args.port}/", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
