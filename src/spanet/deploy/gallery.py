@@ -144,7 +144,7 @@ class SQLiteStore:
             return {}
         marks = ",".join("?" * len(entry_ids))
         with self._lock:
-            rows = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id IN ({marks})", tuple(entry_ids))
+            rows = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id IN ({marks})", tuple(int(i) for i in entry_ids))
         return {row.id: row for row in rows}
 
     def query(self, *, camera: int | None, label: str | None, limit: int, offset: int) -> tuple[list[Entry], int]:
