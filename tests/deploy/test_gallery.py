@@ -102,6 +102,15 @@ def test_crash_between_steps_is_repaired_on_open(tmp_path: Path, model) -> None:
     again.close()
 
 
+def test_empty_gallery_searches_to_nothing(tmp_path: Path, model) -> None:
+    from spanet.deploy.gallery import Gallery
+
+    gallery = Gallery.open(tmp_path / "g", model_info=model.info, create=True)
+    assert len(gallery) == 0 and gallery.search(np.zeros(model.feature_dim), top_k=5, camera=1) == []
+    assert gallery.cameras() == []
+    gallery.close()
+
+
 def test_search_filters_and_brute_force(tmp_path: Path, model) -> None:
     names = [f"{pid:04d}_c{cam}s1_{i:06d}_00.jpg" for i, (pid, cam) in enumerate([(1, 1), (1, 2), (2, 1), (2, 3), (3, 2), (4, 3)] * 3)]
     images = write_images(tmp_path / "imgs", names)
@@ -116,6 +125,7 @@ def test_search_filters_and_brute_force(tmp_path: Path, model) -> None:
         assert [h.entry.id for h in hits] == [i for _, i in brute]
         np.testing.assert_allclose([h.distance for h in hits], [d for d, _ in brute], rtol=1e-4, atol=1e-4)
     assert {h.entry.label for h in gallery.search(query, top_k=18)} == {"0001", "0002", "0003", "0004"}
+    assert gallery.cameras() == [1, 2, 3]
     gallery.close()
 
 

@@ -319,6 +319,11 @@ class Gallery:
         rows = self.store.get([i for pairs in found for i, _ in pairs])
         return [[Hit(entry=rows[i], distance=d) for i, d in pairs if i in rows] for pairs in found]
 
+    def cameras(self) -> list[int]:
+        """The cameras that have at least one entry."""
+        with self._lock:
+            return sorted({c for c in self._cameras.values() if c is not None})
+
     def vector(self, entry_id: int) -> np.ndarray:
         """The stored feature of one entry."""
         return self.store.features([entry_id])[0]

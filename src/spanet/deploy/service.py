@@ -227,7 +227,7 @@ def _add_search_routes(app: Any, service: _Service) -> None:
         return {
             "status": "ok", "version": __version__, "gallery_size": len(service.gallery), "threshold": service.threshold,
             "model": {k: info.get(k) for k in ("weights_fingerprint", "args_fingerprint", "kind", "feature_dim", "input_size")},
-            "cameras": sorted({c for c in service.gallery.store.cameras().values() if c is not None}),
+            "cameras": service.gallery.cameras(),
         }  # fmt: skip
 
     @app.post("/search")
