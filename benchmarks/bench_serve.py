@@ -40,7 +40,7 @@ def demo_or_random_model(work: Path, checkpoint: Path | None) -> tuple[Path, str
     if checkpoint is None and demo.is_file():
         checkpoint = demo
     if checkpoint is not None:
-        return checkpoint, str(checkpoint)
+        return checkpoint, "/".join(checkpoint.resolve().parts[-3:])  # e.g. demo/run/last.pt
     import torch
 
     from spanet.checkpoint import save_checkpoint
@@ -86,8 +86,20 @@ def build_gallery(gallery_dir: Path, checkpoint: Path, images: list[Path], size:
                      for i, c in enumerate(rng.integers(1, 7, count))], vectors)  # fmt: skip
     size = len(gallery)
     gallery.close()
-    return {"enrolled_images": len(report.ids), "build_seconds": round(build_seconds, 2),
+    info = extractor.info
+    return {"model": f"{info['model_args'].get('backbone')} SPANet {info['input_size'][0]}x{info['input_size'][1]}, "
+                     f"{info['kind']} features ({info['feature_dim']}-d)",
+            "enrolled_images": len(report.ids), "build_seconds": round(build_seconds, 2),
             "build_images_per_s": round(len(report.ids) / build_seconds, 1), "gallery_size": size}  # fmt: skip
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process so far (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 async def search_level(url: str, queries: list[bytes], *, clients: int, requests: int, seconds: float) -> dict:
@@ -139,14 +151,16 @@ def write_results(result: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "serve.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     lines = [
-        f"# `spanet serve` load test ({result['gallery']['gallery_size']} entries, {result['model']})", "",
+        f"# `spanet serve` load test ({result['gallery']['gallery_size']} entries; {result['gallery'].get('model', '')}, "
+        f"{result['model']})", "",
         f"Machine: {result['machine']}; server and client share the CPU; 1-minute load average before / after: "
         f"{result['load_average_before_after'][0]} / {result['load_average_before_after'][1]}.", "",
-        "| concurrent clients | requests | failures | searches/s | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|---|",
+        "| concurrent clients | requests | failures | searches/s | p50 ms | p99 ms | max ms | server CPU ms/search |",
+        "|---|---|---|---|---|---|---|---|",
     ]  # fmt: skip
     for row in result["search"]:
         lines.append(f"| {row['clients']} | {row['requests']} | {row['failures']} | {row['throughput_per_s']} | "
-                     f"{row['p50_ms']} | {row['p99_ms']} | {row['max_ms']} |")  # fmt: skip
+                     f"{row['p50_ms']} | {row['p99_ms']} | {row['max_ms']} | {row.get('server_cpu_ms_per_search')} |")  # fmt: skip
     g = result["gallery"]
     lines += ["", "| enrolment | images/s | ms per request |", "|---|---|---|",
               f"| `spanet gallery build` ({g['enrolled_images']} images, batches of 128) | {g['build_images_per_s']} | – |"]
@@ -181,8 +195,13 @@ def main() -> int:
             queries = [p.read_bytes() for p in images[:50]]
             levels = []
             for clients in (1, 4, 16):
-                levels.append(asyncio.run(search_level(url, queries, clients=clients, requests=args.requests, seconds=args.seconds)))
-                print(levels[-1], flush=True)
+                before = cpu_seconds(process.pid)
+                level = asyncio.run(search_level(url, queries, clients=clients, requests=args.requests, seconds=args.seconds))
+                after = cpu_seconds(process.pid)
+                # server CPU per search: what the latency would be on an otherwise idle core, whatever else runs
+                level["server_cpu_ms_per_search"] = None if before is None else round(1000 * (after - before) / level["requests"], 1)
+                levels.append(level)
+                print(level, flush=True)
             enrol = [enrol_over_http(url, images, per_request=n, requests=r) for n, r in ((1, 30), (16, 8))]
             print(enrol, flush=True)
         finally:
