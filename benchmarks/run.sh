@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash benchmarks/setup_env.sh
 PY=.venv-bench/bin/python
-for bench in bench_eval bench_train bench_infer bench_search bench_loader; do
+for bench in bench_eval bench_train bench_infer bench_search bench_loader bench_serve; do
   echo "== $bench"
   "$PY" "benchmarks/$bench.py"
 done

@@ -28,7 +28,7 @@ train() {  # train OUTPUT [spanet train options]: a finished run in OUTPUT is ke
   run "$SPANET" train --config "$CONFIG" --dataset synthetic --data-root "$DATA" --output "$output" "${resume[@]}" "$@"
 }
 
-step "1/6 Generate the synthetic cross-view dataset (Market-1501 layout)"
+step "1/7 Generate the synthetic cross-view dataset (Market-1501 layout)"
 if [ -f "$DATA/spanet_synth.json" ]; then
   echo "reusing $DATA (delete it to regenerate)"
 else
@@ -36,24 +36,27 @@ else
 fi
 run "$SPANET" check-data --dataset synthetic --data-root "$DATA"
 
-step "2/6 Train SPANet (ResNet-18 from scratch, DS + SA2 + six parts, bf16) on the CPU"
+step "2/7 Train SPANet (ResNet-18 from scratch, DS + SA2 + six parts, bf16) on the CPU"
 train "$RUN"
 
-step "3/6 Train the same network without spatial attention (the paper's Table 3 '-SA')"
+step "3/7 Train the same network without spatial attention (the paper's Table 3 '-SA')"
 train "$RUN_NOSA" --set model.sa_ds=false
 
-step "4/6 Evaluate both: CMC / mAP / mINP, plain and k-reciprocal re-ranked, with ranked lists"
+step "4/7 Evaluate both: CMC / mAP / mINP, plain and k-reciprocal re-ranked, with ranked lists"
 run "$SPANET" evaluate --checkpoint "$RUN/last.pt" --dataset synthetic --data-root "$DATA" --rerank \
   --visualize 10 --out "$RUN/eval"
 run "$SPANET" evaluate --checkpoint "$RUN_NOSA/last.pt" --dataset synthetic --data-root "$DATA" --rerank \
   --out "$RUN_NOSA/eval" --no-progress
 
-step "5/6 Class activation maps of training images, per stage: GAP+SA (SPANet) vs GAP (the model without SA)"
+step "5/7 Class activation maps of training images, per stage: GAP+SA (SPANet) vs GAP (the model without SA)"
 run "$SPANET" cam --checkpoint "$RUN/last.pt" --compare "$RUN_NOSA/last.pt" --out "$RUN/cam" \
   --images $(ls "$DATA"/bounding_box_train/*.jpg | awk 'NR % 125 == 1' | head -n 8)
 
-step "6/6 Write the HTML report"
+step "6/7 Write the HTML report"
 run "$SPANET" report "$RUN"
+
+step "7/7 Build a search gallery from the test split (images already enrolled are skipped)"
+run "$SPANET" gallery build "$OUT/gallery" --checkpoint "$RUN/last.pt" "$DATA/bounding_box_test" --quiet
 
 step "Done"
 .venv/bin/python - "$RUN" "$RUN_NOSA" <<'PY'
@@ -68,5 +71,10 @@ for label, run in (("SPANet (+SA)", Path(sys.argv[1])), ("without SA (-SA)", Pat
 print("(one seed each on synthetic data: for the seeds-averaged comparison see docs/ablation.md)")
 print(f"\nReport: {(Path(sys.argv[1]) / 'report.html').resolve()}  (open it in a browser)")
 PY
+cat <<EOF
+
+Search the gallery in a browser (needs .venv/bin/pip install '.[serve]'), then open http://127.0.0.1:8000/ :
+  $SPANET serve --gallery $OUT/gallery --checkpoint $RUN/last.pt --threshold 1.8
+EOF
 t=$(( $(date +%s) - start ))
 printf 'Demo finished in %dm%02ds.\n' $((t / 60)) $((t % 60))

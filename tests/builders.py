@@ -82,3 +82,42 @@ def write_market(root: Path, files: dict[str, list[str]] | None = None) -> Path:
         for i, name in enumerate(names):
             write_image(root / MARKET_DIRS[split] / name, shade=(37 * i) % 256)
     return root
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(gallery: Path, checkpoint: Path, *, extra: tuple[str, ...] = (), timeout: float = 90.0):
+    """`spanet serve` in a subprocess on a free 127.0.0.1 port, once /health answers; returns (process, base URL)."""
+    import os
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spanet", "serve", "--gallery", str(gallery), "--checkpoint", str(checkpoint),
+         "--host", "127.0.0.1", "--port", str(port), "--device", "cpu", *extra],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"spanet serve exited: {process.stdout.read().decode(errors='replace')}")
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return process, url
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError(f"spanet serve did not answer on {url} within {timeout} s")

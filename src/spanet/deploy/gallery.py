@@ -1,0 +1,402 @@
+"""A persistent, editable gallery folder: image copies, one database row per entry, and a faiss index over them.
+
+Layout of a gallery folder (spanet owns everything in it):
+- `gallery.json`: format, feature dimension and the model that made the features (fingerprints, as in an index).
+- `entries.sqlite`: one row per entry (id, image file, camera, timestamp, label, source, feature fingerprint and
+  the feature vector itself), SQLite in WAL mode.
+- `images/`: the enrolled images, named by the SHA-256 of their bytes.
+- `index.faiss`: a flat (exact) faiss index keyed by entry id (`IndexIDMap2`), a cache of the rows' vectors.
+
+Why enrolment is all-or-nothing: the database commit is the one atomic step. The image file is written before it
+(an unreferenced file left by a crash is removed on the next open), and the index is derived from the rows: on
+open, vectors of rows missing from `index.faiss` are added from the stored features and entries no longer in the
+database are removed. Nothing already indexed is recomputed, and the model is never run on open.
+
+`GalleryStore` is the small interface the gallery needs from its database; `SQLiteStore` is the embedded default
+(docs/serve.md says what a shared multi-host store would be).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from spanet.errors import SpanetError
+
+__all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT"]
+
+GALLERY_FORMAT = "spanet-gallery"
+GALLERY_VERSION = 1
+_META_FILE = "gallery.json"
+_DB_FILE = "entries.sqlite"
+_INDEX_FILE = "index.faiss"
+_IMAGES_DIR = "images"
+_ENTRY_COLUMNS = "id, image, camera, timestamp, label, source, fingerprint"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One gallery row as the API shows it; `image` is a file name inside the gallery's `images/` folder."""
+
+    id: int
+    image: str
+    camera: int | None
+    timestamp: str | None
+    label: str | None
+    source: str | None
+    fingerprint: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("image", "fingerprint")}
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    """What enrolment needs for one image: its encoded bytes, its file suffix and what is known about it."""
+
+    data: bytes
+    suffix: str
+    camera: int | None = None
+    timestamp: str | None = None
+    label: str | None = None
+    source: str | None = None
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A search result: the entry and its squared Euclidean distance to the query."""
+
+    entry: Entry
+    distance: float
+
+
+class GalleryStore(Protocol):
+    """The rows of a gallery. Each method is one transaction; ids are assigned by the store."""
+
+    def insert(self, rows: Sequence[tuple[NewEntry, str, str, np.ndarray]]) -> list[int]: ...
+    def delete(self, entry_id: int) -> Entry | None: ...
+    def get(self, entry_ids: Sequence[int]) -> dict[int, Entry]: ...
+    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int) -> tuple[list[Entry], int]: ...
+    def ids(self) -> np.ndarray: ...
+    def features(self, entry_ids: Sequence[int]) -> np.ndarray: ...
+    def cameras(self) -> dict[int, int | None]: ...
+    def fingerprints(self) -> set[str]: ...
+    def images(self) -> set[str]: ...
+    def hashes(self) -> set[str]: ...
+    def close(self) -> None: ...
+
+
+class SQLiteStore:
+    """`GalleryStore` on one SQLite file in WAL mode; one connection shared by threads behind a lock."""
+
+    def __init__(self, path: Path, *, feature_dim: int) -> None:
+        self.feature_dim = feature_dim
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a committed enrolment survives a power cut, not only a kill
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, image TEXT NOT NULL, "
+            "sha256 TEXT NOT NULL, camera INTEGER, timestamp TEXT, label TEXT, source TEXT, "
+            "fingerprint TEXT NOT NULL, feature BLOB NOT NULL)"
+        )
+        self._db.execute("CREATE INDEX IF NOT EXISTS entries_camera ON entries (camera)")
+        self._db.execute("CREATE INDEX IF NOT EXISTS entries_label ON entries (label)")
+
+    def insert(self, rows: Sequence[tuple[NewEntry, str, str, np.ndarray]]) -> list[int]:
+        """Insert (entry, image file name, fingerprint, feature) rows in one transaction; their new ids."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                ids = []
+                for new, image, fingerprint, feature in rows:
+                    cursor = self._db.execute(
+                        "INSERT INTO entries (image, sha256, camera, timestamp, label, source, fingerprint, feature) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (image, Path(image).stem, new.camera, new.timestamp, new.label, new.source, fingerprint,
+                         np.ascontiguousarray(feature, dtype=np.float32).tobytes()),
+                    )  # fmt: skip
+                    ids.append(int(cursor.lastrowid))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            return ids
+
+    def delete(self, entry_id: int) -> Entry | None:
+        with self._lock:
+            found = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id = ?", (entry_id,))
+            self._db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
+        return found[0] if found else None
+
+    def get(self, entry_ids: Sequence[int]) -> dict[int, Entry]:
+        if not entry_ids:
+            return {}
+        marks = ",".join("?" * len(entry_ids))
+        with self._lock:
+            rows = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id IN ({marks})", tuple(int(i) for i in entry_ids))
+        return {row.id: row for row in rows}
+
+    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int) -> tuple[list[Entry], int]:
+        where, params = [], []
+        if camera is not None:
+            where.append("camera = ?")
+            params.append(camera)
+        if label is not None:
+            where.append("label = ?")
+            params.append(label)
+        clause = f" WHERE {' AND '.join(where)}" if where else ""
+        with self._lock:
+            total = int(self._db.execute(f"SELECT COUNT(*) FROM entries{clause}", params).fetchone()[0])
+            rows = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries{clause} ORDER BY id LIMIT ? OFFSET ?",
+                              (*params, limit, offset))  # fmt: skip
+        return rows, total
+
+    def ids(self) -> np.ndarray:
+        with self._lock:
+            return np.array([r[0] for r in self._db.execute("SELECT id FROM entries ORDER BY id")], dtype=np.int64)
+
+    def features(self, entry_ids: Sequence[int]) -> np.ndarray:
+        out = np.zeros((len(entry_ids), self.feature_dim), dtype=np.float32)
+        with self._lock:
+            for i, entry_id in enumerate(entry_ids):
+                (blob,) = self._db.execute("SELECT feature FROM entries WHERE id = ?", (int(entry_id),)).fetchone()
+                out[i] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def cameras(self) -> dict[int, int | None]:
+        with self._lock:
+            return dict(self._db.execute("SELECT id, camera FROM entries").fetchall())
+
+    def fingerprints(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT DISTINCT fingerprint FROM entries")}
+
+    def images(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT DISTINCT image FROM entries")}
+
+    def hashes(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT DISTINCT sha256 FROM entries")}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def _rows(self, sql: str, params: Sequence[Any]) -> list[Entry]:
+        return [Entry(*row) for row in self._db.execute(sql, params).fetchall()]
+
+
+class Gallery:
+    """An open gallery folder. Thread-safe: writes and searches of the index are serialised by one lock."""
+
+    def __init__(self, directory: Path, meta: dict[str, Any], store: GalleryStore, index: Any) -> None:
+        self.directory = directory
+        self.meta = meta
+        self.store = store
+        self.index = index
+        self._lock = threading.RLock()
+        self._cameras = store.cameras()
+        self._dirty = False
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike[str], *, model_info: dict[str, Any], create: bool = False) -> Gallery:
+        """Open (or with `create`, make) the gallery in `directory` for features of the model `model_info` describes.
+
+        A gallery made by another model (different fingerprints, kind or dimension) raises `SpanetError`.
+        """
+        from spanet.deploy.index import check_compatible
+
+        directory = Path(directory)
+        meta_path = directory / _META_FILE
+        if not meta_path.is_file():
+            if not create:
+                raise SpanetError(f"{directory} is not a spanet gallery (no {_META_FILE}); make one with `spanet gallery build`")
+            if directory.exists() and any(directory.iterdir()):
+                raise SpanetError(f"{directory} exists and is not empty; give a new or empty folder for a new gallery")
+            _write_meta(directory, model_info)
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        if meta.get("format") != GALLERY_FORMAT:
+            raise SpanetError(f"{meta_path} is not a spanet gallery description (format {meta.get('format')!r})")
+        check_compatible(meta, model_info, index_path=directory)
+        (directory / _IMAGES_DIR).mkdir(exist_ok=True)
+        store = SQLiteStore(directory / _DB_FILE, feature_dim=int(meta["feature_dim"]))
+        strangers = store.fingerprints() - {meta["model"].get("weights_fingerprint")}
+        if strangers:
+            store.close()
+            raise SpanetError(f"gallery {directory} holds features of other models ({', '.join(sorted(strangers))}); "
+                              "rebuild it with one checkpoint")  # fmt: skip
+        gallery = cls(directory, meta, store, _load_index(directory / _INDEX_FILE, int(meta["feature_dim"])))
+        gallery.reconcile()
+        return gallery
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.meta["model"].get("weights_fingerprint", ""))
+
+    def __len__(self) -> int:
+        return int(self.index.ntotal)
+
+    def reconcile(self) -> dict[str, int]:
+        """Make the index hold exactly the database's rows and delete image files no row refers to (crash leftovers)."""
+        import faiss
+
+        with self._lock:
+            in_db = self.store.ids()
+            in_index = faiss.vector_to_array(self.index.id_map).astype(np.int64) if self.index.ntotal else np.zeros(0, np.int64)
+            extra = np.setdiff1d(in_index, in_db)
+            missing = np.setdiff1d(in_db, in_index)
+            if extra.size:
+                self.index.remove_ids(extra)
+            if missing.size:
+                self.index.add_with_ids(self.store.features(missing), missing)
+            if extra.size or missing.size:
+                self.save_index()
+            referenced = self.store.images()
+            orphans = [p for p in (self.directory / _IMAGES_DIR).iterdir() if p.name not in referenced]
+            for path in orphans:
+                path.unlink()
+        return {"added": int(missing.size), "removed": int(extra.size), "orphan_files": len(orphans)}
+
+    def add(self, entries: Sequence[NewEntry], features: np.ndarray) -> list[int]:
+        """Enrol `entries` with their features (N, D): image files, rows and index entries, all or none."""
+        features = np.ascontiguousarray(features, dtype=np.float32)
+        if features.shape != (len(entries), int(self.meta["feature_dim"])):
+            raise SpanetError(f"{len(entries)} entries need ({len(entries)}, {self.meta['feature_dim']}) features, got {features.shape}")
+        with self._lock:  # file writes inside the lock too, so a concurrent delete cannot remove a shared file
+            names = [self._write_image(entry) for entry in entries]
+            ids = self.store.insert([(e, n, self.fingerprint, f) for e, n, f in zip(entries, names, features)])
+            self.index.add_with_ids(features, np.array(ids, dtype=np.int64))
+            self._cameras.update({i: e.camera for i, e in zip(ids, entries)})
+            self._dirty = True
+        return ids
+
+    def remove(self, entry_id: int) -> Entry | None:
+        """Delete one entry (row, index vector, and its image file unless another entry shares it); None if unknown."""
+        with self._lock:
+            entry = self.store.delete(entry_id)
+            if entry is None:
+                return None
+            self.index.remove_ids(np.array([entry_id], dtype=np.int64))
+            self._cameras.pop(entry_id, None)
+            self._dirty = True
+            if entry.image not in self.store.images():
+                (self.directory / _IMAGES_DIR / entry.image).unlink(missing_ok=True)
+        return entry
+
+    def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None,
+               exclude_camera: int | None = None) -> list[Hit]:  # fmt: skip
+        """The `top_k` nearest entries to one query vector, optionally only one camera's or all but one camera's."""
+        return self.search_many(np.reshape(query, (1, -1)), [(top_k, camera, exclude_camera)])[0]
+
+    def search_many(self, queries: np.ndarray, wants: Sequence[tuple[int, int | None, int | None]]) -> list[list[Hit]]:
+        """`search` for each row of `queries` (Q, D) with its (top_k, camera, exclude_camera): one faiss call for all."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        found: list[list[tuple[int, float]]] = []
+        with self._lock:
+            total = int(self.index.ntotal)
+            k = min(max((w[0] for w in wants), default=1), total)
+            distances, ids = self.index.search(queries, k) if k > 0 else (np.zeros((len(wants), 0)), np.zeros((len(wants), 0)))
+            for row, (top_k, camera, exclude) in enumerate(wants):
+                wanted, k_row = self._camera_filter(camera, exclude), k
+                pairs = [(int(i), float(d)) for i, d in zip(ids[row], distances[row]) if i >= 0 and wanted(int(i))]
+                while len(pairs) < top_k and k_row < total:  # a camera filter removed some: look further down
+                    k_row = min(total, k_row * 4)
+                    more_d, more_i = self.index.search(queries[row : row + 1], k_row)
+                    pairs = [(int(i), float(d)) for i, d in zip(more_i[0], more_d[0]) if i >= 0 and wanted(int(i))]
+                found.append(pairs[:top_k])
+        rows = self.store.get([i for pairs in found for i, _ in pairs])
+        return [[Hit(entry=rows[i], distance=d) for i, d in pairs if i in rows] for pairs in found]
+
+    def cameras(self) -> list[int]:
+        """The cameras that have at least one entry."""
+        with self._lock:
+            return sorted({c for c in self._cameras.values() if c is not None})
+
+    def vector(self, entry_id: int) -> np.ndarray:
+        """The stored feature of one entry."""
+        return self.store.features([entry_id])[0]
+
+    def image_path(self, entry: Entry) -> Path:
+        """The file of an entry's image; always inside the gallery's images folder."""
+        folder = (self.directory / _IMAGES_DIR).resolve()
+        path = (folder / entry.image).resolve()
+        if path.parent != folder:
+            raise SpanetError(f"entry {entry.id} names an image outside the gallery; the database was edited by hand")
+        return path
+
+    def known_hashes(self) -> set[str]:
+        """SHA-256 of every enrolled image, to skip files already enrolled when a build is run again."""
+        return self.store.hashes()
+
+    def save_index(self) -> None:
+        """Write `index.faiss` atomically (temporary file, then rename), if anything changed."""
+        import faiss
+
+        with self._lock:
+            tmp = self.directory / f"{_INDEX_FILE}.tmp"
+            faiss.write_index(self.index, str(tmp))
+            os.replace(tmp, self.directory / _INDEX_FILE)
+            self._dirty = False
+
+    def close(self) -> None:
+        with self._lock:
+            if self._dirty:
+                self.save_index()
+            self.store.close()
+
+    def _camera_filter(self, camera: int | None, exclude_camera: int | None) -> Any:
+        cams = self._cameras
+        if camera is None and exclude_camera is None:
+            return lambda _i: True
+        return lambda i: (camera is None or cams.get(i) == camera) and (exclude_camera is None or cams.get(i) != exclude_camera)
+
+    def _write_image(self, entry: NewEntry) -> str:
+        digest = hashlib.sha256(entry.data).hexdigest()
+        suffix = entry.suffix.lower() if entry.suffix.lower() in _SAFE_SUFFIXES else ".img"
+        name = f"{digest}{suffix}"
+        path = self.directory / _IMAGES_DIR / name
+        if not path.exists():
+            tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")
+            tmp.write_bytes(entry.data)
+            os.replace(tmp, path)
+        return name
+
+
+_SAFE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+def _write_meta(directory: Path, model_info: dict[str, Any]) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "format": GALLERY_FORMAT,
+        "version": GALLERY_VERSION,
+        "feature_dim": int(model_info["feature_dim"]),
+        "index": "flat",
+        "model": model_info,
+    }
+    tmp = directory / f"{_META_FILE}.tmp"
+    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, directory / _META_FILE)
+
+
+def _load_index(path: Path, dim: int) -> Any:
+    import faiss
+
+    if path.is_file():
+        index = faiss.read_index(str(path))
+        if index.d != dim:
+            raise SpanetError(f"{path} holds {index.d}-d vectors but the gallery's are {dim}-d; delete {path} to rebuild it")
+        return index
+    return faiss.IndexIDMap2(faiss.IndexFlatL2(dim))

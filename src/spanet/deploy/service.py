@@ -1,0 +1,403 @@
+"""The person-search HTTP service: a FastAPI app over an open `Gallery` and a `FeatureExtractor`.
+
+Every request error is JSON `{"error": message}` with a 4xx status: uploads are decoded with a pixel limit before
+any pixel is read (decompression bombs), the request body has a size limit, ids are integers (a path never comes
+from a request), and a token, when set, is required on every route but the page itself (`GET /`, which holds no
+data). The model is used by one request at a time (CPU cores are better spent on one batch than shared by several),
+the gallery serialises its own index access.
+"""
+
+
+import base64
+import datetime as dt
+import hmac
+import io
+import json
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from spanet.deploy.gallery import Entry, Gallery, NewEntry
+from spanet.errors import SpanetError
+
+__all__ = ["Limits", "create_app", "decode_upload", "load_calibration"]
+
+_FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif", "GIF": ".gif", "PPM": ".ppm"}
+_OPEN_PATHS = ("/", "/favicon.ico")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may ask for."""
+
+    max_request_bytes: int = 32 * 1024 * 1024  # whole body, all files together
+    max_pixels: int = 16_000_000  # per decoded image (Pillow's own bomb limit is ~89 M)
+    max_top_k: int = 100
+    max_files: int = 256  # images per enrolment request
+
+
+class UploadError(Exception):
+    """An upload the service refuses, with the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def decode_upload(data: bytes, *, name: str, max_pixels: int) -> tuple[Image.Image, str]:
+    """Decode uploaded bytes to RGB, refusing non-images (415), truncated files (400) and bombs (413)."""
+    if not data:
+        raise UploadError(400, f"{name}: empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise UploadError(413, f"{name}: {width}x{height} pixels is more than the limit of {max_pixels}")
+            suffix = _FORMAT_SUFFIX.get(image.format or "", ".img")
+            return image.convert("RGB"), suffix  # convert() decodes every byte, so truncation shows up here
+    except UploadError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise UploadError(413, f"{name}: {exc}") from None
+    except Image.UnidentifiedImageError:
+        raise UploadError(415, f"{name}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise UploadError(400, f"{name}: cannot decode the image ({exc}); the file is truncated or corrupt") from None
+
+
+def load_calibration(path: str | Path, model_info: dict[str, Any]) -> float:
+    """The threshold from a calibration JSON, refused when it was calibrated on another model."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        threshold = float(data["threshold"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SpanetError(f"calibration {path}: cannot read a 'threshold' number from it ({exc})") from None
+    for key in ("weights_fingerprint", "args_fingerprint"):
+        if data.get(key) != model_info.get(key):
+            raise SpanetError(
+                f"calibration {path} was made for another model ({key} {data.get(key)!r}, the checkpoint has "
+                f"{model_info.get(key)!r}); calibrate this checkpoint or pass --threshold"
+            )
+    return threshold
+
+
+def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = None, token: str | None = None,
+               limits: Limits = Limits()) -> Any:  # fmt: skip
+    """The FastAPI application; `extractor` is a `spanet.features.FeatureExtractor` of the gallery's model."""
+    from fastapi import FastAPI
+
+    from spanet import __version__
+
+    app = FastAPI(title="spanet person search", version=__version__)
+    app.add_middleware(_Guard, max_bytes=limits.max_request_bytes, token=token)
+    service = _Service(gallery=gallery, extractor=extractor, threshold=threshold, limits=limits)
+    _add_error_handlers(app)
+    _add_gallery_routes(app, service)
+    _add_search_routes(app, service)
+    return app
+
+
+class _Service:
+    """What the routes share: the gallery, the model (one user at a time) and the search batcher."""
+
+    def __init__(self, *, gallery: Gallery, extractor: Any, threshold: float | None, limits: Limits) -> None:
+        self.gallery = gallery
+        self.extractor = extractor
+        self.threshold = threshold
+        self.limits = limits
+        self.model_lock = threading.Lock()
+        self.searcher = _Batcher(self._search_batch, max_batch=16)
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        with self.model_lock:
+            return self.extractor(images)
+
+    def _search_batch(self, jobs: list[tuple[Image.Image, tuple[int, int | None, int | None]]]) -> list[Any]:
+        features = self.embed([image for image, _ in jobs])
+        return self.gallery.search_many(features, [want for _, want in jobs])
+
+    def entry(self, entry_id: int) -> Entry:
+        from fastapi import HTTPException
+
+        found = self.gallery.store.get([entry_id]).get(entry_id)
+        if found is None:
+            raise HTTPException(404, f"no gallery entry with id {entry_id}")
+        return found
+
+    def read_uploads(self, files: list[Any]) -> list[tuple[Image.Image, bytes, str, str]]:
+        """(image, bytes, suffix, name) of each upload; any bad one raises before anything is used."""
+        if len(files) > self.limits.max_files:
+            raise UploadError(413, f"{len(files)} files in one request; at most {self.limits.max_files}")
+        decoded = []
+        for upload in files:
+            name = Path(upload.filename or "upload").name[:255]  # metadata only: never used as a path
+            kind = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
+            if not (kind.startswith("image/") or kind == "application/octet-stream"):
+                raise UploadError(415, f"{name}: content type {kind} is not an image type")
+            data = upload.file.read()
+            image, suffix = decode_upload(data, name=name, max_pixels=self.limits.max_pixels)
+            decoded.append((image, data, suffix, name))
+        return decoded
+
+
+def _add_error_handlers(app: Any) -> None:
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
+    from starlette.exceptions import HTTPException as StarletteHTTPException
+
+    @app.exception_handler(StarletteHTTPException)
+    def _http_error(_request: Any, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    def _validation_error(_request: Any, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'][1:])}: {e['msg']}" for e in exc.errors())
+        return JSONResponse({"error": problems or "invalid request"}, status_code=422)
+
+    @app.exception_handler(UploadError)
+    def _upload_error(_request: Any, exc: UploadError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+
+    @app.exception_handler(SpanetError)
+    def _spanet_error(_request: Any, exc: SpanetError) -> JSONResponse:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+
+def _add_gallery_routes(app: Any, service: _Service) -> None:
+    from fastapi import File, Form, HTTPException, Query, UploadFile
+    from fastapi.responses import FileResponse
+
+    gallery = service.gallery
+
+    @app.post("/gallery")
+    def enrol(
+        files: list[UploadFile] = File(..., description="one or more images"),
+        camera: int | None = Form(None, ge=0, le=10_000),
+        timestamp: str | None = Form(None, max_length=64),
+        label: str | None = Form(None, max_length=200),
+    ) -> dict[str, Any]:
+        stamp = _check_timestamp(timestamp)
+        decoded = service.read_uploads(files)  # every file is checked before anything is written: all or none
+        features = service.embed([image for image, *_ in decoded])
+        entries = [NewEntry(data=data, suffix=suffix, camera=camera, timestamp=stamp, label=label or None, source=name)
+                   for _image, data, suffix, name in decoded]  # fmt: skip
+        return {"ids": gallery.add(entries, features), "gallery_size": len(gallery)}
+
+    @app.delete("/gallery/{entry_id}")
+    def delete(entry_id: int) -> dict[str, Any]:
+        entry = gallery.remove(entry_id)
+        if entry is None:
+            raise HTTPException(404, f"no gallery entry with id {entry_id}")
+        return {"deleted": entry.to_json(), "gallery_size": len(gallery)}
+
+    @app.get("/gallery")
+    def listing(
+        camera: int | None = Query(None, ge=0), label: str | None = Query(None, max_length=200),
+        limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
+    ) -> dict[str, Any]:  # fmt: skip
+        entries, total = gallery.store.query(camera=camera, label=label, limit=limit, offset=offset)
+        return {"total": total, "limit": limit, "offset": offset, "entries": [e.to_json() for e in entries]}
+
+    @app.get("/image/{entry_id}")
+    def image(entry_id: int) -> FileResponse:
+        path = gallery.image_path(service.entry(entry_id))
+        return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
+
+
+def _add_search_routes(app: Any, service: _Service) -> None:
+    from fastapi import File, Form, UploadFile
+    from fastapi.responses import HTMLResponse
+
+    from spanet import __version__
+
+    @app.get("/", response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        return HTMLResponse(_page_html())
+
+    @app.get("/health")
+    def health() -> dict[str, Any]:
+        info = service.extractor.info
+        return {
+            "status": "ok", "version": __version__, "gallery_size": len(service.gallery), "threshold": service.threshold,
+            "model": {k: info.get(k) for k in ("weights_fingerprint", "args_fingerprint", "kind", "feature_dim", "input_size")},
+            "cameras": service.gallery.cameras(),
+        }  # fmt: skip
+
+    @app.post("/search")
+    def search(
+        file: UploadFile = File(..., description="the query image"),
+        top_k: int = Form(10, ge=1, le=service.limits.max_top_k),
+        camera: int | None = Form(None, ge=0),
+        exclude_camera: int | None = Form(None, ge=0),
+        threshold: float | None = Form(None, ge=0),
+    ) -> dict[str, Any]:
+        (image, *_), = service.read_uploads([file])
+        hits = service.searcher.submit((image, (top_k, camera, exclude_camera)))
+        limit = service.threshold if threshold is None else threshold
+        matches = [{**_entry_json(h.entry), "distance": h.distance,
+                    "unknown": limit is not None and h.distance > limit} for h in hits]  # fmt: skip
+        return {"matches": matches, "threshold": limit, "unknown": limit is not None and all(m["unknown"] for m in matches)}
+
+    @app.post("/explain/{entry_id}")
+    def explain(entry_id: int, file: UploadFile = File(..., description="the query image")) -> dict[str, Any]:
+        from spanet.data.images import read_image
+
+        entry = service.entry(entry_id)
+        (query, *_), = service.read_uploads([file])
+        match = read_image(service.gallery.image_path(entry))
+        with service.model_lock:
+            pictures, target = _activation_pictures(service.extractor, [query, match])
+            features = service.extractor([query, match])
+        return {
+            "entry": _entry_json(entry), "target_class": target,
+            "distance": float(((features[0] - features[1]) ** 2).sum()),
+            "query": pictures[0], "match": pictures[1],
+        }  # fmt: skip
+
+
+def _entry_json(entry: Entry) -> dict[str, Any]:
+    return {**entry.to_json(), "image_url": f"/image/{entry.id}"}
+
+
+def _check_timestamp(text: str | None) -> str | None:
+    if not text:
+        return None
+    try:
+        return dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00")).isoformat()
+    except ValueError:
+        raise UploadError(422, f"timestamp {text!r} is not ISO 8601 (e.g. 2024-05-01T13:45:00)") from None
+
+
+def _activation_pictures(extractor: Any, images: list[Image.Image]) -> tuple[list[dict[str, str]], int]:
+    """Each image and its activation map overlaid (PNG data URLs), both explaining the class the first one predicts."""
+    from matplotlib import colormaps
+
+    from spanet.data.transforms import eval_transform
+    from spanet.viz.cam import image_cams, normalise, upsample
+
+    transform = eval_transform(extractor.input_size)
+    height, width = extractor.input_size
+    scale = max(1, 256 // height)
+    out, target = [], None
+    for image in images:
+        cams = image_cams(extractor.model, transform(image), target=target)
+        target = cams.target
+        head = cams.heads.get("parts") or cams.heads["global"]
+        heat = normalise(upsample(head.cam, size=(height * scale, width * scale)))
+        plain = np.asarray(image.resize((width * scale, height * scale), Image.BILINEAR), dtype=np.float32)
+        colour = colormaps["jet"](heat)[..., :3] * 255
+        blended = (0.55 * plain + 0.45 * colour).clip(0, 255).astype(np.uint8)
+        out.append({"image": _data_url(Image.fromarray(plain.astype(np.uint8))), "cam": _data_url(Image.fromarray(blended))})
+    return out, int(target or 0)
+
+
+def _data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _page_html() -> str:
+    from importlib.resources import files
+
+    return files("spanet.deploy").joinpath("static/index.html").read_text(encoding="utf-8")
+
+
+class _Guard:
+    """ASGI middleware: refuse bodies over `max_bytes` (413) and, with a token, requests without it (401)."""
+
+    def __init__(self, app: Any, *, max_bytes: int, token: str | None) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.token = token
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        if self.token and scope["path"] not in _OPEN_PATHS and not self._authorised(scope, headers):
+            return await _send_json(send, 401, "missing or wrong token: send 'Authorization: Bearer TOKEN'")
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.max_bytes:
+            return await _send_json(send, 413, f"request body of {int(length)} bytes is over the limit of {self.max_bytes}")
+        seen, over = 0, False
+
+        async def limited_receive() -> dict:
+            nonlocal seen, over
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.max_bytes:
+                over = True
+                raise _TooLarge()
+            return message
+
+        async def checked_send(message: dict) -> None:
+            # whatever the framework made of the aborted body (a 400 or 500), the client gets one 413
+            if not over:
+                await send(message)
+            elif message["type"] == "http.response.start":
+                await _send_json(send, 413, f"request body is over the limit of {self.max_bytes} bytes")
+
+        try:
+            await self.app(scope, limited_receive, checked_send)
+        except _TooLarge:
+            await checked_send({"type": "http.response.start"})
+
+    def _authorised(self, scope: dict, headers: dict[str, str]) -> bool:
+        from urllib.parse import parse_qs
+
+        given = headers.get("authorization", "").removeprefix("Bearer ").strip() or headers.get("x-spanet-token", "")
+        if not given:  # <img src> cannot send headers: the page adds ?token= to image URLs
+            given = (parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token") or [""])[0]
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+
+class _Batcher:
+    """Runs `run(jobs)` on a worker thread over all jobs waiting at that moment: queries that arrive while the model
+    is busy share the next forward pass and faiss call (a batch of 4 costs about as much as 1.5 single ones)."""
+
+    def __init__(self, run: Any, *, max_batch: int) -> None:
+        self.run = run
+        self.max_batch = max_batch
+        self.jobs: queue.Queue = queue.Queue()
+        threading.Thread(target=self._loop, name="spanet-search-batcher", daemon=True).start()
+
+    def submit(self, job: Any) -> Any:
+        future: Future = Future()
+        self.jobs.put((job, future))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            batch = [self.jobs.get()]
+            while len(batch) < self.max_batch:
+                try:
+                    batch.append(self.jobs.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                results = self.run([job for job, _ in batch])
+            except BaseException as exc:  # handed to the waiting requests, which report it
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), result in zip(batch, results):
+                future.set_result(result)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_json(send: Any, status: int, message: str) -> None:
+    body = json.dumps({"error": message}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
