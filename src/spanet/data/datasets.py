@@ -31,6 +31,7 @@ __all__ = [
     "DATASET_NAMES",
     "EXPECTED_STATISTICS",
     "DatasetCountWarning",
+    "OWN_LAYOUTS",
     "load_dataset",
     "count_valid_queries",
     "require_valid_queries",
@@ -67,6 +68,8 @@ class ReidDataset:
     gallery: tuple[Sample, ...]
     problems: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
+    protocol: str = "cross-camera"  # or "no-camera" (`spanet.data.protocol`)
+    split_source: str = "split given by the data"  # or how spanet split the identities itself
 
     @property
     def num_train_ids(self) -> int:
@@ -133,7 +136,8 @@ _FORMATS: dict[str, MarketFormat | ListFormat] = {
     ),
     "synthetic": MarketFormat(folders=(), pattern=_MARKET.pattern, example="0001_c1s1_000001_00.jpg"),
 }
-DATASET_NAMES: tuple[str, ...] = tuple(_FORMATS)
+OWN_LAYOUTS = ("folders", "list")  # your own crops: `spanet.data.own`
+DATASET_NAMES: tuple[str, ...] = OWN_LAYOUTS + tuple(_FORMATS)
 
 # Published statistics after dropping junk, ids counting the distractor id 0 (docs/datasets.md).
 # CUHK03-NP detected: the published statistics give image counts only; the new protocol splits the same 767 / 700 people for both.
@@ -159,13 +163,25 @@ def load_dataset(
     skip_corrupt: bool = False,
     verify_images: bool = False,
     progress: bool = False,
+    test_fraction: float = 0.5,
+    split_seed: int = 0,
 ) -> ReidDataset:
     """Read dataset `name` from `root` (the dataset folder itself, or a parent holding its usual folder name).
+
+    `folders` and `list` (your own crops) are read by `spanet.data.own`; only they use `test_fraction` and
+    `split_seed`, when the data does not say which identities are for testing.
 
     Decoding every image is slow (a minute or more for MSMT17), so it happens only with `verify_images` (raise,
     naming the corrupt files) or `skip_corrupt` (leave them out and list them in `skipped`). Without either, a
     corrupt file raises a `SpanetError` naming it when it is first read.
     """
+    if name in OWN_LAYOUTS:
+        from spanet.data.own import load_own_dataset
+
+        return load_own_dataset(
+            name, root, test_fraction=test_fraction, split_seed=split_seed, skip_corrupt=skip_corrupt,
+            verify_images=verify_images, progress=progress,
+        )  # fmt: skip
     if name not in _FORMATS:
         raise SpanetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
     fmt = _FORMATS[name]
@@ -211,7 +227,11 @@ NO_VALID_QUERY = (
 
 
 def count_valid_queries(ds: ReidDataset) -> int:
-    """Queries the ranking protocol can score: a gallery image of the same id from another camera exists."""
+    """Queries the ranking protocol can score: a gallery image of the same id from another camera exists (any
+    gallery image of the same id under the `no-camera` protocol of own data)."""
+    if ds.protocol == "no-camera":
+        ids = {s.pid for s in ds.gallery}
+        return sum(1 for q in ds.query if q.pid in ids)
     cameras: dict[int, set[int]] = {}
     for sample in ds.gallery:
         cameras.setdefault(sample.pid, set()).add(sample.camid)
