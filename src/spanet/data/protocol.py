@@ -71,14 +71,22 @@ def split_query_gallery(samples: Sequence[Any], *, cameras: bool) -> tuple[list[
                 query.append(group[0])
                 chosen.add(id(group[0]))
             continue
+        picked: list[Any] = []
         for camid in sorted({s.camid for s in group}):
             first = next(s for s in group if s.camid == camid)
-            left = [s for s in group if id(s) not in chosen and s is not first]
-            if any(s.camid != camid for s in left):
-                query.append(first)
-                chosen.add(id(first))
+            if _all_matched([*picked, first], group):
+                picked.append(first)
+        query += picked
+        chosen.update(id(s) for s in picked)
     gallery = [s for s in samples if id(s) not in chosen]
     return query, gallery
+
+
+def _all_matched(queries: list[Any], group: list[Any]) -> bool:
+    """Whether every query keeps a gallery image of its identity from another camera."""
+    taken = {id(q) for q in queries}
+    cameras_left = {s.camid for s in group if id(s) not in taken}
+    return all(cameras_left - {q.camid} for q in queries)
 
 
 def check_splits(
