@@ -16,8 +16,11 @@ examples:
   spanet evaluate --checkpoint runs/market/best.pt --dataset market1501 --data-root data/ --rerank --flip
   spanet evaluate --checkpoint runs/demo/last.pt --dataset synthetic --data-root data/demo --json metrics.json \\
       --visualize 10
-output (in --out, default: eval/ beside the checkpoint): metrics.json (the --json content plus CMC curves and query
-counts), features.npz (query and gallery features with pids, camids, paths, split; `spanet index build` takes it) and with --visualize ranked/*.png.
+output (in --out, default: eval/ beside the checkpoint): metrics.json (the --json content plus CMC curves, query
+counts, protocol, camera-pair matrix and with --verification the "verification" section), per_query.csv (AP and
+first/hardest true-match rank per query), features.npz (query and gallery features with pids, camids, paths, split;
+`spanet index build` takes it), analysis/*.png, split.csv for folders/list data, and with --visualize ranked/*.png
+(seeded random queries) and worst/*.png (the lowest-AP queries).
 """
 
 
