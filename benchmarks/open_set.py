@@ -98,7 +98,9 @@ def _markdown(result: dict) -> str:
         achieved = row["calibration"]["achieved"]
         calib_rate = achieved.get("fpr", achieved.get("fpir"))
         stranger = row["unseen_stranger_accept"]
-        lines.append(f"| {row['target']} | {row['threshold']:.4f} | {calib_rate:.4g} | {row['unseen_fpr']:.4g} | "
+        target = row["target"]
+        name = f"FPR {target['fpr']:g}" if "fpr" in target else f"FPIR {target['fpir']:g}, gallery {target['gallery_size']}"
+        lines.append(f"| {name} | {row['threshold']:.4f} | {calib_rate:.4g} | {row['unseen_fpr']:.4g} | "
                      f"{100 * row['unseen_tpr']:.2f} % | {100 * stranger['rate']:.1f} % (N = {stranger['gallery_size']}) |")
     return "\n".join(lines) + "\n"
 
