@@ -76,13 +76,14 @@ def test_colour_cast_camera_is_the_worst_row(tiny_market: Path, tmp_path: Path, 
     checkpoint = make_checkpoint(tmp_path / "ckpt.pt")
     out = tmp_path / "eval"
     assert main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "synthetic", "--data-root", str(root),
-                 "--out", str(out), "--no-progress"]) == 0
+                 "--out", str(out), "--no-progress", "--embedding"]) == 0
     capsys.readouterr()
     matrix = json.loads((out / "metrics.json").read_text())["camera_pairs"]
     assert matrix["worst_query_camera"] == CAST_CAMERA
     means = [np.mean([v for v in row if v is not None]) for row in matrix["mAP"]]
     assert int(np.argmin(means)) == matrix["cameras"].index(CAST_CAMERA)
     assert (out / "analysis" / "camera_pairs.png").is_file()
+    assert Image.open(out / "analysis" / "embedding.png").size[0] > 100  # the t-SNE scatter
     from spanet.viz.report import build_report
 
     page = build_report(tmp_path).read_text()

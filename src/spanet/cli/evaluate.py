@@ -70,6 +70,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--verification", action="store_true",
                         help='also report "same person?" metrics: TPR at FPR 1e-4/1e-3/1e-2 with thresholds, ROC AUC, '
                         "distance histograms, and open-set DIR at FPIR with held-out identities")
+    parser.add_argument("--embedding", action="store_true",
+                        help="draw a t-SNE scatter of 20 seeded gallery identities into OUT/analysis/ (needs "
+                        "scikit-learn: pip install 'spanet[analysis]')")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(func=run_evaluate)
 
@@ -146,6 +149,7 @@ def _explain(args: argparse.Namespace, features: object, dataset: object, out_di
     extra = explain_evaluation(
         features, out_dir=out_dir, metric=args.metric, verification=args.verification,
         worst=args.visualize_queries if args.visualize > 0 else 0, top_k=max(args.visualize, 1),
+        embedding=args.embedding,
     )  # fmt: skip
     if "verification" in extra:
         print(format_verification(extra["verification"]))

@@ -2,7 +2,8 @@
 
 All of it uses the plain (not re-ranked) distances, the ones a deployed search sees, so thresholds found here mean
 the same as in `spanet search --threshold`. Files written into the evaluation folder: `per_query.csv`,
-`analysis/camera_pairs.png`, `analysis/distances.png` (with verification) and `worst/*.png` (with `worst` > 0).
+`analysis/camera_pairs.png`, `analysis/distances.png` (with verification), `analysis/embedding.png` (with
+`embedding`, needs scikit-learn) and `worst/*.png` (with `worst` > 0).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ PER_QUERY_FILE = "per_query.csv"
 
 def explain_evaluation(
     features: FeatureSet, *, out_dir: str | Path, metric: str = "euclidean", verification: bool = False,
-    worst: int = 0, top_k: int = 10,
+    worst: int = 0, top_k: int = 10, embedding: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
     """Write the per-query file and figures into `out_dir`; return the additions to metrics.json."""
     out_dir = Path(out_dir)
@@ -51,6 +52,11 @@ def explain_evaluation(
         draw_ranked_lists(distances, features.query, features.gallery, out_dir=out_dir / "worst", top_k=top_k,
                           queries=chosen)  # fmt: skip
         extra["worst_queries"] = [{"index": i, **records[i]} for i in chosen]
+    if embedding:
+        from spanet.viz.analysis import plot_embedding
+
+        g_pids, _ = _ids(features.gallery)
+        plot_embedding(features.gallery_features, g_pids, out_path=out_dir / "analysis" / "embedding.png")
     return extra
 
 

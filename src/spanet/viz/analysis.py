@@ -1,4 +1,4 @@
-"""Figures of an evaluation's analysis: the camera-pair matrix and the positive / negative distance histograms.
+"""Figures of an evaluation's analysis: camera-pair matrix, positive / negative distance histograms, t-SNE scatter.
 
 They take the plain dicts that `spanet.evaluation.analysis` and `spanet.evaluation.verification` put into
 metrics.json, so a report can redraw them from the file alone.
@@ -17,7 +17,7 @@ matplotlib.use("Agg")  # headless: never needs a display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["plot_camera_pairs", "plot_distance_histograms"]
+__all__ = ["plot_camera_pairs", "plot_distance_histograms", "plot_embedding"]
 
 
 def plot_camera_pairs(matrix: Mapping[str, Any], *, out_path: str | Path) -> Path:
@@ -69,3 +69,40 @@ def _save(fig: plt.Figure, out_path: str | Path) -> Path:
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out
+
+
+def plot_embedding(
+    features: np.ndarray, pids: np.ndarray, *, out_path: str | Path, max_identities: int = 20, seed: int = 0
+) -> Path:
+    """t-SNE (scikit-learn) of the images of up to `max_identities` seeded random identities, one colour each.
+
+    Well-separated clusters mean the embedding tells these people apart; a cluster split in two is often one
+    person seen by two very different cameras.
+    """
+    try:
+        from sklearn.manifold import TSNE
+    except ImportError:
+        from spanet.errors import SpanetError
+
+        raise SpanetError("the embedding scatter needs scikit-learn: pip install 'spanet[analysis]'") from None
+    pids = np.asarray(pids)
+    ids = np.unique(pids)
+    chosen = np.random.default_rng(seed).permutation(ids)[:max_identities]
+    rows = np.flatnonzero(np.isin(pids, chosen))
+    if rows.size < 3:
+        from spanet.errors import SpanetError
+
+        raise SpanetError(f"an embedding scatter needs at least 3 images, got {rows.size}")
+    tsne = TSNE(n_components=2, perplexity=float(min(30, rows.size - 1)), init="pca", random_state=seed)
+    points = tsne.fit_transform(np.asarray(features, dtype=np.float32)[rows])  # (N, D) -> (N, 2)
+    fig, ax = plt.subplots(figsize=(5.0, 4.2))
+    colours = plt.get_cmap("tab20")
+    for number, pid in enumerate(chosen):
+        mine = pids[rows] == pid
+        ax.scatter(points[mine, 0], points[mine, 1], s=12, color=colours(number % 20), label=str(pid))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(f"t-SNE of {rows.size} gallery images, {len(chosen)} identities", fontsize=9)
+    if len(chosen) <= 20:
+        ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5), title="id", title_fontsize=7)
+    return _save(fig, out_path)
