@@ -15,7 +15,7 @@ from builders import write_own_data
 
 TINY = ["data.height=64", "data.width=32", "data.batch_size=8", "data.num_workers=0", "model.backbone=resnet18",
         "model.pretrained=null", "model.reduced_dim=32", "optim.epochs=1", "optim.milestones=[1]",
-        "train.device=cpu", "train.eval_every=1", "train.max_steps_per_epoch=2", "train.progress=false"]
+        "train.device=cpu", "train.eval_every=1", "data.val_ids=2", "train.max_steps_per_epoch=2", "train.progress=false"]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -41,7 +41,7 @@ def test_own_data_pipeline(tiny_market: Path, tmp_path: Path, capsys: pytest.Cap
     run = tmp_path / "run"
     sets = [arg for item in TINY for arg in ("--set", item)]
     assert main(["train", *data, "--output", str(run), *sets]) == 0
-    assert (run / "split.csv").is_file()
+    assert (run / "split.csv").is_file() and (run / "best.pt").is_file()  # validation on 2 held-out identities ran
     capsys.readouterr()
 
     eval_dir = tmp_path / "eval"
@@ -62,7 +62,7 @@ def test_own_data_pipeline(tiny_market: Path, tmp_path: Path, capsys: pytest.Cap
     assert len(list((eval_dir / "worst").glob("*.png"))) == 2
     assert (eval_dir / "split.csv").read_text() == (run / "split.csv").read_text()
 
-    query_dir = Path(json.loads(json.dumps(rows[0]["path"]))).parent  # one identity's folder of crops
+    query_dir = Path(rows[0]["path"]).parent  # one identity's folder of crops
     feats = tmp_path / "q.npz"
     assert main(["extract", "--checkpoint", str(run / "last.pt"), str(query_dir), "--out", str(feats), "--quiet"]) == 0
     index = tmp_path / "index"

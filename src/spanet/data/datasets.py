@@ -18,9 +18,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tqdm import tqdm
-
-from spanet.data.images import IMAGE_EXTENSIONS, image_problem
+from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt
 from spanet.errors import SpanetError
 
 __all__ = [
@@ -197,7 +195,7 @@ def load_dataset(
 
     skipped: list[str] = []
     if skip_corrupt or verify_images:
-        splits, skipped = _drop_corrupt(splits, skip=skip_corrupt, progress=progress)
+        splits, skipped = drop_corrupt(splits, skip=skip_corrupt, progress=progress)
     for split, samples in splits.items():
         if not samples:
             raise SpanetError(
@@ -354,34 +352,6 @@ def _read_list(list_path: Path, image_dir: Path, bad_lines: list[str], missing: 
             continue
         samples.append(Sample(str(path), pid, camera - 1))
     return samples
-
-
-def _drop_corrupt(
-    splits: dict[str, list[Sample]], *, skip: bool, progress: bool
-) -> tuple[dict[str, list[Sample]], list[str]]:
-    """Decode every image; raise naming the corrupt ones, or (with `skip`) leave them out and return their paths."""
-    total = sum(len(samples) for samples in splits.values())
-    # disable=None lets tqdm hide the bar when stderr is not a terminal.
-    bar = tqdm(total=total, desc="verifying images", unit="img", disable=None if progress else True)
-    kept: dict[str, list[Sample]] = {}
-    reasons: list[str] = []
-    bad: list[str] = []
-    for split, samples in splits.items():
-        kept[split] = []
-        for sample in samples:
-            problem = image_problem(sample.path)
-            if problem is None:
-                kept[split].append(sample)
-            else:
-                bad.append(sample.path)
-                reasons.append(problem)
-            bar.update(1)
-    bar.close()
-    if len(bad) == 1 and not skip:
-        raise SpanetError(reasons[0])
-    if bad and not skip:
-        raise SpanetError(f"{len(bad)} corrupt images: {_first(bad)}; the first: {reasons[0]}")
-    return kept, bad
 
 
 def _relabel(train: list[Sample]) -> tuple[Sample, ...]:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from spanet.data.datasets import ReidDataset, Sample, _drop_corrupt, _first, _relabel
-from spanet.data.images import IMAGE_EXTENSIONS
+from spanet.data.datasets import ReidDataset, Sample, _first, _relabel
+from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt
 from spanet.data.protocol import CROSS_CAMERA, NO_CAMERA, check_splits, split_identities, split_query_gallery
 from spanet.errors import SpanetError
 
@@ -71,7 +71,7 @@ def load_own_dataset(
         raw = _read_csv(path)
     skipped: list[str] = []
     if skip_corrupt or verify_images:
-        kept, skipped = _drop_corrupt({"all": raw.samples}, skip=skip_corrupt, progress=progress)
+        kept, skipped = drop_corrupt({"all": raw.samples}, skip=skip_corrupt, progress=progress)
         gone = set(skipped)
         pairs = [(s, sp) for s, sp in zip(raw.samples, raw.splits) if s.path not in gone]
         raw = _Raw([s for s, _ in pairs], [sp for _, sp in pairs], raw.has_cameras)

@@ -92,13 +92,14 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False, overw
                                 + (" …" if len(dataset.skipped) > 5 else ""))
         if config.train.eval_every > 0:
             require_valid_queries(dataset)  # fail now, not after the first epochs of training
-        validation = None
+        validation, loaded = None, dataset  # `loaded`: the split as read, written to split.csv for own data
         if config.data.val_ids > 0:
             dataset, validation = hold_out_identities(dataset, num_ids=config.data.val_ids, seed=config.train.seed)
         check_output_dir(output_dir, resume=resume, overwrite=overwrite)  # every rank, before any rank writes
         barrier(dist_info)
         return _run(
-            config, dataset, validation, output_dir=output_dir, resume=resume, dist_info=dist_info, device=device
+            config, dataset, validation, output_dir=output_dir, resume=resume, dist_info=dist_info, device=device,
+            loaded=loaded,
         )
     finally:
         shutdown_distributed(dist_info)
@@ -130,11 +131,12 @@ def _run(
     resume: bool,
     dist_info: DistInfo,
     device: torch.device,
+    loaded: Any = None,
 ) -> dict[str, Any]:
     last_path = output_dir / LAST_CHECKPOINT
     checkpoint = _prepare_output(config, output_dir, resume=resume, num_classes=dataset.num_train_ids)
     if dist_info.is_main:
-        save_split_list(dataset, output_dir)  # own data: the identity split used, readable as --dataset list
+        save_split_list(loaded or dataset, output_dir)  # own data: the split used, readable as --dataset list
     barrier(dist_info)  # rank 0 has checked and created the folder
     state = _build_state(config, num_classes=dataset.num_train_ids, device=device, checkpoint=checkpoint)
     state.validation = validation
