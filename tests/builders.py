@@ -121,3 +121,32 @@ def start_server(gallery: Path, checkpoint: Path, *, extra: tuple[str, ...] = ()
             time.sleep(0.3)
     process.kill()
     raise RuntimeError(f"spanet serve did not answer on {url} within {timeout} s")
+
+
+def write_own_data(market: Path, out: Path, *, layout: str, cameras: bool) -> Path:
+    """Own-data fixture from a synthetic Market-layout folder: `folders` (out/<identity>/*.jpg) or `list` (a CSV).
+
+    Distractors and junk are left out. `cameras=False` renames files without the `_cN` camera tag (folders) or
+    leaves the CSV without a camid column. Returns the --data-root to pass (the folder or the CSV file).
+    """
+    import re
+    import shutil
+
+    rows = []
+    for sub in ("bounding_box_train", "bounding_box_test", "query"):
+        for path in sorted((market / sub).glob("*.jpg")):
+            pid = path.name.split("_")[0]
+            if pid in ("-1", "0000"):
+                continue
+            name = path.name if cameras else re.sub(r"_c\d+", "", path.name)
+            target = out / ("images" if layout == "list" else "") / pid / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(path, target)
+            rows.append((target.relative_to(out).as_posix(), int(pid), int(re.search(r"_c(\d+)", path.name)[1]) - 1))
+    if layout == "folders":
+        return out
+    csv_path = out / "crops.csv"
+    header = "path,pid,camid" if cameras else "path,pid"
+    lines = [f"{p},{pid},{cam}" if cameras else f"{p},{pid}" for p, pid, cam in rows]
+    csv_path.write_text("\n".join([header, *lines]) + "\n")
+    return csv_path

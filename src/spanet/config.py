@@ -56,6 +56,8 @@ class DataConfig:
     erasing_p: float = 0.5
     skip_corrupt: bool = False  # decode every image first and leave out (and list) the corrupt ones
     val_ids: int = 0  # training identities held out for validation (periodic evaluation, best.pt); 0: none
+    test_fraction: float = 0.5  # folders/list without a given split: identities held out for testing
+    split_seed: int = 0  # ... and the seed of that identity split
 
 
 @dataclass(frozen=True)

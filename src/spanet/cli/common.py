@@ -26,8 +26,17 @@ def add_dataset_args(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="DIR",
         help="folder holding bounding_box_train/ etc. (or list_*.txt for MSMT17), or a parent of the dataset's "
-        "usual folder (see docs/datasets.md)",
+        "usual folder; with --dataset folders a folder of <identity>/ sub-folders, with --dataset list a CSV file "
+        "(see docs/datasets.md)",
     )
+    parser.add_argument(
+        "--test-fraction", type=float, default=0.5, metavar="F",
+        help="folders/list without a given split: fraction of identities held out for testing (default 0.5)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--split-seed", type=int, default=0, metavar="N",
+        help="folders/list without a given split: seed of the identity split (default 0)",
+    )  # fmt: skip
 
 
 def add_skip_corrupt_arg(parser: argparse.ArgumentParser) -> None:
@@ -44,5 +53,6 @@ def dataset_from_args(args: argparse.Namespace, *, progress: bool = True) -> Rei
     from spanet.data.datasets import load_dataset
 
     return load_dataset(
-        args.dataset, args.data_root, skip_corrupt=getattr(args, "skip_corrupt", False), progress=progress
-    )
+        args.dataset, args.data_root, skip_corrupt=getattr(args, "skip_corrupt", False), progress=progress,
+        test_fraction=args.test_fraction, split_seed=args.split_seed,
+    )  # fmt: skip

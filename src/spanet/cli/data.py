@@ -49,7 +49,8 @@ def format_statistics(stats: dict[str, dict[str, int]]) -> str:
 
 
 def check_data(args: argparse.Namespace) -> int:
-    from spanet.data.datasets import dataset_statistics, load_dataset
+    from spanet.data.datasets import OWN_LAYOUTS, dataset_statistics, load_dataset
+    from spanet.data.protocol import describe_protocol
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the problems are printed below, not twice
@@ -59,10 +60,14 @@ def check_data(args: argparse.Namespace) -> int:
             skip_corrupt=args.skip_corrupt,
             verify_images=args.verify_images,
             progress=not args.json,
+            test_fraction=args.test_fraction,
+            split_seed=args.split_seed,
         )
     stats = dataset_statistics(ds)
     if args.json:
         out: dict = dict(stats)
+        if ds.name in OWN_LAYOUTS:  # benchmarks keep the exact statistics shape
+            out["protocol"], out["split"] = ds.protocol, ds.split_source
         if ds.problems:
             out["problems"] = list(ds.problems)
         if ds.skipped:
@@ -71,6 +76,9 @@ def check_data(args: argparse.Namespace) -> int:
     else:
         print(f"{ds.name} at {ds.root} ({ds.num_train_ids} training classes)")
         print(format_statistics(stats))
+        print(describe_protocol(ds.protocol))
+        if ds.name in OWN_LAYOUTS:
+            print(f"split: {ds.split_source}")
         if not (args.verify_images or args.skip_corrupt):  # --skip-corrupt decodes every image anyway
             print("images not decoded (--no-verify-images)")
         if ds.skipped:

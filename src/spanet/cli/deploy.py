@@ -97,6 +97,10 @@ def _register_search(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--nprobe", type=int, metavar="P", help="ivfpq: override the index's nprobe")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
     parser.add_argument("--visualize", type=Path, metavar="DIR", help="save one PNG per query with its matches")
+    parser.add_argument("--threshold", metavar="T|auto",
+                        help="matches farther than T (squared euclidean) are reported as unknown; auto: the threshold "
+                        "from `spanet calibrate` (--calibration, default calibration.json beside the checkpoint)")
+    parser.add_argument("--calibration", type=Path, metavar="FILE", help="calibration file for --threshold auto")
     parser.set_defaults(func=_run_search)
 
 
@@ -168,6 +172,7 @@ def _run_search(args: argparse.Namespace) -> int:
     from spanet.data.images import collect_images
     from spanet.features import FeatureExtractor
     from spanet.deploy.index import GalleryIndex, check_compatible
+    from spanet.evaluation.calibration import resolve_threshold
     from spanet.viz.figures import draw_matches
 
     if args.top_k < 1:
@@ -180,6 +185,8 @@ def _run_search(args: argparse.Namespace) -> int:
         args.checkpoint, device=args.device, batch_size=args.batch_size, kind=gallery.meta.get("model", {}).get("kind", "parts")
     )
     check_compatible(gallery.meta, extractor.info, index_path=args.index)
+    threshold = resolve_threshold(args.threshold, checkpoint=args.checkpoint, info=extractor.info,
+                                  calibration=args.calibration)  # fmt: skip
     result = extractor.extract_files(queries, progress=not args.quiet and sys.stderr.isatty())
     _report_failures(result.failures)
     if not result.paths:
@@ -187,19 +194,32 @@ def _run_search(args: argparse.Namespace) -> int:
     all_matches = gallery.search(result.features, top_k=args.top_k)
     records = []
     for query, matches in zip(result.paths, all_matches):
-        print(f"{query}")
-        for rank, match in enumerate(matches, start=1):
-            print(f"  {rank:3d}. {match.distance:10.4f}  {match.path}")
-        records.append({"query": query, "matches": [{"path": m.path, "distance": m.distance} for m in matches]})
+        record = _search_record(query, matches, threshold)
+        print(f"{query}" + ("" if threshold is None else f"  -> {record['identity']}"))
+        for rank, (match, shown) in enumerate(zip(matches, record["matches"]), start=1):
+            print(f"  {rank:3d}. {match.distance:10.4f}  {match.path}" + ("" if shown["known"] else "  unknown"))
+        records.append(record)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
         print(f"results written to {args.json}")
     if args.visualize:
         for number, (query, matches) in enumerate(zip(result.paths, all_matches)):
-            draw_matches(query, matches, out_path=args.visualize / f"query_{number:05d}_{Path(query).stem}.png")
+            draw_matches(query, matches, out_path=args.visualize / f"query_{number:05d}_{Path(query).stem}.png",
+                         threshold=threshold)
         print(f"pictures written to {args.visualize}/")
     return 0
+
+
+def _search_record(query: str, matches: list, threshold: float | None) -> dict:
+    """JSON of one search; with a threshold, matches beyond it are unknown and so is a query with no match within."""
+    shown = [{"path": m.path, "distance": m.distance, "known": threshold is None or m.distance <= threshold}
+             for m in matches]  # fmt: skip
+    record: dict = {"query": query, "matches": shown}
+    if threshold is not None:
+        record["threshold"] = threshold
+        record["identity"] = shown[0]["path"] if shown and shown[0]["known"] else "unknown"
+    return record
 
 
 def _run_export(args: argparse.Namespace) -> int:

@@ -16,8 +16,11 @@ examples:
   spanet evaluate --checkpoint runs/market/best.pt --dataset market1501 --data-root data/ --rerank --flip
   spanet evaluate --checkpoint runs/demo/last.pt --dataset synthetic --data-root data/demo --json metrics.json \\
       --visualize 10
-output (in --out, default: eval/ beside the checkpoint): metrics.json (the --json content plus CMC curves and query
-counts), features.npz (query and gallery features with pids, camids, paths, split; `spanet index build` takes it) and with --visualize ranked/*.png.
+output (in --out, default: eval/ beside the checkpoint): metrics.json (the --json content plus CMC curves, query
+counts, protocol, camera-pair matrix and with --verification the "verification" section), per_query.csv (AP and
+first/hardest true-match rank per query), features.npz (query and gallery features with pids, camids, paths, split;
+`spanet index build` takes it), analysis/*.png, split.csv for folders/list data, and with --visualize ranked/*.png
+(seeded random queries) and worst/*.png (the lowest-AP queries).
 """
 
 
@@ -64,6 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="draw the top-K gallery images for a few queries into OUT/ranked/")
     parser.add_argument("--visualize-queries", type=int, default=8, metavar="N",
                         help="how many (seeded random) queries to draw with --visualize (default 8)")
+    parser.add_argument("--verification", action="store_true",
+                        help='also report "same person?" metrics: TPR at FPR 1e-4/1e-3/1e-2 with thresholds, ROC AUC, '
+                        "distance histograms, and open-set DIR at FPIR with held-out identities")
+    parser.add_argument("--embedding", action="store_true",
+                        help="draw a t-SNE scatter of 20 seeded gallery identities into OUT/analysis/ (needs "
+                        "scikit-learn: pip install 'spanet[analysis]')")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(func=run_evaluate)
 
@@ -73,9 +82,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     from spanet.checkpoint import checkpoint_input_size, load_model
     from spanet.data.datasets import require_valid_queries
+    from spanet.cli.common import dataset_from_args
     from spanet.runtime import resolve_device
     from spanet.errors import SpanetError
     from spanet.evaluation.evaluate import extract_feature_set, format_table, score_features
+    from spanet.evaluation.explain import domain_note
     from spanet.features import model_info
     from spanet.run_dir import FEATURES_FILE, RANKED_DIR, check_eval_dir, default_eval_dir, write_metrics
 
@@ -103,13 +114,18 @@ def run_evaluate(args: argparse.Namespace) -> int:
     )
     print(f"{args.checkpoint} on {dataset.name} ({len(features.query)} query / {len(features.gallery)} gallery images)")
     print(format_table(result))
+    note = domain_note(checkpoint, dataset=dataset.name, root=dataset.root)
+    if note:
+        print(note)
 
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
     source = {"checkpoint": str(args.checkpoint), "dataset": dataset.name, "flip": args.flip, "kind": args.kind,
-              "rerank_power": args.rerank_power if args.rerank else None, "amp": args.amp}  # fmt: skip
-    metrics_path = write_metrics(out_dir, result.to_metrics_file(), source=source)
+              "rerank_power": args.rerank_power if args.rerank else None, "amp": args.amp,
+              "cross_domain": note}  # fmt: skip
+    metrics = {**result.to_metrics_file(), **_explain(args, features, dataset, out_dir)}
+    metrics_path = write_metrics(out_dir, metrics, source=source)
     info = model_info(model, model_args=checkpoint["model_args"], input_size=input_size, kind=args.kind,
                       checkpoint=args.checkpoint)
     features_path = features.save(out_dir / FEATURES_FILE, info=info)
@@ -123,3 +139,21 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(f"ranked lists: {len(drawn)} images in {out_dir / RANKED_DIR}", file=sys.stderr)
     print(f"wrote {metrics_path} and {features_path}", file=sys.stderr)
     return 0
+
+
+def _explain(args: argparse.Namespace, features: object, dataset: object, out_dir: Path) -> dict:
+    """Per-query file, camera pairs, worst queries, verification (printed), and own data's split list."""
+    from spanet.data.own import save_split_list
+    from spanet.evaluation.explain import explain_evaluation, format_verification
+
+    extra = explain_evaluation(
+        features, out_dir=out_dir, metric=args.metric, verification=args.verification,
+        worst=args.visualize_queries if args.visualize > 0 else 0, top_k=max(args.visualize, 1),
+        embedding=args.embedding,
+    )  # fmt: skip
+    if "verification" in extra:
+        print(format_verification(extra["verification"]))
+    split = save_split_list(dataset, out_dir)
+    if split is not None:
+        print(f"split used: {split} (re-use it with --dataset list --data-root {split})", file=sys.stderr)
+    return extra

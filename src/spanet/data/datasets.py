@@ -18,9 +18,7 @@ import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from tqdm import tqdm
-
-from spanet.data.images import IMAGE_EXTENSIONS, image_problem
+from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt
 from spanet.errors import SpanetError
 
 __all__ = [
@@ -31,6 +29,7 @@ __all__ = [
     "DATASET_NAMES",
     "EXPECTED_STATISTICS",
     "DatasetCountWarning",
+    "OWN_LAYOUTS",
     "load_dataset",
     "count_valid_queries",
     "require_valid_queries",
@@ -67,6 +66,8 @@ class ReidDataset:
     gallery: tuple[Sample, ...]
     problems: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
+    protocol: str = "cross-camera"  # or "no-camera" (`spanet.data.protocol`)
+    split_source: str = "split given by the data"  # or how spanet split the identities itself
 
     @property
     def num_train_ids(self) -> int:
@@ -133,7 +134,8 @@ _FORMATS: dict[str, MarketFormat | ListFormat] = {
     ),
     "synthetic": MarketFormat(folders=(), pattern=_MARKET.pattern, example="0001_c1s1_000001_00.jpg"),
 }
-DATASET_NAMES: tuple[str, ...] = tuple(_FORMATS)
+OWN_LAYOUTS = ("folders", "list")  # your own crops: `spanet.data.own`
+DATASET_NAMES: tuple[str, ...] = OWN_LAYOUTS + tuple(_FORMATS)
 
 # Published statistics after dropping junk, ids counting the distractor id 0 (docs/datasets.md).
 # CUHK03-NP detected: the published statistics give image counts only; the new protocol splits the same 767 / 700 people for both.
@@ -159,13 +161,25 @@ def load_dataset(
     skip_corrupt: bool = False,
     verify_images: bool = False,
     progress: bool = False,
+    test_fraction: float = 0.5,
+    split_seed: int = 0,
 ) -> ReidDataset:
     """Read dataset `name` from `root` (the dataset folder itself, or a parent holding its usual folder name).
+
+    `folders` and `list` (your own crops) are read by `spanet.data.own`; only they use `test_fraction` and
+    `split_seed`, when the data does not say which identities are for testing.
 
     Decoding every image is slow (a minute or more for MSMT17), so it happens only with `verify_images` (raise,
     naming the corrupt files) or `skip_corrupt` (leave them out and list them in `skipped`). Without either, a
     corrupt file raises a `SpanetError` naming it when it is first read.
     """
+    if name in OWN_LAYOUTS:
+        from spanet.data.own import load_own_dataset
+
+        return load_own_dataset(
+            name, root, test_fraction=test_fraction, split_seed=split_seed, skip_corrupt=skip_corrupt,
+            verify_images=verify_images, progress=progress,
+        )  # fmt: skip
     if name not in _FORMATS:
         raise SpanetError(f"unknown dataset {name!r}; valid names: {', '.join(DATASET_NAMES)}")
     fmt = _FORMATS[name]
@@ -181,7 +195,7 @@ def load_dataset(
 
     skipped: list[str] = []
     if skip_corrupt or verify_images:
-        splits, skipped = _drop_corrupt(splits, skip=skip_corrupt, progress=progress)
+        splits, skipped = drop_corrupt(splits, skip=skip_corrupt, progress=progress)
     for split, samples in splits.items():
         if not samples:
             raise SpanetError(
@@ -211,7 +225,11 @@ NO_VALID_QUERY = (
 
 
 def count_valid_queries(ds: ReidDataset) -> int:
-    """Queries the ranking protocol can score: a gallery image of the same id from another camera exists."""
+    """Queries the ranking protocol can score: a gallery image of the same id from another camera exists (any
+    gallery image of the same id under the `no-camera` protocol of own data)."""
+    if ds.protocol == "no-camera":
+        ids = {s.pid for s in ds.gallery}
+        return sum(1 for q in ds.query if q.pid in ids)
     cameras: dict[int, set[int]] = {}
     for sample in ds.gallery:
         cameras.setdefault(sample.pid, set()).add(sample.camid)
@@ -334,34 +352,6 @@ def _read_list(list_path: Path, image_dir: Path, bad_lines: list[str], missing: 
             continue
         samples.append(Sample(str(path), pid, camera - 1))
     return samples
-
-
-def _drop_corrupt(
-    splits: dict[str, list[Sample]], *, skip: bool, progress: bool
-) -> tuple[dict[str, list[Sample]], list[str]]:
-    """Decode every image; raise naming the corrupt ones, or (with `skip`) leave them out and return their paths."""
-    total = sum(len(samples) for samples in splits.values())
-    # disable=None lets tqdm hide the bar when stderr is not a terminal.
-    bar = tqdm(total=total, desc="verifying images", unit="img", disable=None if progress else True)
-    kept: dict[str, list[Sample]] = {}
-    reasons: list[str] = []
-    bad: list[str] = []
-    for split, samples in splits.items():
-        kept[split] = []
-        for sample in samples:
-            problem = image_problem(sample.path)
-            if problem is None:
-                kept[split].append(sample)
-            else:
-                bad.append(sample.path)
-                reasons.append(problem)
-            bar.update(1)
-    bar.close()
-    if len(bad) == 1 and not skip:
-        raise SpanetError(reasons[0])
-    if bad and not skip:
-        raise SpanetError(f"{len(bad)} corrupt images: {_first(bad)}; the first: {reasons[0]}")
-    return kept, bad
 
 
 def _relabel(train: list[Sample]) -> tuple[Sample, ...]:

@@ -19,7 +19,9 @@ from PIL import Image
 
 from spanet.errors import SpanetError
 
-__all__ = ["IMAGE_EXTENSIONS", "collect_images", "read_image", "as_rgb_image", "image_problem", "ImageDataset"]
+__all__ = [
+    "IMAGE_EXTENSIONS", "collect_images", "read_image", "as_rgb_image", "image_problem", "drop_corrupt", "ImageDataset",
+]
 
 # File suffixes (lower case) that count as images wherever spanet lists a folder: datasets, CLI image arguments.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
@@ -144,3 +146,35 @@ class ImageDataset:
         sample = self.samples[index]
         image = read_image(sample.path)
         return self.transform(image), sample.pid, sample.camid, index
+
+
+def drop_corrupt(
+    splits: dict[str, list[Any]], *, skip: bool, progress: bool
+) -> tuple[dict[str, list[Any]], list[str]]:
+    """Decode every sample's image; raise naming the corrupt ones, or (with `skip`) leave them out and return
+    their paths. `splits` maps a split name to samples with a `path`."""
+    from tqdm import tqdm
+
+    total = sum(len(samples) for samples in splits.values())
+    # disable=None lets tqdm hide the bar when stderr is not a terminal.
+    bar = tqdm(total=total, desc="verifying images", unit="img", disable=None if progress else True)
+    kept: dict[str, list[Any]] = {}
+    reasons: list[str] = []
+    bad: list[str] = []
+    for split, samples in splits.items():
+        kept[split] = []
+        for sample in samples:
+            problem = image_problem(sample.path)
+            if problem is None:
+                kept[split].append(sample)
+            else:
+                bad.append(sample.path)
+                reasons.append(problem)
+            bar.update(1)
+    bar.close()
+    if len(bad) == 1 and not skip:
+        raise SpanetError(reasons[0])
+    if bad and not skip:
+        shown = ", ".join(bad[:5]) + (f" (and {len(bad) - 5} more)" if len(bad) > 5 else "")
+        raise SpanetError(f"{len(bad)} corrupt images: {shown}; the first: {reasons[0]}")
+    return kept, bad

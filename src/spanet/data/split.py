@@ -12,6 +12,7 @@ import random
 from dataclasses import replace
 
 from spanet.data.datasets import ReidDataset, Sample
+from spanet.data.protocol import split_query_gallery
 from spanet.errors import SpanetError
 
 __all__ = ["hold_out_identities", "query_gallery_split"]
@@ -29,13 +30,18 @@ def hold_out_identities(dataset: ReidDataset, *, num_ids: int, seed: int) -> tup
     kept = [s for s in dataset.train if s.pid not in held]
     labels = {pid: label for label, pid in enumerate(sorted({s.pid for s in kept}))}
     train = replace(dataset, train=tuple(Sample(s.path, labels[s.pid], s.camid) for s in kept))
-    query, gallery = query_gallery_split([s for s in dataset.train if s.pid in held], seed=seed)
+    held_samples = [s for s in dataset.train if s.pid in held]
+    if dataset.protocol == "no-camera":  # own data without camera ids: one query per identity, no camera filter
+        query, gallery = (tuple(part) for part in split_query_gallery(held_samples, cameras=False))
+    else:
+        query, gallery = query_gallery_split(held_samples, seed=seed)
     if not query:
         raise SpanetError(
             f"data.val_ids={num_ids}: none of the held-out identities has images from two cameras, so no validation "
             "query has a true match; hold out more identities or set data.val_ids=0"
         )
-    val = ReidDataset(name=f"{dataset.name} (validation)", root=dataset.root, train=(), query=query, gallery=gallery)
+    val = ReidDataset(name=f"{dataset.name} (validation)", root=dataset.root, train=(), query=query, gallery=gallery,
+                      protocol=dataset.protocol)
     return train, val
 
 

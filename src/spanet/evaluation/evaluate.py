@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from spanet.data.protocol import describe_protocol
 from spanet.errors import SpanetError
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.metrics import RankMetrics, rank_metrics
@@ -39,6 +40,7 @@ class FeatureSet:
     gallery_features: np.ndarray
     query: tuple[Any, ...]
     gallery: tuple[Any, ...]
+    protocol: str = "cross-camera"  # "no-camera": same-camera filter off (`spanet.data.protocol`)
 
     def save(self, path: str | Path, *, info: dict[str, Any]) -> Path:
         """Write the one features `.npz` (`spanet.features`): query rows then gallery rows, with ids and split."""
@@ -66,6 +68,7 @@ class EvaluationResult:
     reranked: RankMetrics | None = None
     metric: str = "euclidean"
     distances: np.ndarray | None = field(default=None, repr=False)
+    protocol: str = "cross-camera"
 
     def to_json(self) -> dict[str, dict[str, float]]:
         """`{"plain": {"rank1", "rank5", "rank10", "mAP", "mINP"}, "reranked": {...}}` as fractions."""
@@ -81,6 +84,7 @@ class EvaluationResult:
         out["cmc"] = {name: [float(v) for v in m.cmc] for name, m in variants.items() if m is not None}
         out["queries"] = {"valid": self.plain.num_valid_queries, "skipped": self.plain.num_skipped_queries}
         out["metric"] = self.metric
+        out["protocol"] = self.protocol
         return out
 
 
@@ -108,7 +112,8 @@ def extract_feature_set(
                    progress=progress, num_workers=num_workers, amp=amp, channels_last=channels_last)  # fmt: skip
     query = extract_features(model, dataset.query, desc="query features", **options).features
     gallery = extract_features(model, dataset.gallery, desc="gallery features", **options).features
-    return FeatureSet(query, gallery, tuple(dataset.query), tuple(dataset.gallery))
+    protocol = getattr(dataset, "protocol", "cross-camera")
+    return FeatureSet(query, gallery, tuple(dataset.query), tuple(dataset.gallery), protocol=protocol)
 
 
 def score_features(
@@ -127,6 +132,8 @@ def score_features(
     """Distances, metrics, and with `rerank` the k-reciprocal re-ranked metrics as well."""
     q_pids, q_camids = _ids(features.query)
     g_pids, g_camids = _ids(features.gallery)
+    if features.protocol == "no-camera":  # no query shares a camera with the gallery: nothing is filtered out
+        q_camids, g_camids = np.full_like(q_camids, -1), np.zeros_like(g_camids)
     distances = pairwise_distances(features.query_features, features.gallery_features, metric=metric)
     plain = rank_metrics(distances, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
     reranked = None
@@ -140,7 +147,7 @@ def score_features(
     return EvaluationResult(
         rank1=summary["rank1"], rank5=plain.rank(min(5, max_rank)), rank10=plain.rank(min(10, max_rank)),
         mAP=summary["mAP"], mINP=summary["mINP"], plain=plain, reranked=reranked, metric=metric,
-        distances=distances if keep_distances else None,
+        distances=distances if keep_distances else None, protocol=features.protocol,
     )  # fmt: skip
 
 
@@ -180,6 +187,7 @@ def format_table(result: EvaluationResult) -> str:
         f"({result.plain.num_valid_queries} queries scored, {result.plain.num_skipped_queries} skipped without a "
         f"true match; {result.metric} distance)"
     )
+    lines.append(describe_protocol(result.protocol))
     return "\n".join(lines)
 
 

@@ -37,6 +37,7 @@ from spanet.training.distributed import (
 from spanet.errors import SpanetError
 from spanet.data.loader import build_train_loader, epoch_seed, set_loader_epoch
 from spanet.training.optim import build_optimizer, lr_factor
+from spanet.data.own import save_split_list
 from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog, check_output_dir, move_aside
 from spanet.training.step import EpochSpan, StepSettings, TrainingDiverged, train_one_epoch, train_step
 from spanet.training.stopping import StopRequest
@@ -84,19 +85,21 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False, overw
         if config.train.amp == "fp16" and device.type != "cuda":
             raise SpanetError("train.amp=fp16 needs CUDA, and none is available; use train.amp=bf16 or none")
         dataset = load_dataset(config.data.dataset, config.data.root, skip_corrupt=config.data.skip_corrupt,
-                               progress=config.train.progress and dist_info.is_main)
+                               progress=config.train.progress and dist_info.is_main,
+                               test_fraction=config.data.test_fraction, split_seed=config.data.split_seed)
         if dataset.skipped and dist_info.is_main:
             _printer(dist_info)(f"left out {len(dataset.skipped)} corrupt image(s): " + ", ".join(dataset.skipped[:5])
                                 + (" …" if len(dataset.skipped) > 5 else ""))
         if config.train.eval_every > 0:
             require_valid_queries(dataset)  # fail now, not after the first epochs of training
-        validation = None
+        validation, loaded = None, dataset  # `loaded`: the split as read, written to split.csv for own data
         if config.data.val_ids > 0:
             dataset, validation = hold_out_identities(dataset, num_ids=config.data.val_ids, seed=config.train.seed)
         check_output_dir(output_dir, resume=resume, overwrite=overwrite)  # every rank, before any rank writes
         barrier(dist_info)
         return _run(
-            config, dataset, validation, output_dir=output_dir, resume=resume, dist_info=dist_info, device=device
+            config, dataset, validation, output_dir=output_dir, resume=resume, dist_info=dist_info, device=device,
+            loaded=loaded,
         )
     finally:
         shutdown_distributed(dist_info)
@@ -128,9 +131,12 @@ def _run(
     resume: bool,
     dist_info: DistInfo,
     device: torch.device,
+    loaded: Any = None,
 ) -> dict[str, Any]:
     last_path = output_dir / LAST_CHECKPOINT
     checkpoint = _prepare_output(config, output_dir, resume=resume, num_classes=dataset.num_train_ids)
+    if dist_info.is_main:
+        save_split_list(loaded or dataset, output_dir)  # own data: the split used, readable as --dataset list
     barrier(dist_info)  # rank 0 has checked and created the folder
     state = _build_state(config, num_classes=dataset.num_train_ids, device=device, checkpoint=checkpoint)
     state.validation = validation

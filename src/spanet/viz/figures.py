@@ -123,8 +123,10 @@ def draw_ranked_lists(
     top_k: int = 10,
     num_queries: int = 8,
     seed: int = 0,
+    queries: Sequence[int] | None = None,
 ) -> list[Path]:
-    """Save, for `num_queries` seeded random queries, the query and its top-K gallery images, one PNG each.
+    """Save, for `num_queries` seeded random queries (or the given `queries`), the query and its top-K gallery
+    images, one PNG each.
 
     `query`/`gallery` are sequences of `Sample(path, pid, camid)` matching the rows/columns of `distmat`. Borders:
     green = true match, red = false match, grey = junk (same id and same camera as the query, which the
@@ -142,7 +144,8 @@ def draw_ranked_lists(
     if len(query) == 0 or len(gallery) == 0:
         return []
     rng = np.random.default_rng(seed)
-    chosen = np.sort(rng.choice(len(query), size=min(num_queries, len(query)), replace=False))
+    chosen = (np.sort(rng.choice(len(query), size=min(num_queries, len(query)), replace=False))
+              if queries is None else np.asarray(queries, dtype=np.int64))
     g_pids = np.array([g.pid for g in gallery])
     g_camids = np.array([g.camid for g in gallery])
     k = min(top_k, len(gallery))
@@ -181,8 +184,13 @@ def draw_ranked_lists(
     return paths
 
 
-def draw_matches(query_path: str, matches: Sequence[Any], *, out_path: str | Path, thumb: tuple[int, int] = (64, 128)) -> Path:
+def draw_matches(
+    query_path: str, matches: Sequence[Any], *, out_path: str | Path, thumb: tuple[int, int] = (64, 128),
+    threshold: float | None = None,
+) -> Path:
     """Save one PNG for a gallery search (matches with `path`, `distance`): the query (blue frame) then its matches left to right, each labelled with rank and distance.
+
+    With a `threshold`, matches farther than it get a red frame and the label "unknown".
 
     A gallery image that can no longer be read is drawn as a grey tile, so a moved file does not stop the picture.
     """
@@ -195,7 +203,10 @@ def draw_matches(query_path: str, matches: Sequence[Any], *, out_path: str | Pat
     canvas = Image.new("RGB", ((len(matches) + 1) * (width + pad) + pad, height + 2 * pad + label), "white")
     draw = ImageDraw.Draw(canvas)
     tiles = [(query_path, "query", (40, 90, 200))]
-    tiles += [(m.path, f"#{rank} d={m.distance:.3g}", (120, 120, 120)) for rank, m in enumerate(matches, start=1)]
+    for rank, m in enumerate(matches, start=1):
+        unknown = threshold is not None and m.distance > threshold
+        tiles.append((m.path, f"#{rank} d={m.distance:.3g}" + (" unknown" if unknown else ""),
+                      MATCH_COLORS["false"] if unknown else (120, 120, 120)))
     for column, (path, text, colour) in enumerate(tiles):
         left = pad + column * (width + pad)
         try:

@@ -113,9 +113,10 @@ def _metrics_section(metrics: Mapping) -> str:
         f"<tr><th>{_esc(name)}</th>" + "".join(f'<td class="num">{_esc(_fmt_metric(m.get(c)))}</td>' for c in columns)
         + "</tr>" for name, m in variants)
     source = ", ".join(f"{key}: {metrics[key]}" for key in ("checkpoint", "dataset", "kind", "flip") if key in metrics)
+    notes = "".join(f" {metrics[key]}." for key in ("protocol", "cross_domain") if metrics.get(key))
     return (f"<table><tr><th></th>{head}</tr>{body}</table>"
             f"<p class=\"meta\">{_esc(source + '. ' if source else '')}In percent. \"reranked\" = k-reciprocal "
-            "re-ranking (Zhong et al. 2017).</p>")
+            f"re-ranking (Zhong et al. 2017).{_esc(notes)}</p>")
 
 
 def _img(path: Path, base: Path, caption: str) -> str:
@@ -217,7 +218,11 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
     for title, folder, pattern, hint in (
         ("Ranked lists", run / EVAL_DIR / RANKED_DIR, "*.png", "run `spanet evaluate ... --visualize K`"),
         ("Class activation maps", run / CAM_DIR, "*.png", "run `spanet cam --out RUN_DIR/cam ...`"),
+        ("Evaluation analysis", run / EVAL_DIR / "analysis", "*.png", None),  # camera pairs, distance histograms
+        ("Worst queries", run / EVAL_DIR / "worst", "*.png", None),
     ):
+        if hint is None and not folder.is_dir():
+            continue  # optional sections: absent in older evaluation folders
         pngs = sorted(folder.glob(pattern)) if folder.is_dir() else []
         good = [p for p in pngs if _readable_png(p)]
         missing.extend(f"{p.relative_to(run).as_posix()} is not a readable PNG; left out" for p in pngs if p not in good)

@@ -1,0 +1,89 @@
+"""Calibrating a checkpoint's "same person?" threshold on data set aside for it, and using it in a search.
+
+The threshold is chosen on a calibration dataset's query + gallery images (`verification.calibrate_threshold`) and
+stored with the model's fingerprints, so it is never applied to another model's distances. The calibration data
+must not be the test split the model is reported on: `calibrate_checkpoint` refuses the dataset the checkpoint was
+trained on (its test split is the reporting one) — calibrate on a separate folder of identities.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from spanet.errors import SpanetError
+from spanet.evaluation.verification import calibrate_threshold, load_calibration, save_calibration
+
+__all__ = ["CALIBRATION_NAME", "default_calibration_path", "calibrate_checkpoint", "resolve_threshold"]
+
+CALIBRATION_NAME = "calibration.json"
+
+
+def default_calibration_path(checkpoint: str | Path) -> Path:
+    """`calibration.json` beside the checkpoint: where `calibrate` writes and `search --threshold auto` reads."""
+    return Path(checkpoint).parent / CALIBRATION_NAME
+
+
+def calibrate_checkpoint(
+    checkpoint: str | Path, dataset: Any, *, target_fpr: float | None = None, target_fpir: float | None = None,
+    gallery_size: int | None = None, kind: str = "parts", device: str = "auto", batch_size: int = 64,
+    out: str | Path | None = None, progress: bool = False,
+) -> tuple[dict[str, Any], Path]:  # fmt: skip
+    """Extract features of `dataset.query + dataset.gallery`, pick the threshold, write and return the record."""
+    from spanet.checkpoint import load_checkpoint
+    from spanet.features import FeatureExtractor
+
+    _refuse_reporting_data(load_checkpoint(checkpoint, map_location="cpu"), dataset)
+    samples = list(dataset.query) + list(dataset.gallery)
+    extractor = FeatureExtractor(checkpoint, device=device, batch_size=batch_size, kind=kind)
+    features = extractor([s.path for s in samples], progress=progress)
+    pids = np.array([s.pid for s in samples])
+    camids = np.array([s.camid for s in samples])
+    chosen = calibrate_threshold(
+        features, pids, camids, target_fpr=target_fpr, target_fpir=target_fpir, gallery_size=gallery_size,
+        cross_camera=getattr(dataset, "protocol", "cross-camera") == "cross-camera",
+    )  # fmt: skip
+    info = extractor.info
+    record = {
+        "threshold": chosen["threshold"], "metric": "euclidean",
+        "weights_fingerprint": info["weights_fingerprint"], "args_fingerprint": info["args_fingerprint"],
+        "feature_kind": kind, "checkpoint": str(checkpoint), "target": chosen["target"],
+        "calibration_data": {
+            "dataset": dataset.name, "root": str(dataset.root), "images": len(samples),
+            "identities": int(np.unique(pids).size), "protocol": getattr(dataset, "protocol", "cross-camera"),
+            "resolved": chosen["resolved"], "achieved": chosen["achieved"],
+            **{k: v for k, v in chosen.items() if k.endswith(("_pairs", "_searches"))},
+        },
+    }  # fmt: skip
+    path = save_calibration(out if out is not None else default_calibration_path(checkpoint), record)
+    return record, path
+
+
+def resolve_threshold(
+    value: str | None, *, checkpoint: str | Path, info: dict[str, Any], calibration: str | Path | None = None
+) -> float | None:
+    """`--threshold`: None, a number, or "auto" (the calibration file, checked against the model's fingerprints)."""
+    if value is None:
+        return None
+    if value == "auto":
+        path = calibration if calibration is not None else default_calibration_path(checkpoint)
+        return float(load_calibration(path, info=info)["threshold"])
+    try:
+        threshold = float(value)
+    except ValueError:
+        raise SpanetError(f"--threshold must be a number or auto, got {value!r}") from None
+    if not np.isfinite(threshold) or threshold < 0:
+        raise SpanetError(f"--threshold must be a finite distance >= 0, got {value}")
+    return threshold
+
+
+def _refuse_reporting_data(checkpoint: dict[str, Any], dataset: Any) -> None:
+    data = (checkpoint.get("config") or {}).get("data") or {}
+    trained_on, root = checkpoint.get("dataset") or data.get("dataset"), data.get("root")
+    if trained_on == dataset.name and root and Path(root).expanduser().resolve() == Path(dataset.root).resolve():
+        raise SpanetError(
+            f"{dataset.root} is the dataset this checkpoint was trained and is reported on; calibrating on its test "
+            "split would tune the threshold to the numbers you report: calibrate on a separate set of identities"
+        )
