@@ -34,9 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
     )
     parser.add_argument(
-        "--variant", dest="variants", action="append", nargs="+", default=[], metavar="LABEL [KEY=VALUE",
-        help="run every row again under this variant: a label, then config overrides, e.g. --variant paper "
-        "--variant official model.attention=l1 loss.weighting=official (repeatable; results in OUTPUT/LABEL/)",
+        "--variant", dest="variants", action="append", nargs="+", default=[], metavar="ITEM",
+        help="LABEL [KEY=VALUE ...]: run every row again under this variant (a label, then config overrides), "
+        "e.g. --variant paper --variant official model.attention=l1 loss.weighting=official (repeatable; results in OUTPUT/LABEL/)",
     )
     parser.set_defaults(func=_run_ablation)
 
