@@ -36,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--variant", dest="variants", action="append", nargs="+", default=[], metavar="ITEM",
         help="LABEL [KEY=VALUE ...]: run every row again under this variant (a label, then config overrides), "
-        "e.g. --variant paper --variant official model.attention=l1 loss.weighting=official (repeatable; results in OUTPUT/LABEL/)",
+        "e.g. --variant paper --variant official model.attention=l1 loss.weighting=official (repeatable; results "
+        "in OUTPUT/LABEL/)",
     )
     parser.set_defaults(func=_run_ablation)
 
