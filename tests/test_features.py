@@ -127,3 +127,21 @@ def test_amp_with_channels_last_is_bf16_on_cpu_and_close_to_fp32(model, images) 
     assert not np.array_equal(fast, plain)  # bfloat16 really ran
     cosine = (fast * plain).sum(1) / np.linalg.norm(fast, axis=1) / np.linalg.norm(plain, axis=1)
     assert cosine.min() > 0.99
+
+
+def test_extraction_runs_in_float32_unless_amp_is_asked() -> None:
+    """Evaluation precision is explicit: no autocast by default, bf16 only when asked (what `evaluate --amp` does)."""
+    import torch
+
+    from spanet.features import extract_features
+    from spanet.model import SPANet
+
+    torch.manual_seed(0)
+    model = SPANet(num_classes=3, backbone="resnet18").eval()
+    images = torch.rand(2, 3, 64, 32)
+    options = dict(input_size=(64, 32), batch_size=2, progress=False)
+    default = extract_features(model, images, **options).features
+    assert np.array_equal(extract_features(model, images, amp="none", **options).features, default)
+    assert np.array_equal(extract_features(model, images, amp=False, **options).features, default)
+    bf16 = extract_features(model, images, amp="bf16", **options).features
+    assert not np.array_equal(bf16, default) and np.allclose(bf16, default, atol=0.05)

@@ -80,7 +80,7 @@ def extract_features(
     device: str | torch.device = "cpu",
     flip: bool = False,
     kind: EmbeddingKind = "parts",
-    amp: bool | None = None,
+    amp: bool | str | None = None,
     channels_last: bool = False,
     skip_unreadable: bool = False,
     num_workers: int = 0,
@@ -90,10 +90,11 @@ def extract_features(
     """Float32 (N, D) features of `images` in their order, batched, in inference mode.
 
     `input_size` is (height, width) as stored in the checkpoint. The model must already live on `device`; it runs in
-    eval mode and is put back in its previous mode afterwards. `amp=None` uses float16 autocast on CUDA only;
-    `amp=True` on a CPU is bfloat16 autocast. `channels_last` feeds NHWC batches (fastest with bf16 on CPUs with
-    oneDNN, best with the model converted too: `model.to(memory_format=torch.channels_last)`). An unreadable input
-    raises `SpanetError` naming it, or with `skip_unreadable` is left out and listed in `failures`.
+    eval mode and is put back in its previous mode afterwards. Precision: float32 unless `amp` asks for autocast —
+    True (the device's default: float16 on CUDA, bfloat16 on CPU), "bf16" or "fp16" (None, False, "none": float32).
+    `channels_last` feeds NHWC batches (fastest with bf16 on CPUs with oneDNN, best with the model converted too:
+    `model.to(memory_format=torch.channels_last)`). An unreadable input raises `SpanetError` naming it, or with
+    `skip_unreadable` is left out and listed in `failures`.
     """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
@@ -112,14 +113,15 @@ def extract_features(
         inputs, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate,
         pin_memory=device.type == "cuda",
     )  # fmt: skip
-    use_amp = device.type == "cuda" if amp is None else amp
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if isinstance(amp, str) else None
+    use_amp = amp_dtype is not None or amp is True
     rows: list[np.ndarray] = []
     kept: list[int] = []
     failures: list[tuple[str, str]] = []
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), torch.autocast(device.type, enabled=use_amp):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
             for batch, indices, failed in tqdm(loader, desc=desc, unit="batch", disable=not progress):
                 failures += [(_label(images[i], i), reason) for i, reason in failed]
                 if batch is None:

@@ -66,7 +66,8 @@ def test_default_out_dir_is_beside_the_checkpoint_and_no_rerank_key(tiny_market,
     assert code == 0
     assert set(json.loads(json_path.read_text())) == {"plain"}
     assert (checkpoint.parent / "eval" / "metrics.json").is_file()
-    assert json.loads((checkpoint.parent / "eval" / "metrics.json").read_text())["metric"] == "cosine"
+    written = json.loads((checkpoint.parent / "eval" / "metrics.json").read_text())
+    assert written["metric"] == "cosine" and written["amp"] is False  # float32 unless --amp
 
 
 def test_user_mistakes_are_one_line_errors(tiny_market, tmp_path, capsys) -> None:

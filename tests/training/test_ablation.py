@@ -115,3 +115,21 @@ def test_a_diverged_run_is_recorded_and_the_other_rows_go_on(
     assert result["rows"]["ds"]["diverged_seeds"] == [0] and result["rows"]["ds"]["rank1"]["mean"] is None
     assert result["rows"]["with-sa"]["diverged_seeds"] == [] and result["rows"]["with-sa"]["rank1"]["mean"] is not None
     assert "| Backbone + DS |  | ✓ |  |  | diverged (1/1) | diverged (1/1) |" in (tmp_path / "ablation.md").read_text()
+
+
+def test_variants_run_the_same_rows_under_each_reading(tiny_market: Path, tmp_path: Path) -> None:
+    from spanet.cli import main
+
+    args = ["ablation", "--config", "configs/cpu_demo.yaml", "--rows", "with-sa", "--seeds", "1", "--output",
+            str(tmp_path), "--data-root", str(tiny_market), "--variant", "sum", "model.sa_pooling=sum",
+            "--variant", "official", "model.attention=l1", "model.sa_pooling=mean"]  # fmt: skip
+    tiny = [item for key in TINY for item in ("--set", key)]
+    assert main([*args, *tiny]) == 0
+    for label, (attention, pooling) in {"sum": ("softmax", "sum"), "official": ("l1", "mean")}.items():
+        config = yaml.safe_load((tmp_path / label / "runs" / "with-sa" / "seed0" / "config.yaml").read_text())
+        assert (config["model"]["attention"], config["model"]["sa_pooling"]) == (attention, pooling)
+        assert (tmp_path / label / "ablation.json").is_file()
+    combined = json.loads((tmp_path / "ablation.json").read_text())
+    assert list(combined["results"]) == ["sum", "official"]
+    markdown = (tmp_path / "ablation.md").read_text()
+    assert "Variant `sum` (model.sa_pooling=sum)" in markdown and "Variant `official`" in markdown

@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-workers", type=int, default=0, metavar="N", help="image-loading processes (default 0)")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto (default: CUDA if available), cpu, cuda")
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast + channels_last on a CPU (float16 on "
-                        "CUDA, where it is the default anyway): faster, metrics within ~0.1 points (docs/training.md)")
+                        "CUDA): faster, metrics within ~0.1 points (docs/training.md); default: float32 everywhere")
     parser.add_argument("--json", type=Path, metavar="FILE",
                         help='write {"plain": {"rank1", "rank5", "rank10", "mAP", "mINP"}, "reranked": {...}} '
                         "(fractions in [0, 1]) to FILE")
@@ -105,7 +105,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         model = model.to(memory_format=torch.channels_last)
     features = extract_feature_set(
         model, dataset, input_size=input_size, batch_size=args.batch_size, device=device, flip=args.flip,
-        kind=args.kind, progress=args.progress, num_workers=args.num_workers, amp=True if args.amp else None,
+        kind=args.kind, progress=args.progress, num_workers=args.num_workers, amp=args.amp,  # float32 unless --amp
         channels_last=args.amp,
     )  # fmt: skip
     result = score_features(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from spanet.config import yaml_scalar
 from spanet.errors import SpanetError
-from spanet.training.ablation import ROW_GROUPS, ROWS, format_markdown, run_ablation
+from spanet.training.ablation import ROW_GROUPS, ROWS, format_markdown, run_ablation, run_variants
 
 __all__ = ["register"]
 
@@ -33,6 +33,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE", help="config override, repeatable"
     )
+    parser.add_argument(
+        "--variant", dest="variants", action="append", nargs="+", default=[], metavar="ITEM",
+        help="LABEL [KEY=VALUE ...]: run every row again under this variant (a label, then config overrides), "
+        "e.g. --variant paper --variant official model.attention=l1 loss.weighting=official (repeatable; results "
+        "in OUTPUT/LABEL/)",
+    )
     parser.set_defaults(func=_run_ablation)
 
 
@@ -49,6 +55,15 @@ def _run_ablation(args: argparse.Namespace) -> int:
 
             generate_dataset(data_root, **SYNTH_PRESETS["demo"])
     overrides = [f"data.dataset={yaml_scalar(args.dataset)}", f"data.root={yaml_scalar(str(data_root))}", *args.overrides]
+    if args.variants:
+        variants = {label: extra for label, *extra in args.variants}
+        if len(variants) != len(args.variants):
+            raise SpanetError("--variant: every variant needs its own label")
+        combined = run_variants(config_path=args.config, rows=args.rows, seeds=args.seeds, output_dir=args.output,
+                                variants=variants, overrides=overrides)  # fmt: skip
+        print((args.output / "ablation.md").read_text() if combined else "")
+        print(f"written: {args.output / 'ablation.md'} and {args.output / 'ablation.json'}")
+        return 0
     result = run_ablation(
         config_path=args.config, rows=args.rows, seeds=args.seeds, output_dir=args.output, overrides=overrides
     )

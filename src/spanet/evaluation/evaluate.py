@@ -99,7 +99,7 @@ def extract_feature_set(
     kind: Literal["parts", "reduced", "global"] = "parts",
     progress: bool = True,
     num_workers: int = 0,
-    amp: bool | None = None,
+    amp: bool | str | None = None,
     channels_last: bool = False,
 ) -> FeatureSet:
     """Features of `dataset.query` and `dataset.gallery` (see `spanet.features.extract_features`)."""
@@ -164,7 +164,7 @@ def evaluate_model(
     rerank: bool = False,
     progress: bool = True,
     num_workers: int = 0,
-    amp: bool | None = None,
+    amp: bool | str | None = None,
 ) -> EvaluationResult:
     """Extract query/gallery features of `dataset` with `model` and score them (no files written)."""
     features = extract_feature_set(

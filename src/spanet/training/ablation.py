@@ -16,7 +16,7 @@ from pathlib import Path
 
 from spanet.errors import SpanetError
 
-__all__ = ["AblationRow", "ROWS", "ROW_GROUPS", "resolve_rows", "run_ablation", "format_markdown"]
+__all__ = ["AblationRow", "ROWS", "ROW_GROUPS", "resolve_rows", "run_ablation", "run_variants", "format_markdown"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,42 @@ def run_ablation(
     (output_dir / "ablation.json").write_text(json.dumps(result, indent=2))
     (output_dir / "ablation.md").write_text(format_markdown(result))
     return result
+
+
+def run_variants(
+    *,
+    config_path: Path | None,
+    rows: Sequence[str],
+    seeds: int,
+    output_dir: Path,
+    variants: dict[str, Sequence[str]],
+    overrides: Sequence[str] = (),
+) -> dict:
+    """The same rows and seeds once per variant (label -> extra `section.key=value` overrides, applied after
+    `overrides` and before the row's switches), each into OUTPUT/<label>/; one combined table in OUTPUT/ablation.md.
+
+    E.g. {"paper": [], "official": ["model.attention=l1", "loss.weighting=official"]} runs Tables 2 and 3 under both
+    readings of the paper on the same data."""
+    if not variants:
+        raise SpanetError("--variant: give at least one LABEL [KEY=VALUE ...]")
+    for label in variants:
+        if not label or "/" in label or label.startswith(".") or "=" in label:
+            raise SpanetError(f"--variant label {label!r} must be a plain folder name (e.g. paper, official)")
+    results = {
+        label: run_ablation(config_path=config_path, rows=rows, seeds=seeds, output_dir=output_dir / label,
+                            overrides=[*overrides, *extra])  # fmt: skip
+        for label, extra in variants.items()
+    }
+    combined = {"seeds": seeds, "variants": {label: {"overrides": list(extra)} for label, extra in variants.items()},
+                "results": results}  # fmt: skip
+    sections = [
+        f"## Variant `{label}` ({' '.join(variants[label]) or 'the config as it is'})\n\n{format_markdown(result)}"
+        for label, result in results.items()
+    ]
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "ablation.json").write_text(json.dumps(combined, indent=2))
+    (output_dir / "ablation.md").write_text("\n".join(sections))
+    return combined
 
 
 def _summary(values: list[float]) -> dict:

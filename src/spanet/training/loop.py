@@ -421,7 +421,7 @@ def _evaluate(model: nn.Module, dataset: Any, config: Config, *, device: torch.d
         result = evaluate_model(
             model, dataset, input_size=(config.data.height, config.data.width), batch_size=config.train.eval_batch_size,
             device=device, flip=config.train.eval_flip, progress=config.train.progress,
-            num_workers=config.data.num_workers, amp=config.train.amp != "none",  # the training precision, not fp16
+            num_workers=config.data.num_workers, amp=config.train.amp,  # the training precision, dtype included
         )  # fmt: skip
         metrics = {key: float(getattr(result, key)) for key in ("rank1", "rank5", "rank10", "mAP", "mINP")}
     barrier(dist_info)
