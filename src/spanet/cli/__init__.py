@@ -1,15 +1,20 @@
 """The `spanet` command line. This package is the only place that reads argv.
 
 Each submodule adds its subcommands with `register(subparsers)` and sets `func` on the parser; `main` parses,
-runs the function and turns a `SpanetError` into one clear line and exit status 2. Before running a command, `main`
-makes the C allocator keep freed memory for reuse (`spanet.runtime`) unless `--release-memory` is given.
+runs the function and turns a `SpanetError` into one clear line and exit status 2. spanet's own warnings (dataset
+counts, renamed config keys, the export fallback) are printed as one `warning: ...` line each, not in Python's
+`file:line` + source-line format, which reads like a crash. Before running a command, `main` makes the C allocator
+keep freed memory for reuse (`spanet.runtime`) unless `--release-memory` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 from spanet import __version__
 from spanet.errors import SpanetError
@@ -49,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.release_memory:
         retain_freed_memory()
     try:
-        result = args.func(args)
+        with _one_line_warnings():
+            result = args.func(args)
     except SpanetError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -57,6 +63,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show warnings raised by spanet's code as `warning: message` on stderr; other libraries' warnings unchanged."""
+    package = Path(__file__).resolve().parent.parent
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' signature
+        ours = category.__module__.startswith("spanet") or package in Path(filename).resolve().parents
+        if not ours:
+            previous(message, category, filename, lineno, file, line)
+            return
+        print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def one_line(exc: SpanetError) -> str:
