@@ -30,3 +30,30 @@ def test_a_dataset_warning_then_an_error_is_two_lines(tmp_path: Path) -> None:
     assert lines[0].startswith("warning: market1501 in ") and "no query has a true match" in lines[0]
     assert lines[1].startswith("error: ") and "no query has a true match" in lines[1]
     assert "Warning:" not in completed.stderr and ".py:" not in completed.stderr
+
+
+def test_evaluate_reports_an_unscorable_dataset_before_extracting(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Case 4: `spanet evaluate` used to extract every feature and only then fail in the metrics."""
+    import spanet.evaluation.evaluate as evaluation
+    from builders import make_checkpoint
+    from spanet.cli import main
+
+    extracted = []
+    monkeypatch.setattr(evaluation, "extract_feature_set", lambda *args, **kwargs: extracted.append(1))
+    root = write_market(tmp_path / "data", UNSCORABLE)
+    checkpoint = make_checkpoint(tmp_path / "m.pt", num_classes=2)
+    code = main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "market1501", "--data-root", str(root),
+                 "--device", "cpu", "--no-progress", "--out", str(tmp_path / "eval")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 2 and "no query has a true match in another camera" in err
+    assert extracted == [] and not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_a_library_warning_is_one_line_naming_its_category(tmp_path: Path) -> None:
+    """torch's DataLoader advice (more workers than cores) came as `…/dataloader.py:431: UserWarning: …` + source."""
+    code = ("import warnings, sys; from spanet.cli import _one_line_warnings\n"
+            "with _one_line_warnings():\n"
+            "    warnings.warn_explicit('This DataLoader will create 4 worker processes', UserWarning,\n"
+            "                           '/site-packages/torch/utils/data/dataloader.py', 431)\n")  # fmt: skip
+    completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert completed.stderr == "warning (UserWarning): This DataLoader will create 4 worker processes\n"

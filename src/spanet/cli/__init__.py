@@ -1,8 +1,8 @@
 """The `spanet` command line. This package is the only place that reads argv.
 
 Each submodule adds its subcommands with `register(subparsers)` and sets `func` on the parser; `main` parses,
-runs the function and turns a `SpanetError` into one clear line and exit status 2. spanet's own warnings (dataset
-counts, renamed config keys, the export fallback) are printed as one `warning: ...` line each, not in Python's
+runs the function and turns a `SpanetError` into one clear line and exit status 2. Warnings are printed as one
+`warning: ...` line each (a library's with its category, e.g. torch's DataLoader worker advice), not in Python's
 `file:line` + source-line format, which reads like a crash. Before running a command, `main` makes the C allocator
 keep freed memory for reuse (`spanet.runtime`) unless `--release-memory` is given.
 """
@@ -67,16 +67,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 @contextlib.contextmanager
 def _one_line_warnings() -> Iterator[None]:
-    """Show warnings raised by spanet's code as `warning: message` on stderr; other libraries' warnings unchanged."""
+    """Show each warning as one `warning: message` line on stderr; other libraries' ones name their category."""
     package = Path(__file__).resolve().parent.parent
     previous = warnings.showwarning
 
     def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' signature
         ours = category.__module__.startswith("spanet") or package in Path(filename).resolve().parents
-        if not ours:
-            previous(message, category, filename, lineno, file, line)
-            return
-        print(f"warning: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
+        label = "warning" if ours else f"warning ({category.__name__})"
+        print(f"{label}: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
 
     warnings.showwarning = show
     try:
