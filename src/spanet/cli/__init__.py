@@ -15,6 +15,7 @@ import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 from spanet import __version__
 from spanet.errors import SpanetError
@@ -71,7 +72,8 @@ def _one_line_warnings() -> Iterator[None]:
     package = Path(__file__).resolve().parent.parent
     previous = warnings.showwarning
 
-    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001 - warnings' signature
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:  # fmt: skip
         ours = category.__module__.startswith("spanet") or package in Path(filename).resolve().parents
         label = "warning" if ours else f"warning ({category.__name__})"
         print(f"{label}: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
