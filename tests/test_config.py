@@ -147,6 +147,28 @@ def test_values_out_of_range_name_their_key(override: str) -> None:
         load_config(None, [override])
 
 
+@pytest.mark.parametrize("override", ["optim.lr=.nan", "optim.lr=.inf", "data.flip_p=.nan", "optim.gamma=-.inf"])
+def test_non_finite_numbers_are_out_of_range(override: str) -> None:
+    """NaN compares False with every bound, so `optim.lr=.nan` passed the range check and trained into NaN."""
+    key = override.split("=")[0]
+    with pytest.raises(SpanetError, match=key.replace(".", r"\.") + " must be a finite number"):
+        load_config(None, [override])
+
+
+def test_an_out_of_range_override_is_blamed_not_the_file_it_overrides(tmp_path: Path) -> None:
+    """`--config good.yaml --epochs 0` said `good.yaml: optim.epochs must be ≥ 1`, sending the user to a file that
+    holds `epochs: 24`."""
+    good = tmp_path / "good.yaml"
+    good.write_text("optim:\n  epochs: 24\n")
+    with pytest.raises(SpanetError) as info:
+        load_config(good, ["optim.epochs=0"])
+    assert str(info.value).startswith("--set 'optim.epochs=0': optim.epochs must be ≥ 1")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  epochs: 0\n")
+    with pytest.raises(SpanetError, match=f"^{bad}: optim.epochs must be ≥ 1"):
+        load_config(bad, ["optim.lr=0.05"])  # a mistake in the file is still the file's
+
+
 def test_epochs_zero_from_the_cli_is_an_error_not_a_silent_success(tmp_path: Path, capsys) -> None:
     from spanet.cli import main
 

@@ -8,6 +8,7 @@ naming the key and listing what is valid, never a silently ignored setting.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 import warnings
@@ -212,7 +213,9 @@ def apply_overrides(values: dict[str, Any], overrides: list[str], *, source: str
         except yaml.YAMLError as exc:
             raise SpanetError(f"{source} {item!r}: value is not valid YAML ({exc.__class__.__name__})") from None
         expected = typing.get_type_hints(_SECTIONS[section])[key]
-        result.setdefault(section, {})[key] = _check_value(value, expected, key=dotted, source=f"{source} {item!r}")
+        value = _check_value(value, expected, key=dotted, source=f"{source} {item!r}")
+        _check_range(dotted, value, source=f"{source} {item!r}")  # blame the override, not the file it overrides
+        result.setdefault(section, {})[key] = value
     return result
 
 
@@ -291,19 +294,27 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 def _check_ranges(config: Config, *, source: str) -> None:
     """Raise naming the first key whose value is outside its range (e.g. a negative lr, an empty batch)."""
-    for dotted, (low, low_ok, high, high_ok) in _RANGES.items():
+    for dotted in _RANGES:
         section, key = dotted.split(".")
-        value = getattr(getattr(config, section), key)
-        for item in value if isinstance(value, tuple) else (value,):
-            if item is None:
-                continue
-            too_low = low is not None and (item < low or (item == low and not low_ok))
-            too_high = high is not None and (item > high or (item == high and not high_ok))
-            if too_low or too_high:
-                lower = "" if low is None else f"{'≥' if low_ok else '>'} {low}"
-                upper = "" if high is None else f"{'≤' if high_ok else '<'} {high}"
-                bounds = " and ".join(b for b in (lower, upper) if b)
-                raise SpanetError(f"{source}: {dotted} must be {bounds}, got {value!r}")
+        _check_range(dotted, getattr(getattr(config, section), key), source=source)
+
+
+def _check_range(dotted: str, value: Any, *, source: str) -> None:
+    """Raise unless every number in `value` (one number or a list) is finite and inside the range of `dotted`."""
+    if dotted not in _RANGES:
+        return
+    low, low_ok, high, high_ok = _RANGES[dotted]
+    for item in value if isinstance(value, (tuple, list)) else (value,):
+        if item is None:
+            continue
+        too_low = low is not None and (item < low or (item == low and not low_ok))
+        too_high = high is not None and (item > high or (item == high and not high_ok))
+        if too_low or too_high or not math.isfinite(item):  # NaN compares False with every bound
+            lower = "" if low is None else f"{'≥' if low_ok else '>'} {low}"
+            upper = "" if high is None else f"{'≤' if high_ok else '<'} {high}"
+            bounds = " and ".join(b for b in (lower, upper) if b)
+            finite = "" if math.isfinite(item) else "a finite number "
+            raise SpanetError(f"{source}: {dotted} must be {finite}{bounds}, got {value!r}")
 
 
 def _check_value(value: Any, expected: Any, *, key: str, source: str) -> Any:

@@ -43,6 +43,7 @@ __all__ = [
     "read_log",
     "check_output_dir",
     "move_aside",
+    "remove_stale_temp_files",
     "default_eval_dir",
     "check_eval_dir",
     "write_metrics",
@@ -142,6 +143,16 @@ def check_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool) -
             f"{output_dir} is not empty ({shown}); pass --resume to continue the run in it, --overwrite to move it "
             "aside and start anew, or choose a new --output"
         )
+
+
+def remove_stale_temp_files(output_dir: str | Path) -> list[Path]:
+    """Delete the `.last.pt.*.tmp` / `.best.pt.*.tmp` files that a checkpoint write killed by `kill -9` left; return
+    them. Call it only where nothing else writes into `output_dir` (the main process, as a run starts)."""
+    output_dir = Path(output_dir)
+    stale = [p for name in (LAST_CHECKPOINT, BEST_CHECKPOINT) for p in output_dir.glob(f".{name}.*.tmp") if p.is_file()]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
 
 
 def move_aside(output_dir: str | Path) -> Path | None:

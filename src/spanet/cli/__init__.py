@@ -1,15 +1,21 @@
 """The `spanet` command line. This package is the only place that reads argv.
 
 Each submodule adds its subcommands with `register(subparsers)` and sets `func` on the parser; `main` parses,
-runs the function and turns a `SpanetError` into one clear line and exit status 2. Before running a command, `main`
-makes the C allocator keep freed memory for reuse (`spanet.runtime`) unless `--release-memory` is given.
+runs the function and turns a `SpanetError` into one clear line and exit status 2. Warnings are printed as one
+`warning: ...` line each (a library's with its category, e.g. torch's DataLoader worker advice), not in Python's
+`file:line` + source-line format, which reads like a crash. Before running a command, `main` makes the C allocator
+keep freed memory for reuse (`spanet.runtime`) unless `--release-memory` is given.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TextIO
 
 from spanet import __version__
 from spanet.errors import SpanetError
@@ -49,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.release_memory:
         retain_freed_memory()
     try:
-        result = args.func(args)
+        with _one_line_warnings():
+            result = args.func(args)
     except SpanetError as exc:
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
@@ -57,6 +64,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     return int(result or 0)
+
+
+@contextlib.contextmanager
+def _one_line_warnings() -> Iterator[None]:
+    """Show each warning as one `warning: message` line on stderr; other libraries' ones name their category."""
+    package = Path(__file__).resolve().parent.parent
+    previous = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: TextIO | None = None, line: str | None = None) -> None:  # fmt: skip
+        ours = category.__module__.startswith("spanet") or package in Path(filename).resolve().parents
+        label = "warning" if ours else f"warning ({category.__name__})"
+        print(f"{label}: {' '.join(str(message).split())}", file=file or sys.stderr, flush=True)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 def one_line(exc: SpanetError) -> str:

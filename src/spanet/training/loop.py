@@ -39,6 +39,7 @@ from spanet.data.loader import build_train_loader, epoch_seed, set_loader_epoch
 from spanet.training.optim import build_optimizer, lr_factor
 from spanet.data.own import save_split_list
 from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog, check_output_dir, move_aside
+from spanet.run_dir import remove_stale_temp_files
 from spanet.training.step import EpochSpan, StepSettings, TrainingDiverged, train_one_epoch, train_step
 from spanet.training.stopping import StopRequest
 
@@ -364,6 +365,8 @@ def _prepare_output(config: Config, output_dir: Path, *, resume: bool, num_class
         moved = None if resume else move_aside(output_dir)
         if moved is not None:
             print(f"moved the previous content of {output_dir} to {moved}", file=sys.stderr, flush=True)
+        for stale in remove_stale_temp_files(output_dir) if resume else ():  # best.pt's may never be saved again
+            print(f"removed {stale.name}, left by a checkpoint write that was killed", file=sys.stderr, flush=True)
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, output_dir / CONFIG_FILE)
     return checkpoint
