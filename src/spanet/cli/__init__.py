@@ -19,7 +19,7 @@ __all__ = ["main", "build_parser", "one_line"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spanet.cli import bench, data, deploy, evaluate, experiments, synth, train, viz
+    from spanet.cli import bench, data, deploy, evaluate, experiments, synth, tracking, train, viz
 
     parser = argparse.ArgumentParser(
         prog="spanet",
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         "CPU training and feature extraction 1.1-1.6x faster (most at large batches)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (synth, data, train, evaluate, viz, deploy, experiments, bench):
+    for module in (synth, data, train, evaluate, viz, deploy, tracking, experiments, bench):
         module.register(subparsers)
     return parser
 
