@@ -102,9 +102,9 @@ def _view(rng: np.random.Generator, camera: Camera, direction: float) -> str:
     return "front" if rng.random() < front / (front + back) else "back"
 
 
-def _walk(rng: np.random.Generator, *, pid: int, cam: int, camera: Camera, start: int, options: VideoOptions,
-          person: Identity) -> Walk:  # fmt: skip
-    """Depth, size, direction and speed of one crossing; it takes 3-6 s from edge to edge."""
+def _walk(rng: np.random.Generator, *, pid: int, cam: int, camera: Camera, start: int, duration: int,
+          options: VideoOptions, person: Identity) -> Walk:  # fmt: skip
+    """Depth, size, direction and speed of one crossing from edge to edge in `duration` frames."""
     w, h = options.width, options.height
     horizon = camera.horizon * h
     depth = rng.uniform(0.3, 1.0)  # 0 = at the horizon, 1 = at the bottom edge
@@ -112,7 +112,6 @@ def _walk(rng: np.random.Generator, *, pid: int, cam: int, camera: Camera, start
     person_height = int(round(min(foot_y - 0.02 * h, h * (0.2 + 0.4 * depth)) * person.height_scale))
     direction = 1.0 if rng.random() < 0.5 else -1.0
     margin = 0.3 * person_height
-    duration = max(2, int(round(rng.uniform(3.0, 6.0) * options.fps)))
     speed = direction * (w + 2 * margin) / duration
     x0 = -margin if direction > 0 else w + margin
     return Walk(
@@ -122,18 +121,24 @@ def _walk(rng: np.random.Generator, *, pid: int, cam: int, camera: Camera, start
 
 
 def plan_walks(options: VideoOptions, people: tuple[Identity, ...], cameras: tuple[Camera, ...]) -> list[Walk]:
-    """Every person visits 1-3 distinct cameras in turn (a 1-3 s gap between them), starting at a random time."""
+    """Every person visits 1-3 distinct cameras in turn, each crossing 3-6 s with 1-3 s between cameras (shortened
+    to fit short footage), starting at a random time so that the whole visit fits when it can."""
     rng = np.random.default_rng([options.seed, 10])
+    frames, fps = options.frames, options.fps
     walks = []
     for index, person in enumerate(people):
         visits = int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
         order = rng.permutation(len(cameras))[: min(visits, len(cameras))]
-        start = int(rng.integers(-options.fps, max(1, options.frames - 4 * options.fps * len(order)) + 1))
-        for cam in order:
-            walk = _walk(rng, pid=index + 1, cam=int(cam), camera=cameras[cam], start=start, options=options,
-                         person=person)  # fmt: skip
+        longest = max(2.0, frames / (len(order) + 0.5))
+        durations = [int(round(min(rng.uniform(3.0, 6.0) * fps, longest))) for _ in order]
+        gaps = [int(round(min(rng.uniform(1.0, 3.0) * fps, frames / 10))) for _ in order]
+        slack = frames - sum(durations) - sum(gaps[:-1])
+        start = int(rng.integers(-(durations[0] // 4), max(1, slack) + 1))
+        for cam, duration, gap in zip(order, durations, gaps):
+            walk = _walk(rng, pid=index + 1, cam=int(cam), camera=cameras[cam], start=start, duration=duration,
+                         options=options, person=person)  # fmt: skip
             walks.append(walk)
-            start = walk.end + int(rng.integers(options.fps, 3 * options.fps + 1))
+            start = walk.end + gap
     return walks
 
 
