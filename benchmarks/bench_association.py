@@ -6,9 +6,9 @@ Footage: `spanet synth-video` (3 cameras, 24 people, 20 s at 10 fps, 640×360), 
 method is calibrated (`calibrate_threshold`, best pairwise F1) on separate footage with seed 100 (other people).
 Tracks given to `associate`: the ground-truth tracks ("gt tracks": one track per person and camera), and the same cut
 into pieces of at most 2 s ("fragmented": what an imperfect tracker gives; same-camera pieces must be re-joined).
-Metrics: motmetrics over all cameras as one sequence (camera c's frame f becomes frame c·L + f), so a person keeps
-credit only if one global id follows them from camera to camera: IDF1, IDP, IDR; identity purity = share of boxes
-whose global id's most frequent true person is theirs; and the number of global ids vs true people.
+Metrics: `spanet.tracking.metrics.cross_camera_scores` (motmetrics over all cameras joined into one sequence, so a
+person keeps credit only if one global id follows them from camera to camera): IDF1; identity purity = share of
+boxes whose global id's most frequent true person is theirs; and the number of global ids vs true people.
 Results: benchmarks/results/association.json and .md.
 """
 
@@ -23,6 +23,7 @@ import numpy as np
 
 from spanet.synth.video import VideoOptions, generate_video
 from spanet.tracking.associate import associate, calibrate_threshold, embed_tracks
+from spanet.tracking.metrics import cross_camera_scores
 from spanet.tracking.mot import Tracks, read_sequence, read_tracks, write_tracks
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -86,40 +87,9 @@ def calibrate(embed, footage: Path, work: Path, *, cameras: int, fragmented: boo
     return calibrate_threshold(tracks, [truth_of(t.track_id, fragmented=fragmented) for t in tracks])
 
 
-def iou_distance(a: np.ndarray, b: np.ndarray, *, max_distance: float = 0.5) -> np.ndarray:
-    """1 − IoU of x, y, w, h boxes, NaN (no match) above `max_distance` — motmetrics' `iou_matrix`, which calls
-    `np.asfarray`, gone in numpy 2."""
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, :2] + a[:, None, 2:], b[None, :, :2] + b[None, :, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(axis=2)
-    union = a[:, None, 2:].prod(axis=2) + b[None, :, 2:].prod(axis=2) - inter
-    dist = 1 - inter / np.maximum(union, 1e-12)
-    return np.where(dist > max_distance, np.nan, dist)
-
-
-def score(footage: Path, out: Path, *, cameras: int, length: int) -> dict[str, float]:
-    """motmetrics IDF1/IDP/IDR over the cameras joined into one sequence, identity purity, id counts."""
-    import motmetrics as mm
-
-    acc = mm.MOTAccumulator(auto_id=False)
-    pairs = []
-    for c in range(cameras):
-        gt = read_tracks(footage / f"cam{c + 1}" / "gt" / "gt.txt")
-        hyp = read_tracks(out / f"cam{c + 1}.txt")
-        for frame in np.unique(np.concatenate([gt.frames, hyp.frames])):
-            g, h = gt.frames == frame, hyp.frames == frame
-            dist = iou_distance(gt.boxes[g], hyp.boxes[h])
-            acc.update(gt.ids[g].tolist(), hyp.ids[h].tolist(), dist, frameid=int(c * length + frame))
-        keys = {tuple(np.round(b, 2)) + (int(f),): int(i) for f, i, b in zip(gt.frames, gt.ids, gt.boxes)}
-        pairs += [(keys[tuple(np.round(b, 2)) + (int(f),)], int(i)) for f, i, b in zip(hyp.frames, hyp.ids, hyp.boxes)]
-    summary = mm.metrics.create().compute(acc, metrics=["idf1", "idp", "idr", "num_switches"], name="all")
-    truth, predicted = np.array(pairs).T
-    pure = sum(np.bincount(truth[predicted == p]).max() for p in np.unique(predicted))
-    return {
-        "idf1": float(summary["idf1"].iloc[0]), "idp": float(summary["idp"].iloc[0]),
-        "idr": float(summary["idr"].iloc[0]), "purity": float(pure / len(truth)),
-        "global_ids": int(len(np.unique(predicted))), "true_people": int(len(np.unique(truth))),
-    }  # fmt: skip
+def score(footage: Path, out: Path, *, cameras: int) -> dict[str, float]:
+    truth = [read_tracks(footage / f"cam{c + 1}" / "gt" / "gt.txt") for c in range(cameras)]
+    return cross_camera_scores(truth, [read_tracks(out / f"cam{c + 1}.txt") for c in range(cameras)])
 
 
 def main() -> None:
@@ -160,7 +130,7 @@ def main() -> None:
                     sequences, files = prepare_tracks(tmp / f"test{seed}", work, cameras=args.cameras,
                                                       fragmented=fragmented)  # fmt: skip
                     result = associate(sequences, files, embed=embed, out_dir=work / "out", threshold=threshold)
-                    metrics = score(tmp / f"test{seed}", work / "out", cameras=args.cameras, length=base.frames)
+                    metrics = score(tmp / f"test{seed}", work / "out", cameras=args.cameras)
                     rows.append({"seed": seed, "tracks": "fragmented" if fragmented else "gt tracks", "method": name,
                                  "threshold": threshold, "calibration_pairwise_f1": calib_f1,
                                  "input_tracks": len(result.tracks), **metrics})  # fmt: skip
