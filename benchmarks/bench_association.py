@@ -100,6 +100,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--cameras", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="test footage seeds")
+    parser.add_argument("--calib-scale", type=float, default=2.0, help="calibration footage: people and seconds ×")
     args = parser.parse_args()
     from spanet.deploy.tracker import ReID
 
@@ -111,7 +112,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         base = VideoOptions(cameras=args.cameras, people=args.people, seconds=args.seconds)
-        calib = VideoOptions(**{**base.__dict__, "people": 2 * args.people, "seconds": 2 * args.seconds, "seed": 100})
+        scale = args.calib_scale
+        calib = VideoOptions(**{**base.__dict__, "people": round(scale * args.people), "seconds": scale * args.seconds,
+                                "seed": 100})  # fmt: skip
         generate_video(tmp / "calib", calib)
         thresholds = {}
         for fragmented in (False, True):
@@ -141,12 +144,13 @@ def main() -> None:
 def write_results(rows: list[dict], *, args: argparse.Namespace) -> None:
     RESULTS.mkdir(exist_ok=True)
     meta = {"spanet": str(args.spanet), "no_sa": str(args.no_sa), "people": args.people, "seconds": args.seconds,
-            "cameras": args.cameras, "seeds": args.seeds}  # fmt: skip
+            "cameras": args.cameras, "seeds": args.seeds, "calib_scale": args.calib_scale}  # fmt: skip
     (RESULTS / "association.json").write_text(json.dumps({"setting": meta, "rows": rows}, indent=2) + "\n")
     lines = [
         f"Cross-camera association on synthetic footage ({args.cameras} cameras, {args.people} people, "
         f"{args.seconds:g} s at 10 fps, 640×360), mean over test seeds {args.seeds} (min–max in brackets); "
-        f"thresholds calibrated on seed 100 footage ({2 * args.people} other people, {2 * args.seconds:g} s).",
+        f"thresholds calibrated on seed 100 footage ({round(args.calib_scale * args.people)} other people, "
+        f"{args.calib_scale * args.seconds:g} s).",
         "",
         "| tracks | method | threshold | IDF1 % | identity purity % | global ids / people |",
         "| --- | --- | ---: | ---: | ---: | ---: |",

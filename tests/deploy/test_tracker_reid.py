@@ -21,6 +21,11 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def reid(checkpoint: Path) -> spanet.ReID:
+    return spanet.ReID(checkpoint, device="cpu", batch_size=3)
+
+
+@pytest.fixture(scope="module")
 def frame() -> np.ndarray:
     """A BGR frame with distinct coloured blocks, so crops differ and channel order matters."""
     rng = np.random.default_rng(3)
@@ -30,9 +35,10 @@ def frame() -> np.ndarray:
     return img
 
 
-def test_get_features_equals_extractor_on_saved_crops(checkpoint: Path, frame: np.ndarray, tmp_path: Path) -> None:
+def test_get_features_equals_extractor_on_saved_crops(
+    checkpoint: Path, reid: spanet.ReID, frame: np.ndarray, tmp_path: Path
+) -> None:
     boxes = np.array([[20, 10, 50, 70], [90.4, 40.2, 129.6, 109.9], [-15, -5, 30, 200], [5, 5, 25, 45]])
-    reid = spanet.ReID(checkpoint, device="cpu", batch_size=3)
     got = reid.get_features(boxes, frame)
     paths = []
     for number, (x0, y0, x1, y1) in enumerate(clip_boxes(boxes, height=120, width=160)):
@@ -47,9 +53,8 @@ def test_get_features_equals_extractor_on_saved_crops(checkpoint: Path, frame: n
     assert reid.last_skipped == 0
 
 
-def test_channel_order_is_bgr(checkpoint: Path, frame: np.ndarray) -> None:
+def test_channel_order_is_bgr(reid: spanet.ReID, frame: np.ndarray) -> None:
     """Passing the frame as RGB by mistake changes the features: proof the BGR->RGB swap happens."""
-    reid = spanet.ReID(checkpoint, device="cpu")
     boxes = np.array([[20, 10, 50, 70]])
     bgr = reid.get_features(boxes, frame)
     rgb_mistake = reid.get_features(boxes, np.ascontiguousarray(frame[:, :, ::-1]))
@@ -77,8 +82,7 @@ def test_degenerate_boxes_give_zero_rows_and_are_counted(checkpoint: Path, frame
     assert empty.shape == (0, reid.feature_dim) and reid.last_skipped == 0 and reid.skipped_boxes == 4
 
 
-def test_bad_frame_or_boxes_are_errors(checkpoint: Path, frame: np.ndarray) -> None:
-    reid = spanet.ReID(checkpoint, device="cpu")
+def test_bad_frame_or_boxes_are_errors(reid: spanet.ReID, frame: np.ndarray) -> None:
     with pytest.raises(SpanetError, match="BGR frame"):
         reid.get_features(np.array([[0, 0, 5, 5]]), frame.astype(np.float32))
     with pytest.raises(SpanetError, match="shape"):
