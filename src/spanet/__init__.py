@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["SpatialAttention", "SPANet", "FeatureExtractor", "SpanetError", "__version__"]
+__all__ = ["SpatialAttention", "SPANet", "FeatureExtractor", "ReID", "SpanetError", "__version__"]
 __version__ = "0.1.0"
 
 _LAZY = {
     "SpatialAttention": "spanet.attention",
     "SPANet": "spanet.model",
     "FeatureExtractor": "spanet.features",
+    "ReID": "spanet.deploy.tracker",
     "SpanetError": "spanet.errors",
 }
 

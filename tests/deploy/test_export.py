@@ -67,3 +67,22 @@ def test_export_never_writes_over_the_checkpoint_or_into_a_folder(checkpoint: Pa
     with pytest.raises(SpanetError, match="is a folder"):
         export_checkpoint(checkpoint, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_metadata_json_beside_the_onnx_file(exported, checkpoint: Path) -> None:
+    """What a C++ user needs to run the graph, and fingerprints equal to the ones stored with extracted features."""
+    import json
+
+    from spanet.deploy.export import metadata_path
+
+    path = metadata_path(exported.path)
+    assert path == exported.path.with_name("model.metadata.json")
+    meta = json.loads(path.read_text())
+    assert meta["input"]["shape"] == ["batch", 3, *INPUT_SIZE]
+    assert meta["input"]["colour_order"] == "RGB"
+    assert meta["input"]["mean"] == [0.485, 0.456, 0.406] and meta["input"]["std"] == [0.229, 0.224, 0.225]
+    assert meta["output"]["feature_dim"] == exported.feature_dim == 6 * 512
+    assert "euclidean" in meta["distance"]
+    info = FeatureExtractor(checkpoint, device="cpu").info
+    assert meta["weights_fingerprint"] == info["weights_fingerprint"]
+    assert meta["args_fingerprint"] == info["args_fingerprint"]

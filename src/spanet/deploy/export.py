@@ -6,19 +6,24 @@ output `features` (B, D). The batch axis is dynamic. Export uses the torch.expor
 (`dynamo=True`, needs onnxscript); if that fails on some torch version it falls back to the TorchScript exporter.
 After writing, the file is run with onnxruntime on random batches of two different sizes (proving the dynamic
 axis) and the largest absolute difference to PyTorch must stay within `tolerance`, else `SpanetError`.
+
+`export_checkpoint` also writes `MODEL.metadata.json` beside `MODEL.onnx`: what a C++ / DeepStream / Triton user needs
+to feed the graph without reading this code (input size, RGB order, mean/std on [0, 1] pixels, resize, feature
+dimension and layout, distance) and the fingerprints that tie it to the checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -28,7 +33,7 @@ from spanet.errors import SpanetError
 if TYPE_CHECKING:
     from spanet.model import SPANet
 
-__all__ = ["ExportReport", "export_onnx", "export_checkpoint", "verify_onnx"]
+__all__ = ["ExportReport", "export_onnx", "export_checkpoint", "verify_onnx", "export_metadata", "metadata_path"]
 
 INPUT_NAME = "images"
 OUTPUT_NAME = "features"
@@ -112,7 +117,46 @@ def export_checkpoint(
         raise SpanetError(f"the ONNX output {out} is the checkpoint itself; choose another file name ending in .onnx")
     model, state = load_model(checkpoint, map_location="cpu")
     input_size = checkpoint_input_size(state, path=checkpoint)
-    return export_onnx(model, out, input_size=input_size, kind=kind, opset=opset, tolerance=tolerance)
+    report = export_onnx(model, out, input_size=input_size, kind=kind, opset=opset, tolerance=tolerance)
+    metadata = export_metadata(model, state, report=report, kind=kind, checkpoint=checkpoint)
+    metadata_path(report.path).write_text(json.dumps(metadata, indent=2) + "\n")
+    return report
+
+
+def metadata_path(onnx_path: str | os.PathLike[str]) -> Path:
+    """`MODEL.metadata.json` beside `MODEL.onnx`."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(f"{onnx_path.stem}.metadata.json")
+
+
+def export_metadata(
+    model: SPANet, state: dict, *, report: ExportReport, kind: str, checkpoint: str | os.PathLike[str]
+) -> dict[str, Any]:
+    """How to prepare the input of the exported graph and read its output, plus the model's fingerprints."""
+    from spanet.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from spanet.features import model_fingerprints
+
+    height, width = report.input_size
+    num_parts = int(getattr(model, "num_parts", 1)) if kind in ("parts", "reduced") else 1
+    return {
+        "format": "spanet-onnx-metadata/1",
+        "onnx_file": report.path.name,
+        "input": {
+            "name": INPUT_NAME, "shape": ["batch", 3, height, width], "dtype": "float32", "layout": "NCHW",
+            "colour_order": "RGB", "resize": f"bilinear to {height}x{width} (height x width), no padding or crop",
+            "scale": "pixel / 255", "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+        },
+        "output": {
+            "name": OUTPUT_NAME, "shape": ["batch", report.feature_dim], "kind": kind, "feature_dim": report.feature_dim,
+            "normalisation": f"each of {num_parts} equal slices has unit L2 norm" if num_parts > 1 else "unit L2 norm",
+        },
+        "distance": "squared euclidean (smaller is more similar); cosine after L2-normalising the whole vector",
+        "exporter": report.exporter,
+        "opset": report.opset,
+        "max_abs_diff_vs_pytorch": {str(k): v for k, v in report.max_abs_diff.items()},
+        "checkpoint": str(checkpoint),
+        **model_fingerprints(state["model_args"], model.state_dict()),
+    }  # fmt: skip
 
 
 def _check_out(out: Path) -> Path:

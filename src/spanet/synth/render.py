@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from spanet.synth.scene import RGB, VIEWS, Camera, Identity
 
-__all__ = ["render_image"]
+__all__ = ["render_image", "render_person", "render_background"]
 
 _OCCLUDERS = ("pole", "car", "person", "box")
 
@@ -180,9 +180,10 @@ def _draw_profile(draw: ImageDraw.ImageDraw, f: _Frame, p: Identity, view: str, 
         draw.rectangle(f.box(swing - 0.05, 0.44, swing + 0.05, 0.57), fill=p.bag_colour)
 
 
-def _draw_background(draw: ImageDraw.ImageDraw, cam: Camera, w: int, h: int, rng: np.random.Generator) -> None:
+def _draw_background(draw: ImageDraw.ImageDraw, cam: Camera, w: int, h: int, rng: np.random.Generator,
+                     unit: float | None = None) -> None:  # fmt: skip
     """The camera's fixed scene (wall texture, floor, horizon), shifted a little per picture."""
-    unit = w / 128  # texture sizes are tuned for the default 2 x 64 pixel wide canvas
+    unit = w / 128 if unit is None else unit  # texture sizes are tuned for the default 2 x 64 pixel wide canvas
     horizon = int(h * (cam.horizon + rng.uniform(-0.04, 0.04)))
     dark = _shade(cam.wall, 0.8)
     shift = int(rng.integers(0, 40))
@@ -292,3 +293,35 @@ def render_image(
     pixels = np.asarray(image, dtype=np.float32) * (down[:, None, None] * across[None, :, None]) * gain
     pixels += rng.standard_normal(pixels.shape, dtype=np.float32) * np.float32(camera.noise)
     return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+
+
+def render_person(*, person: Identity, view: str, height: int, rng: np.random.Generator) -> Image.Image:
+    """`person` alone, `height` pixels tall, seen from `view`, on a transparent RGBA canvas (for video frames).
+
+    The same drawing as `render_image`, without background, camera effects or detector jitter; `rng` only picks the
+    stride. The canvas is `height` tall and wide enough for bags and swinging limbs; its alpha is the body's mask.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"view must be one of {VIEWS}, got {view!r}")
+    h = 2 * height
+    w = 2 * max(4, int(round(height * 0.5)))
+    canvas = Image.new("RGBA", (w, h), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(canvas)
+    frame = _Frame(cx=w / 2, top=0.0, ph=float(h), mirror=-1 if view == "left" else 1)
+    if view in ("front", "back"):
+        _draw_frontal(draw, frame, person, view, rng)
+    else:
+        _draw_profile(draw, frame, person, view, rng)
+    return canvas.reduce(2)
+
+
+def render_background(*, camera: Camera, height: int, width: int, rng: np.random.Generator) -> np.ndarray:
+    """The camera's empty scene as float32 (H, W, 3), with its colour cast and lighting slope but no noise."""
+    canvas = Image.new("RGB", (width, height), camera.wall)
+    _draw_background(ImageDraw.Draw(canvas), camera, width, height, rng, unit=height / 256)  # crops: 256 tall
+    if camera.blur > 0:
+        canvas = canvas.filter(ImageFilter.GaussianBlur(camera.blur))
+    across = 1 + np.float32(camera.light[0]) * np.linspace(-0.5, 0.5, width, dtype=np.float32)
+    down = 1 + np.float32(camera.light[1]) * np.linspace(-0.5, 0.5, height, dtype=np.float32)
+    gain = np.asarray(camera.gain, dtype=np.float32) * np.float32(camera.brightness)
+    return np.asarray(canvas, dtype=np.float32) * (down[:, None, None] * across[None, :, None]) * gain

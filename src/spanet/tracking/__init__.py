@@ -1,0 +1,1 @@
+"""Tracks from a multi-object tracker to identities across cameras: MOTChallenge files, association, its page."""

@@ -1,0 +1,264 @@
+"""Tracks to identities across cameras: one pooled appearance feature per track, clustered under constraints.
+
+For each track (one id in one camera's track file) up to K boxes spread evenly over its life are cropped and
+embedded by any `embed(xyxy, bgr_frame)` (normally `spanet.ReID.get_features`, which runs the one embedding loop);
+their mean, L2-normalised, is the track's feature. Tracks are then merged by average-linkage agglomerative clustering
+on squared Euclidean distance (0..4 between unit vectors), stopping at `threshold`. Two tracks of the same camera
+that overlap in time are one person only if the tracker is wrong, so they are never merged: scipy's and
+scikit-learn's linkage take no such cannot-link constraint, so the clustering is written here (Lance-Williams update
+of the average distance, a blocked pair stays blocked); without constraints it equals scipy's
+`linkage(method="average")` cut by `fcluster(criterion="distance")` (tested).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence as Seq
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from spanet.errors import SpanetError
+from spanet.tracking.mot import Sequence, Tracks, read_sequence, read_tracks, write_tracks
+
+__all__ = [
+    "TrackFeature", "Association", "sample_rows", "embed_tracks", "cannot_link", "cluster_tracks", "global_ids",
+    "pairwise_f1", "calibrate_threshold",
+    "associate", "MARKER_FILE",
+]
+
+Embed = Callable[[np.ndarray, np.ndarray], np.ndarray]
+THUMB_HEIGHT = 96
+MARKER_FILE = "association.json"
+
+
+@dataclass(frozen=True, eq=False)
+class TrackFeature:
+    """One track of one camera: its pooled unit feature (zeros if no box could be cropped), life span, a thumbnail."""
+
+    camera: int  # index into the sequences
+    track_id: int
+    first: int  # first and last frame
+    last: int
+    feature: np.ndarray
+    crops: int  # boxes that contributed to the feature
+    thumbnail: np.ndarray | None  # RGB (h, w, 3) uint8 of the middle sampled box
+
+
+def sample_rows(tracks: Tracks, track_id: int, k: int) -> np.ndarray:
+    """Row numbers of up to `k` boxes of one track, evenly spread over its frames (first and last included)."""
+    rows = np.flatnonzero(tracks.ids == track_id)
+    rows = rows[np.argsort(tracks.frames[rows], kind="stable")]
+    if len(rows) <= k:
+        return rows
+    return rows[np.unique(np.round(np.linspace(0, len(rows) - 1, k)).astype(np.int64))]
+
+
+def _read_frame(sequence: Sequence, frame: int) -> np.ndarray:
+    """The frame as BGR uint8 (what trackers hand their re-ID model); a frame of another size is an error."""
+    path = sequence.frame_path(frame)
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except OSError as exc:
+        raise SpanetError(f"frame {path} could not be read ({exc})") from None
+    if rgb.shape[:2] != (sequence.height, sequence.width):
+        raise SpanetError(
+            f"frame {path} is {rgb.shape[1]}x{rgb.shape[0]} but sequence {sequence.name} is "
+            f"{sequence.width}x{sequence.height}; all frames of a sequence must have one size"
+        )
+    return rgb[:, :, ::-1]
+
+
+def _thumbnail(bgr: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    x, y, w, h = box
+    x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
+    x1, y1 = min(bgr.shape[1], int(np.ceil(x + w))), min(bgr.shape[0], int(np.ceil(y + h)))
+    if x1 <= x0 or y1 <= y0:
+        return None
+    crop = Image.fromarray(np.ascontiguousarray(bgr[y0:y1, x0:x1, ::-1]))
+    width = max(1, round(crop.width * THUMB_HEIGHT / crop.height))
+    return np.asarray(crop.resize((width, THUMB_HEIGHT), Image.BILINEAR))
+
+
+def embed_tracks(
+    sequences: Seq[Sequence], tracks: Seq[Tracks], *, embed: Embed, crops_per_track: int = 8
+) -> list[TrackFeature]:
+    """Pooled features of every track of every camera; each frame is read once, all its sampled boxes embedded."""
+    if crops_per_track < 1:
+        raise SpanetError(f"--crops-per-track must be at least 1, got {crops_per_track}")
+    results = []
+    for camera, (sequence, table) in enumerate(zip(sequences, tracks)):
+        sampled = {tid: sample_rows(table, tid, crops_per_track) for tid in table.track_ids()}
+        rows = np.concatenate(list(sampled.values())) if sampled else np.zeros(0, dtype=np.int64)
+        row_features: dict[int, np.ndarray] = {}
+        thumbs: dict[int, np.ndarray | None] = {}
+        middles = {int(r[len(r) // 2]) for r in sampled.values()}
+        for frame in np.unique(table.frames[rows]):
+            at_frame = rows[table.frames[rows] == frame]
+            bgr = _read_frame(sequence, int(frame))
+            xywh = table.boxes[at_frame]
+            xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+            for row, feature in zip(at_frame, np.asarray(embed(xyxy, bgr), dtype=np.float32)):
+                row_features[int(row)] = feature
+                if int(row) in middles:
+                    thumbs[int(row)] = _thumbnail(bgr, table.boxes[row])
+        for tid, picked in sampled.items():
+            feats = np.stack([row_features[int(r)] for r in picked])
+            feats = feats[np.linalg.norm(feats, axis=1) > 0]  # zero rows: boxes with nothing to crop
+            pooled = feats.mean(axis=0) if len(feats) else np.zeros(row_features[int(picked[0])].shape, np.float32)
+            norm = float(np.linalg.norm(pooled))
+            frames = table.frames[table.ids == tid]
+            results.append(TrackFeature(
+                camera=camera, track_id=int(tid), first=int(frames.min()), last=int(frames.max()),
+                feature=(pooled / norm if norm > 0 else pooled).astype(np.float32), crops=len(feats),
+                thumbnail=thumbs.get(int(picked[len(picked) // 2])),
+            ))  # fmt: skip
+    return results
+
+
+def cannot_link(tracks: Seq[TrackFeature]) -> np.ndarray:
+    """(n, n) bool: True for two tracks of the same camera whose frame spans overlap."""
+    camera = np.array([t.camera for t in tracks])
+    first = np.array([t.first for t in tracks])
+    last = np.array([t.last for t in tracks])
+    same = camera[:, None] == camera[None, :]
+    overlap = (first[:, None] <= last[None, :]) & (first[None, :] <= last[:, None])
+    blocked = same & overlap
+    np.fill_diagonal(blocked, False)
+    return blocked
+
+
+def cluster_tracks(features: np.ndarray, *, threshold: float, blocked: np.ndarray | None = None) -> np.ndarray:
+    """Cluster labels (n,) by average linkage on squared Euclidean distance, merging while the closest pair of
+    clusters is at most `threshold` apart and not `blocked` (a cannot-link between any of their members)."""
+    features = np.asarray(features, dtype=np.float64)
+    n = len(features)
+    labels = np.arange(n)
+    if n < 2:
+        return labels
+    sq = (features**2).sum(axis=1)
+    dist = np.maximum(sq[:, None] + sq[None, :] - 2 * features @ features.T, 0.0)  # (n, n)
+    if blocked is not None:
+        dist[blocked] = np.inf
+    np.fill_diagonal(dist, np.inf)
+    sizes = np.ones(n)
+    while True:
+        i, j = np.unravel_index(int(np.argmin(dist)), dist.shape)
+        if not dist[i, j] <= threshold:
+            break
+        merged = (sizes[i] * dist[i] + sizes[j] * dist[j]) / (sizes[i] + sizes[j])  # inf stays inf: still blocked
+        dist[i, :] = merged
+        dist[:, i] = merged
+        dist[i, i] = np.inf
+        dist[j, :] = np.inf
+        dist[:, j] = np.inf
+        sizes[i] += sizes[j]
+        labels[labels == j] = i
+    return labels
+
+
+def pairwise_f1(labels: np.ndarray, truth: np.ndarray) -> float:
+    """F1 of the "same identity" decision over all pairs of tracks: 1 for a perfect partition."""
+    same_pred = labels[:, None] == labels[None, :]
+    same_true = truth[:, None] == truth[None, :]
+    upper = np.triu(np.ones_like(same_pred), k=1)
+    hits = float((same_pred & same_true & upper).sum())
+    predicted, actual = float((same_pred & upper).sum()), float((same_true & upper).sum())
+    return 2 * hits / (predicted + actual) if predicted + actual else 1.0
+
+
+def calibrate_threshold(
+    tracks: Seq[TrackFeature], truth: Seq[int], *, candidates: Seq[float] = tuple(np.arange(0.05, 2.01, 0.05))
+) -> tuple[float, float]:
+    """The cut (and its pairwise F1) that best recovers the known identities `truth` of labelled tracks, e.g. a
+    synthetic sequence's ground truth; ties go to the smaller threshold (fewer wrong merges)."""
+    truth = np.asarray(truth)
+    blocked = cannot_link(tracks)
+    features = np.stack([t.feature for t in tracks])
+    scores = [(pairwise_f1(cluster_tracks(features, threshold=c, blocked=blocked), truth), -c) for c in candidates]
+    best_f1, best_negative = max(scores)
+    return float(-best_negative), float(best_f1)
+
+
+def global_ids(tracks: Seq[TrackFeature], *, threshold: float) -> np.ndarray:
+    """Global ids 1..G (n,), numbered by first appearance; tracks with no feature stay on their own."""
+    usable = np.array([t.crops > 0 for t in tracks], dtype=bool)
+    labels = np.arange(len(tracks)) + len(tracks)  # unusable tracks: a cluster of their own
+    if usable.any():
+        index = np.flatnonzero(usable)
+        sub = [tracks[i] for i in index]
+        found = cluster_tracks(np.stack([t.feature for t in sub]), threshold=threshold, blocked=cannot_link(sub))
+        labels[index] = found
+    order = sorted(range(len(tracks)), key=lambda i: (tracks[i].first, tracks[i].camera, tracks[i].track_id))
+    numbering: dict[int, int] = {}
+    for i in order:
+        numbering.setdefault(int(labels[i]), len(numbering) + 1)
+    return np.array([numbering[int(label)] for label in labels], dtype=np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class Association:
+    """What `associate` wrote: the tracks with their global ids, one track file per camera and the page."""
+
+    tracks: list[TrackFeature]
+    ids: np.ndarray
+    outputs: list[Path]
+    page: Path
+
+    @property
+    def identities(self) -> int:
+        return len(np.unique(self.ids))
+
+
+def _prepare_out(out_dir: Path) -> None:
+    """Write only into a new or empty folder, or one an earlier association wrote (never over a user's files)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SpanetError(f"--out {out_dir} is a file; give a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / MARKER_FILE).is_file():
+        raise SpanetError(f"--out {out_dir} is not empty and was not written by `spanet associate`; choose a new folder")
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def associate(
+    sequence_dirs: Seq[str | os.PathLike[str]],
+    track_files: Seq[str | os.PathLike[str]],
+    *,
+    embed: Embed,
+    out_dir: str | os.PathLike[str],
+    threshold: float,
+    crops_per_track: int = 8,
+) -> Association:
+    """Give every track of every camera a global id; write `OUT/<sequence>.txt` per camera and `OUT/index.html`."""
+    if len(sequence_dirs) != len(track_files) or not sequence_dirs:
+        raise SpanetError(f"give one --tracks file per --sequences folder (got {len(sequence_dirs)} and {len(track_files)})")
+    if not threshold > 0:
+        raise SpanetError(f"the threshold is a squared distance between unit vectors, in (0, 4]; got {threshold}")
+    sequences = [read_sequence(d) for d in sequence_dirs]
+    names = [s.name for s in sequences]
+    if len(set(names)) != len(names):
+        raise SpanetError(f"two sequences share a name ({', '.join(names)}); output files are named after them")
+    tables = [read_tracks(path, sequence=seq) for path, seq in zip(track_files, sequences)]
+    out_dir = Path(out_dir)
+    _prepare_out(out_dir)
+    tracks = embed_tracks(sequences, tables, embed=embed, crops_per_track=crops_per_track)
+    ids = global_ids(tracks, threshold=threshold)
+    lookup = {(t.camera, t.track_id): int(gid) for t, gid in zip(tracks, ids)}
+    outputs = []
+    for camera, (sequence, table) in enumerate(zip(sequences, tables)):
+        row_ids = np.array([lookup[(camera, int(tid))] for tid in table.ids], dtype=np.int64)
+        outputs.append(write_tracks(out_dir / f"{sequence.name}.txt", table, ids=row_ids))
+    from spanet.tracking.page import write_page
+
+    page = write_page(out_dir, sequences=sequences, tracks=tracks, ids=ids, title="spanet cross-camera association")
+    summary = {
+        "threshold": threshold, "crops_per_track": crops_per_track,
+        "sequences": [str(s.root) for s in sequences], "track_files": [str(t.path) for t in tables],
+        "tracks": [{"sequence": names[t.camera], "track_id": t.track_id, "global_id": int(g), "first": t.first,
+                    "last": t.last, "crops": t.crops} for t, g in zip(tracks, ids)],
+    }  # fmt: skip
+    (out_dir / MARKER_FILE).write_text(json.dumps(summary, indent=1) + "\n")
+    return Association(tracks=tracks, ids=ids, outputs=outputs, page=page)

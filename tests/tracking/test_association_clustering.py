@@ -1,0 +1,73 @@
+"""Constrained average linkage: equals scipy without constraints, never merges same-camera overlapping tracks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.cluster.hierarchy import fcluster, linkage
+from scipy.spatial.distance import pdist
+
+from spanet.errors import SpanetError
+from spanet.tracking.associate import TrackFeature, cannot_link, cluster_tracks, embed_tracks, global_ids, sample_rows
+from spanet.tracking.mot import read_sequence, read_tracks
+
+
+def same_partition(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.array_equal(a[:, None] == a[None, :], b[:, None] == b[None, :]))
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.8, 1.5])
+def test_equals_scipy_average_linkage_without_constraints(threshold: float) -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.standard_normal((5, 16))
+    feats = centres[rng.integers(0, 5, 40)] + 0.4 * rng.standard_normal((40, 16))
+    feats /= np.linalg.norm(feats, axis=1, keepdims=True)
+    ours = cluster_tracks(feats, threshold=threshold)
+    reference = fcluster(linkage(pdist(feats, "sqeuclidean"), method="average"), t=threshold, criterion="distance")
+    assert same_partition(ours, reference)
+    assert 1 < len(np.unique(ours)) < 40
+
+
+def track(camera: int, first: int, last: int, feature: list[float], track_id: int = 1) -> TrackFeature:
+    f = np.asarray(feature, dtype=np.float32)
+    return TrackFeature(camera=camera, track_id=track_id, first=first, last=last, feature=f / np.linalg.norm(f),
+                        crops=1, thumbnail=None)  # fmt: skip
+
+
+def test_same_camera_overlapping_tracks_never_merge() -> None:
+    tracks = [
+        track(0, 1, 10, [1, 0], 1), track(0, 5, 20, [1, 0.01], 2),  # same look, same camera, overlap: 2 people
+        track(1, 30, 40, [1, 0.02], 5),  # another camera: joins one of them
+        track(0, 50, 60, [0, 1], 3),  # same camera but later: free to merge with someone alike (none here)
+    ]
+    blocked = cannot_link(tracks)
+    assert blocked[0, 1] and blocked[1, 0] and not blocked[0, 3] and not blocked[0, 2]
+    ids = global_ids(tracks, threshold=1.0)
+    assert ids[0] != ids[1] and ids[2] in (ids[0], ids[1]) and len(set(ids)) == 3
+    assert list(ids[:2]) == [1, 2]  # numbered by first appearance
+    unconstrained = cluster_tracks(np.stack([t.feature for t in tracks]), threshold=1.0)
+    assert unconstrained[0] == unconstrained[1]  # the constraint is what kept them apart
+
+
+def test_sample_rows_spreads_over_the_track(tmp_path: Path) -> None:
+    path = tmp_path / "t.txt"
+    path.write_text("".join(f"{f},4,0,0,5,5\n" for f in range(10, 0, -1)) + "3,9,0,0,5,5\n")
+    tracks = read_tracks(path)
+    assert list(tracks.frames[sample_rows(tracks, 4, 3)]) == [1, 5, 10]  # evenly spaced (4.5 rounds to even), both ends
+    assert len(sample_rows(tracks, 9, 8)) == 1
+
+
+def test_frames_of_another_size_are_an_error(tmp_path: Path) -> None:
+    root = tmp_path / "cam"
+    (root / "img1").mkdir(parents=True)
+    Image.new("RGB", (40, 30)).save(root / "img1" / "000001.png")
+    Image.new("RGB", (50, 30)).save(root / "img1" / "000002.png")
+    sequence = read_sequence(root)
+    path = tmp_path / "t.txt"
+    path.write_text("1,1,0,0,10,10\n2,1,0,0,10,10\n")
+    tracks = read_tracks(path, sequence=sequence)
+    with pytest.raises(SpanetError, match="000002.png is 50x30 but sequence cam is 40x30"):
+        embed_tracks([sequence], [tracks], embed=lambda xyxy, img: np.ones((len(xyxy), 2), np.float32))
