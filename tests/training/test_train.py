@@ -132,12 +132,13 @@ def test_sigint_mid_epoch_checkpoints_and_resumes_exactly(
 
     monkeypatch.setattr(spanet.losses, "weigh_terms", weigh_and_interrupt)
     config = tiny_config(tiny_market, *VALIDATED)
+    handler_before = signal.getsignal(signal.SIGINT)  # SIG_IGN when pytest runs as a background job
     stopped = train_module.train(config, output_dir=tmp_path)
     assert stopped["interrupted"] and len(calls) == 1
     assert "--resume" in capsys.readouterr().err
     checkpoint = load_checkpoint(tmp_path / "last.pt")
     assert (checkpoint["epoch"], checkpoint["step_in_epoch"]) == (0, 1)  # the step in flight was finished
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
+    assert signal.getsignal(signal.SIGINT) is handler_before  # handlers restored
     monkeypatch.setattr(spanet.losses, "weigh_terms", real)
     resumed = train_module.train(config, output_dir=tmp_path, resume=True)
     assert not resumed["interrupted"]
