@@ -62,6 +62,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     retain_freed_memory()
+    load_before = os.getloadavg()[0]
     models = dict(list(MODELS.items())[:1]) if args.quick else MODELS
     rounds = 1 if args.quick else args.rounds
     times: dict[tuple[str, str, int], list[float]] = {}
@@ -83,19 +84,20 @@ def main() -> None:
                     times.setdefault((name, precision, count), []).append(time.perf_counter() - began)
     rows = [{"model": n, "precision": p, "boxes": c, "median_s": statistics.median(t), "crops_per_s": c / statistics.median(t)}
             for (n, p, c), t in times.items()]  # fmt: skip
-    write(rows, rounds=rounds)
+    write(rows, rounds=rounds, load=(load_before, os.getloadavg()[0]))
 
 
-def write(rows: list[dict], *, rounds: int) -> None:
+def write(rows: list[dict], *, rounds: int, load: tuple[float, float]) -> None:
     RESULTS.mkdir(exist_ok=True)
     env = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "torch": torch.__version__,
-           "threads": torch.get_num_threads(), "rounds": rounds}  # fmt: skip
+           "threads": torch.get_num_threads(), "rounds": rounds, "load_average_before_after": load}  # fmt: skip
     (RESULTS / "tracker.json").write_text(json.dumps({"environment": env, "rows": rows}, indent=2) + "\n")
     lines = [
         f"# ReID.get_features throughput (crops/s, median of {rounds} interleaved rounds)",
         "",
-        f"CPU: {env['cores']} cores shared with other jobs, torch {env['torch']} ({env['threads']} threads); "
-        "640×360 BGR frame, boxes ~60×150 px, batch 32; time includes cropping and preprocessing.",
+        f"CPU: {env['cores']} cores ({env['cpu']}), 1-minute load average before / after {load[0]:.2f} / {load[1]:.2f}, "
+        f"torch {env['torch']} ({env['threads']} threads); 640×360 BGR frame, boxes ~60×150 px, batch 32; time "
+        "includes cropping and preprocessing.",
         "",
         "| model | precision | " + " | ".join(f"{c} boxes" for c in BOXES) + " |",
         "|---|---|" + "---:|" * len(BOXES),

@@ -152,7 +152,7 @@ def embed_batch(model: nn.Module, batch: torch.Tensor, *, kind: EmbeddingKind = 
 class FeatureExtractor:
     """Turn images into re-ID feature vectors with a trained SPANet.
 
-    >>> extractor = FeatureExtractor("runs/market/best.pt")
+    >>> extractor = FeatureExtractor("runs/market/last.pt")
     >>> features = extractor(["a.jpg", "b.jpg"])        # (2, 12288) float32 for a resnet50 SPANet
     >>> distance = ((features[0] - features[1]) ** 2).sum()
 

@@ -11,10 +11,10 @@ __all__ = ["register"]
 
 _EPILOG = """\
 examples:
-  spanet calibrate --checkpoint runs/mine/best.pt --dataset folders --data-root calib_crops/ --target-fpr 1e-3
-  spanet calibrate --checkpoint runs/mine/best.pt --dataset list --data-root calib.csv --target-fpir 0.05 \\
+  spanet calibrate --checkpoint runs/mine/last.pt --dataset folders --data-root calib_crops/ --target-fpr 1e-3
+  spanet calibrate --checkpoint runs/mine/last.pt --dataset list --data-root calib.csv --target-fpir 0.05 \\
       --gallery-size 1000
-then: spanet search --checkpoint runs/mine/best.pt --index gallery_index/ --threshold auto query.jpg
+then: spanet search --checkpoint runs/mine/last.pt --index gallery_index/ --threshold auto query.jpg
 The calibration data must hold identities you neither trained on nor report on (the training dataset is refused).
 """
 

@@ -13,7 +13,7 @@ __all__ = ["register", "run_evaluate"]
 
 _EPILOG = """\
 examples:
-  spanet evaluate --checkpoint runs/market/best.pt --dataset market1501 --data-root data/ --rerank --flip
+  spanet evaluate --checkpoint runs/market/last.pt --dataset market1501 --data-root data/ --rerank --flip
   spanet evaluate --checkpoint runs/demo/last.pt --dataset synthetic --data-root data/demo --json metrics.json \\
       --visualize 10
 output (in --out, default: eval/ beside the checkpoint): metrics.json (the --json content plus CMC curves, query

@@ -10,9 +10,9 @@ __all__ = ["register"]
 
 _CAM_EPILOG = """\
 examples:
-  spanet cam --checkpoint runs/market/best.pt --images data/market/bounding_box_train/0002_c1s1_000451_03.jpg \\
+  spanet cam --checkpoint runs/market/last.pt --images data/market/bounding_box_train/0002_c1s1_000451_03.jpg \\
       --out runs/market/cam                            # compared with the same weights, SA switched off
-  spanet cam --checkpoint runs/sa/best.pt --compare runs/no_sa/best.pt --images 'data/market/query/*.jpg' \\
+  spanet cam --checkpoint runs/sa/last.pt --compare runs/no_sa/last.pt --images 'data/market/query/*.jpg' \\
       --out runs/sa/cam --class predicted --stages stage2 global
 output: one PNG per image (rows = stages; original | CAM with SA | CAM without SA), spread.json and spread.csv
 (area_above_half, entropy, rows_above_half per image, stage and variant; higher = more spread out) and a summary.

@@ -58,7 +58,7 @@ def crop_boxes(xyxy: np.ndarray, img: np.ndarray) -> tuple[list[np.ndarray], lis
 class ReID:
     """A trained SPANet as a tracker's appearance model.
 
-    >>> reid = ReID("runs/market/best.pt", device="cpu")
+    >>> reid = ReID("runs/market/last.pt", device="cpu")
     >>> embs = reid.get_features(dets[:, :4], frame)   # (N, D) float32, unit rows; zero rows for empty boxes
 
     All boxes of one call go through the model in batches of `batch_size` (one forward pass per batch).

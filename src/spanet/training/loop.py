@@ -67,7 +67,8 @@ def build_model(model_config: ModelConfig, *, num_classes: int) -> nn.Module:
 def train(config: Config, *, output_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Run (or continue) a training run into `output_dir`; return a summary with the trained model.
 
-    Writes `config.yaml`, `log.jsonl`, `tb/`, `last.pt` every epoch and `best.pt` (highest mAP) on evaluation.
+    Writes `config.yaml`, `log.jsonl`, `tb/`, `last.pt` every epoch and, with `data.val_ids > 0`, `best.pt`
+    (highest validation mAP).
     A non-empty `output_dir` is refused unless `resume` (continue it) or `overwrite` (move it aside first).
     Under torchrun every process trains its share of each batch; only rank 0 writes files and prints.
     """
