@@ -7,7 +7,7 @@ Footage: `spanet synth-video` (3 cameras, 24 people, 20 s at 10 fps, 640×360; p
 test seeds 0–2. Detections: the ground-truth boxes of each frame (confidence 1), so every difference comes from the
 tracker's association, not from a detector; in the "gaps" setting each person's detections also vanish for 0.5–0.9 s
 about once every 3 s of their track (a detector missing an occluded person), so tracks must be picked up again. Trackers: `boxmot.BotSort` with its defaults except `use_cmc=False`
-(static cameras) and `frame_rate=10`, either with `use_embeddings=False` (motion and IoU only) or with
+(static cameras), `frame_rate=10` and `appearance_thresh` (`--appearance-thresh`, boxmot's default 0.25), either with `use_embeddings=False` (motion and IoU only) or with
 `reid_model=` an appearance model whose `get_features(boxes, bgr_frame)` it calls on every frame: spanet.ReID
 (SPANet, and the same recipe without SA) or an 8×8×8 RGB colour histogram of each box half. Metrics per camera
 (single-camera tracking: a person's ids in different cameras are not compared), summed over cameras with motmetrics
@@ -76,6 +76,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--cameras", type=int, default=3)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="test footage seeds")
+    parser.add_argument("--appearance-thresh", type=float, default=0.25,
+                        help="BotSort's largest cosine distance for an appearance match (boxmot's default 0.25)")
+    parser.add_argument("--stem", default="boxmot", help="results file name (results/STEM.json, .md)")
     args = parser.parse_args()
     import boxmot
     from bench_association import ColourHistogram
@@ -96,7 +99,8 @@ def main() -> None:
                 def make_tracker(model=model):
                     if model is None:
                         return boxmot.BotSort(use_embeddings=False, use_cmc=False, frame_rate=10)
-                    return boxmot.BotSort(reid_model=model, use_cmc=False, frame_rate=10)
+                    return boxmot.BotSort(reid_model=model, use_cmc=False, frame_rate=10,
+                                          appearance_thresh=args.appearance_thresh)
 
                 began = time.perf_counter()
                 scores = track_footage(footage, cameras=args.cameras, make_tracker=make_tracker, gaps=gaps)
@@ -109,12 +113,13 @@ def main() -> None:
 def write_results(rows: list[dict], *, args: argparse.Namespace, boxmot_version: str) -> None:
     RESULTS.mkdir(exist_ok=True)
     meta = {"spanet": str(args.spanet), "no_sa": str(args.no_sa), "people": args.people, "seconds": args.seconds,
-            "cameras": args.cameras, "seeds": args.seeds, "boxmot": boxmot_version}  # fmt: skip
-    (RESULTS / "boxmot.json").write_text(json.dumps({"setting": meta, "rows": rows}, indent=2) + "\n")
+            "cameras": args.cameras, "seeds": args.seeds, "boxmot": boxmot_version,
+            "appearance_thresh": args.appearance_thresh}  # fmt: skip
+    (RESULTS / f"{args.stem}.json").write_text(json.dumps({"setting": meta, "rows": rows}, indent=2) + "\n")
     lines = [
         f"boxmot {boxmot_version} BoT-SORT on synthetic footage ({args.cameras} cameras, {args.people} people, "
         f"{args.seconds:g} s at 10 fps, 640×360), ground-truth boxes as detections; per-camera tracking scores, "
-        f"mean over test seeds {args.seeds} (min–max in brackets).",
+        f"BotSort appearance_thresh {args.appearance_thresh:g}; mean over test seeds {args.seeds} (min–max in brackets).",
         "",
         "| detections | appearance model | IDF1 % | ID switches | track ids per person-camera |",
         "| --- | --- | ---: | ---: | ---: |",
@@ -130,7 +135,7 @@ def write_results(rows: list[dict], *, args: argparse.Namespace, boxmot_version:
             f"{np.mean(switches):.1f} ({min(switches)}–{max(switches)}) | "
             f"{np.mean([g['ids_per_person'] for g in group]):.2f} |"
         )
-    (RESULTS / "boxmot.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
