@@ -17,6 +17,8 @@ matplotlib.use("Agg")  # headless: never needs a display; must precede pyplot
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from spanet.viz.figures import save_figure  # noqa: E402
+
 __all__ = ["plot_camera_pairs", "plot_distance_histograms", "plot_embedding"]
 
 
@@ -38,7 +40,8 @@ def plot_camera_pairs(matrix: Mapping[str, Any], *, out_path: str | Path) -> Pat
     worst = matrix.get("worst_query_camera")
     if worst is not None:
         fig.suptitle(f"worst query camera: c{worst}", fontsize=8)
-    return _save(fig, out_path)
+    fig.tight_layout()
+    return save_figure(fig, out_path)
 
 
 def plot_distance_histograms(verification: Mapping[str, Any], *, out_path: str | Path) -> Path:
@@ -59,16 +62,8 @@ def plot_distance_histograms(verification: Mapping[str, Any], *, out_path: str |
     ax.set_xlabel(f"{verification.get('metric', 'euclidean')} distance")
     ax.set_ylabel("fraction of pairs")
     ax.legend(fontsize=7)
-    return _save(fig, out_path)
-
-
-def _save(fig: plt.Figure, out_path: str | Path) -> Path:
     fig.tight_layout()
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_path)
 
 
 def plot_embedding(
@@ -105,4 +100,5 @@ def plot_embedding(
     ax.set_title(f"t-SNE of {rows.size} gallery images, {len(chosen)} identities", fontsize=9)
     if len(chosen) <= 20:
         ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.0, 0.5), title="id", title_fontsize=7)
-    return _save(fig, out_path)
+    fig.tight_layout()
+    return save_figure(fig, out_path)

@@ -30,11 +30,21 @@ __all__ = [
     "draw_matches",
     "plot_cmc",
     "plot_training_curves",
+    "save_figure",
 ]
 
 # Border colours of a ranked list: true match, false match, junk (same id and camera: excluded by the protocol).
 MATCH_COLORS = {"true": (34, 160, 60), "false": (210, 40, 40), "junk": (150, 150, 150)}
 _DISPLAY_SIZE = (64, 128)  # (W, H) of one thumbnail in a ranked list
+
+
+def save_figure(fig: plt.Figure, out_path: str | Path) -> Path:
+    """Write `fig` as a PNG at 100 dpi (creating the folder) and close it."""
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
 
 
 @dataclass(frozen=True)
@@ -100,11 +110,7 @@ def draw_cam_grid(
     if title:
         fig.suptitle(title, fontsize=7)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / fig_h) if title else None, h_pad=0.4, w_pad=0.2)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_path)
 
 
 def _thumbnail(path: str, color: tuple[int, int, int], border: int) -> np.ndarray:
@@ -177,10 +183,7 @@ def draw_ranked_lists(
         fig.suptitle(f"query {int(qi)}: {Path(q.path).name}  (green = same id, red = other id, "
                      "grey = junk: same id & camera, excluded)", fontsize=7)
         fig.tight_layout()
-        path = out / f"ranked_q{int(qi):05d}.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
-        paths.append(path)
+        paths.append(save_figure(fig, out / f"ranked_q{int(qi):05d}.png"))
     return paths
 
 
@@ -248,11 +251,7 @@ def plot_cmc(curves: Mapping[str, Sequence[float]], *, out_path: str | Path, max
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out_path)
 
 
 def _series(records: Sequence[Mapping], key: str, x_key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -295,9 +294,7 @@ def plot_training_curves(records: Sequence[Mapping], *, out_dir: str | Path) -> 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, ncol=2)
         fig.tight_layout()
-        written["losses"] = out / "losses.png"
-        fig.savefig(written["losses"], dpi=100)
-        plt.close(fig)
+        written["losses"] = save_figure(fig, out / "losses.png")
 
     x, lr = _series(source, "lr", x_key)
     if lr.size:
@@ -308,9 +305,7 @@ def plot_training_curves(records: Sequence[Mapping], *, out_dir: str | Path) -> 
         ax.set_title("learning rate")
         ax.grid(alpha=0.3)
         fig.tight_layout()
-        written["lr"] = out / "lr.png"
-        fig.savefig(written["lr"], dpi=100)
-        plt.close(fig)
+        written["lr"] = save_figure(fig, out / "lr.png")
 
     drawn = False
     fig, ax = plt.subplots(figsize=(5.5, 3.4))
@@ -326,8 +321,7 @@ def plot_training_curves(records: Sequence[Mapping], *, out_dir: str | Path) -> 
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         fig.tight_layout()
-        written["eval"] = out / "eval.png"
-        fig.savefig(written["eval"], dpi=100)
+        written["eval"] = save_figure(fig, out / "eval.png")
     plt.close(fig)
     _plot_attention_spread([r for r in records if r.get("type") == "attention"], out=out, written=written)
     return written
@@ -350,6 +344,4 @@ def _plot_attention_spread(records: Sequence[Mapping], *, out: Path, written: di
     ax.grid(alpha=0.3)
     ax.legend(fontsize=6, ncol=2)
     fig.tight_layout()
-    written["attention"] = out / "attention.png"
-    fig.savefig(written["attention"], dpi=100)
-    plt.close(fig)
+    written["attention"] = save_figure(fig, out / "attention.png")
