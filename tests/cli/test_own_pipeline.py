@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 from spanet.cli import main
 from builders import write_own_data
@@ -18,12 +16,7 @@ TINY = ["data.height=64", "data.width=32", "data.batch_size=8", "data.num_worker
         "train.device=cpu", "train.eval_every=1", "data.val_ids=2", "train.max_steps_per_epoch=2", "train.progress=false"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see conftest.py
 
 
 @pytest.mark.parametrize("cameras", [True, False], ids=["cameras", "no-cameras"])
