@@ -310,9 +310,10 @@ def test_attention_spread_is_logged_every_epoch_and_plotted(straight_run: dict, 
     from spanet.viz.figures import plot_training_curves
 
     records, _ = read_log(straight_run["out"] / "log.jsonl")
-    spread = [r for r in records if r["type"] == "attention"]
-    assert [r["epoch"] for r in spread] == [1, 2]
-    assert set(spread[0]) >= {"ds1", "ds2", "ds3"} and 0 < spread[0]["ds1"]["fraction"] <= 1
+    epochs = [r for r in records if r["type"] == "epoch"]
+    assert [r["epoch"] for r in epochs] == [1, 2]
+    spread = epochs[0]["attention"]
+    assert set(spread) >= {"ds1", "ds2", "ds3"} and 0 < spread["ds1"]["fraction"] <= 1 <= spread["ds1"]["positions"]
     assert "attention" in plot_training_curves(records, out_dir=tmp_path)
 
 

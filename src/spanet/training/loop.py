@@ -256,9 +256,9 @@ def _run_epoch(
         _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch, step=result["step"], steps=steps), dist_info)
         return True
     record = {key: result[key] for key in ("loss", "terms", "images_per_s", "seconds")}
-    run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
     if state.probe is not None and dist_info.is_main:
-        _log_attention_spread(state, run_log, epoch=epoch + 1, step=global_step)
+        record["attention"] = _attention_spread(state)
+    run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
     last_epoch = epoch + 1 == config.optim.epochs
     # the trained epoch is saved before evaluating it, so a failing evaluation cannot cost the epoch
     _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
@@ -310,14 +310,14 @@ def _attention_probe(model: nn.Module, dataset: Any, config: Config, *, device: 
     return torch.stack([transform(read_image(s.path)) for s in dataset.train[:16]]).to(device)  # (16, 3, H, W)
 
 
-def _log_attention_spread(state: _RunState, run_log: RunLog, *, epoch: int, step: int) -> None:
-    """Effective number of attended positions per SA layer on the fixed batch: attention collapse shows as it happens."""
+def _attention_spread(state: _RunState) -> dict[str, dict[str, float]]:
+    """Effective number of attended positions per SA layer on the fixed batch (logged with every epoch record, so
+    attention collapse shows as it happens)."""
     state.model.eval()
     try:
-        spread = state.model.attention_spread(state.probe)
+        return state.model.attention_spread(state.probe)
     finally:
         state.model.train()
-    run_log.write({"type": "attention", "epoch": epoch, "step": step, **spread}, step=step)
 
 
 def _checkpoint(

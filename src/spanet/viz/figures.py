@@ -323,7 +323,8 @@ def plot_training_curves(records: Sequence[Mapping], *, out_dir: str | Path) -> 
         fig.tight_layout()
         written["eval"] = save_figure(fig, out / "eval.png")
     plt.close(fig)
-    _plot_attention_spread([r for r in records if r.get("type") == "attention"], out=out, written=written)
+    spread = [{"epoch": r.get("epoch"), **r["attention"]} for r in records if isinstance(r.get("attention"), Mapping)]
+    _plot_attention_spread(spread, out=out, written=written)
     return written
 
 
