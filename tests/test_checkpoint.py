@@ -190,3 +190,7 @@ def test_checkpoints_from_before_sa_pooling_keep_the_weighted_sum(tmp_path: Path
         assert torch.equal(loaded(x).ds_logits[0], trained_with_sum(x).ds_logits[0])
     with pytest.raises(SpanetError, match="model.sa_pooling: checkpoint 'sum' vs config 'mean'"):
         check_model_config(old_args, {**old_args, "sa_pooling": "mean"}, path="old.pt")
+    # resuming such a run with the documented override (`--set model.sa_pooling=sum`) is accepted: the heads were
+    # initialised the spanet way then, and the initial weights (`pretrained`) do not matter once trained
+    resumed = {**old_args, "sa_pooling": "sum", "head_init": "spanet", "pretrained": "imagenet"}
+    check_model_config({**old_args, "pretrained": None}, resumed, path="old.pt")

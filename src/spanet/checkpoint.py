@@ -157,7 +157,7 @@ def check_model_config(checkpoint_model: dict[str, Any], config_model: dict[str,
     checkpoint_model = upgrade_model_keys(checkpoint_model, source=str(path))
     if "sa_pooling" in config_model:
         checkpoint_model = _with_defaults_of_their_time(checkpoint_model)
-    keys = sorted(set(checkpoint_model) | set(config_model))
+    keys = sorted((set(checkpoint_model) | set(config_model)) - {"pretrained"})  # initial weights only: replaced
     mismatched = [key for key in keys if _normalise(checkpoint_model.get(key)) != _normalise(config_model.get(key))]
     if mismatched:
         details = "; ".join(
@@ -171,9 +171,9 @@ def check_model_config(checkpoint_model: dict[str, Any], config_model: dict[str,
 
 def _with_defaults_of_their_time(model_args: dict[str, Any]) -> dict[str, Any]:
     """Model args of a checkpoint with the behaviour it was trained with where a later switch changed the default:
-    checkpoints written before `sa_pooling` existed pooled with the weighted sum. (The stored args stay as written,
-    so fingerprints made from them still match.)"""
-    return {"sa_pooling": "sum", **model_args}
+    checkpoints written before `sa_pooling` and `head_init` existed pooled with the weighted sum and initialised the
+    heads the spanet way. (The stored args stay as written, so fingerprints made from them still match.)"""
+    return {"sa_pooling": "sum", "head_init": "spanet", **model_args}
 
 
 def _summary(exc: Exception, *, limit: int = 400) -> str:

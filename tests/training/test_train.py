@@ -344,3 +344,55 @@ def test_validation_identities_are_held_out_of_training() -> None:
     assert again == kept  # seeded
     with pytest.raises(SpanetError, match="val_ids"):
         hold_out_identities(dataset, num_ids=6, seed=0)
+
+
+def test_a_failed_final_test_is_evaluated_on_resume(
+    straight_run: dict, tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every epoch trained, then the final test failed: resuming trains nothing and produces the test metrics."""
+    real = train_module._final_test
+
+    def final_test_that_fails(*args, **kwargs):
+        raise SpanetError("gallery image unreadable")
+
+    monkeypatch.setattr(train_module, "_final_test", final_test_that_fails)
+    with pytest.raises(SpanetError, match="unreadable"):
+        train_module.train(tiny_config(tiny_market, *VALIDATED), output_dir=tmp_path)
+    assert not load_checkpoint(tmp_path / "last.pt")["test_metrics"]
+    monkeypatch.setattr(train_module, "_final_test", real)
+    resumed = train_module.train(tiny_config(tiny_market, *VALIDATED), output_dir=tmp_path, resume=True)
+    assert resumed["final_metrics"] == straight_run["summary"]["final_metrics"]
+    assert load_checkpoint(tmp_path / "last.pt")["test_metrics"] == resumed["final_metrics"]
+    again = train_module.train(tiny_config(tiny_market, *VALIDATED), output_dir=tmp_path, resume=True)
+    assert again["final_metrics"] == resumed["final_metrics"]  # kept, not evaluated a second time
+    kinds = [json.loads(line)["type"] for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert kinds.count("test") == 1
+
+
+def test_resume_applies_the_configs_optimiser_settings(tiny_market: Path, tmp_path: Path) -> None:
+    """`--resume --set optim.lr=…` (what a divergence message advises) trains at the new rate, as the log says."""
+    train_module.train(tiny_config(tiny_market, "optim.epochs=1"), output_dir=tmp_path)
+    config = tiny_config(tiny_market, "optim.lr=0.005", "optim.weight_decay=0.001")
+    checkpoint = load_checkpoint(tmp_path / "last.pt")
+    state = train_module._build_state(config, num_classes=checkpoint["model_args"]["num_classes"],
+                                      device=torch.device("cpu"), checkpoint=checkpoint)  # fmt: skip
+    assert [g["base_lr"] for g in state.optimizer.param_groups] == [0.005, 0.005]
+    assert {g["weight_decay"] for g in state.optimizer.param_groups} == {0.001}
+    assert state.optimizer.state_dict()["state"]  # the momentum buffers still come from the checkpoint
+
+
+def test_resume_neither_downloads_nor_compares_the_initial_weights(
+    tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run started from ImageNet weights resumes on a node without network (and with a local weights path)."""
+    import spanet.model
+
+    train_module.train(tiny_config(tiny_market, "optim.epochs=1"), output_dir=tmp_path)
+
+    def no_download(*args, **kwargs):
+        raise SpanetError("could not download the ImageNet weights")
+
+    monkeypatch.setattr(spanet.model, "_load_backbone_weights", no_download)
+    resumed = train_module.train(tiny_config(tiny_market, "model.pretrained=/nowhere/resnet18.pth"),
+                                 output_dir=tmp_path, resume=True)  # fmt: skip
+    assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2 and not resumed["interrupted"]

@@ -82,7 +82,9 @@ def resolve_threshold(
 def _refuse_reporting_data(checkpoint: dict[str, Any], dataset: Any) -> None:
     data = (checkpoint.get("config") or {}).get("data") or {}
     trained_on, root = checkpoint.get("dataset") or data.get("dataset"), data.get("root")
-    if trained_on == dataset.name and root and Path(root).expanduser().resolve() == Path(dataset.root).resolve():
+    folder = Path(dataset.root).resolve()
+    # the run may name the dataset folder itself or its parent (load_dataset finds the usual folder name inside)
+    if trained_on == dataset.name and root and Path(root).expanduser().resolve() in (folder, folder.parent):
         raise SpanetError(
             f"{dataset.root} is the dataset this checkpoint was trained and is reported on; calibrating on its test "
             "split would tune the threshold to the numbers you report: calibrate on a separate set of identities"

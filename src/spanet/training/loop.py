@@ -156,7 +156,9 @@ def _run(
     steps_per_epoch = _steps_per_epoch(loader, dataset, config)
     say = _printer(dist_info)
     if state.epoch >= config.optim.epochs:
-        say(f"{last_path} already holds all {config.optim.epochs} epochs; raise optim.epochs to train further")
+        say(f"{last_path} already holds all {config.optim.epochs} epochs; raise optim.epochs to train further"
+            + ("; evaluating the test split, which did not finish before" if not state.test_metrics
+               and config.train.eval_every > 0 else ""))  # fmt: skip
     stop = StopRequest(announce=say)
     run_log = RunLog(output_dir, enabled=dist_info.is_main)
     interrupted, trained = False, False
@@ -172,7 +174,9 @@ def _run(
                 )  # fmt: skip
                 if interrupted:  # agreed by all ranks; a local flag alone could leave a DDP peer waiting
                     break
-            if trained and not interrupted and config.train.eval_every > 0:
+            finished = trained or state.epoch >= config.optim.epochs
+            # also when an earlier call trained every epoch but its final test failed or was killed
+            if finished and not interrupted and config.train.eval_every > 0 and not state.test_metrics:
                 _final_test(state, dataset, config, output_dir=output_dir, device=device, dist_info=dist_info,
                             run_log=run_log, steps=steps_per_epoch)  # fmt: skip
         finally:
@@ -203,7 +207,9 @@ def _build_state(
 ) -> _RunState:
     """Model, optimiser and scaler from the config: fresh (seeded, same weights on every rank) or from `checkpoint`."""
     torch.manual_seed(config.train.seed)
-    model = build_model(config.model, num_classes=num_classes).to(device)
+    # a resumed model gets the checkpoint's weights: no ImageNet download (an offline node can resume)
+    model_config = config.model if checkpoint is None else dataclasses.replace(config.model, pretrained=None)
+    model = build_model(model_config, num_classes=num_classes).to(device)
     if config.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.optim)
@@ -211,12 +217,16 @@ def _build_state(
     state = _RunState(model=model, optimizer=optimizer, scaler=scaler)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
+        settings = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
         optimizer.load_state_dict(checkpoint["optimizer"])
+        for group, fresh in zip(optimizer.param_groups, settings):
+            group.update(fresh)  # the config's lr, momentum and weight decay apply, e.g. `--resume --set optim.lr=…`
         if checkpoint.get("scaler"):
             scaler.load_state_dict(checkpoint["scaler"])
         state.epoch, state.step_in_epoch = int(checkpoint["epoch"]), int(checkpoint.get("step_in_epoch", 0))
         state.best_map, state.best_epoch = checkpoint.get("best_metric"), checkpoint.get("best_epoch")
         state.metrics = dict(checkpoint.get("metrics") or {})
+        state.test_metrics = dict(checkpoint.get("test_metrics") or {})
     return state
 
 
