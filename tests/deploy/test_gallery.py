@@ -29,6 +29,12 @@ def _build(folder: Path, model, images: list[Path]):
     return gallery, report
 
 
+def _kill(gallery) -> None:
+    """What `kill -9` leaves: nothing flushed or saved; the OS closes the files, which releases the folder lock."""
+    gallery.store.close()
+    gallery._lock_file.close()
+
+
 def _ids_agree(gallery) -> None:
     import faiss
 
@@ -83,7 +89,7 @@ def test_crash_between_steps_is_repaired_on_open(tmp_path: Path, model) -> None:
     gallery = Gallery.open(tmp_path / "g", model_info=model.info)
     features = model(images[4:])
     new_ids = gallery.add([NewEntry(data=p.read_bytes(), suffix=".jpg", source=p.name) for p in images[4:]], features)
-    gallery.store.close()  # "killed": the in-memory index is lost, index.faiss still has 4 entries
+    _kill(gallery)  # the in-memory index is lost, index.faiss still has 4 entries
     # 2) crash after the image file was written, before its row: an orphan file
     orphan = tmp_path / "g" / "images" / ("f" * 64 + ".jpg")
     orphan.write_bytes(images[0].read_bytes())
@@ -95,7 +101,7 @@ def test_crash_between_steps_is_repaired_on_open(tmp_path: Path, model) -> None:
     # 3) crash after a row was deleted, before the index was saved: the stale vector is removed
     reopened.save_index()
     reopened.store.delete(new_ids[0])
-    reopened.store.close()
+    _kill(reopened)
     again = Gallery.open(tmp_path / "g", model_info=model.info)
     assert len(again) == 5 and new_ids[0] not in {h.entry.id for h in again.search(features[0], top_k=6)}
     _ids_agree(again)
@@ -143,3 +149,30 @@ def test_cameras_from_names_and_csv(tmp_path: Path) -> None:
     assert not os.path.exists(tmp_path / "nothing.csv")
     with pytest.raises(SpanetError, match="cannot read cameras file"):
         read_cameras_csv(tmp_path / "nothing.csv")
+
+
+def test_one_process_at_a_time_and_a_damaged_index_is_rebuilt(tmp_path: Path, model) -> None:
+    """A second opener (e.g. `gallery build` while `serve` runs) is refused instead of deleting the server's new
+    files; an unreadable index.faiss is a cache: rebuilt from the rows with a warning."""
+    from spanet.deploy.gallery import Gallery
+
+    images = make_images(tmp_path / "imgs", count=4)
+    gallery, _ = _build(tmp_path / "g", model, images)
+    with pytest.raises(SpanetError, match="open in another process"):
+        Gallery.open(tmp_path / "g", model_info=model.info)
+    gallery.close()
+    (tmp_path / "g" / "index.faiss").write_bytes(b"")  # e.g. a disk that filled up while it was written
+    with pytest.warns(UserWarning, match="rebuilding it"):
+        reopened = Gallery.open(tmp_path / "g", model_info=model.info)
+    assert len(reopened) == 4
+    _ids_agree(reopened)
+    reopened.close()
+    assert Gallery.stored_kind(tmp_path / "g") == model.kind and Gallery.stored_kind(tmp_path / "new") is None
+
+
+def test_a_file_that_cannot_be_read_is_skipped_and_listed(tmp_path: Path, model) -> None:
+    images = make_images(tmp_path / "imgs", count=3)
+    gone = images[1].with_name("deleted-meanwhile.jpg")
+    gallery, report = _build(tmp_path / "g", model, [images[0], gone, images[2]])
+    assert len(report.ids) == 2 and [path for path, _ in report.failures] == [str(gone)]
+    gallery.close()

@@ -191,16 +191,38 @@ def test_token_required_when_set(setup) -> None:
     gallery.close()
 
 
-def test_calibration_fingerprints(setup, tmp_path: Path) -> None:
-    from spanet.deploy.service import load_calibration
-    from spanet.errors import SpanetError
+def test_pages_cannot_reach_a_tokenless_service_through_dns_rebinding(setup) -> None:
+    """Without a token the CLI serves loopback Host names only: a page on evil.example resolved to 127.0.0.1 gets 400."""
+    client, gallery = _client(setup, allowed_hosts=["127.0.0.1", "localhost", "::1", "[::1]"])
+    assert client.get("/health", headers={"host": "127.0.0.1:8000"}).status_code == 200
+    assert client.get("/health", headers={"host": "localhost:8000"}).status_code == 200
+    assert client.get("/gallery", headers={"host": "evil.example:8000"}).status_code == 400
+    assert client.delete("/gallery/1", headers={"host": "evil.example"}).status_code == 400
+    gallery.close()
 
-    info = setup["extractor"].info
-    good = tmp_path / "cal.json"
-    good.write_text(json.dumps({"threshold": 0.7, "weights_fingerprint": info["weights_fingerprint"],
-                                "args_fingerprint": info["args_fingerprint"]}))  # fmt: skip
-    assert load_calibration(good, info) == 0.7
-    bad = tmp_path / "other.json"
-    bad.write_text(json.dumps({"threshold": 0.7, "weights_fingerprint": "0" * 16, "args_fingerprint": info["args_fingerprint"]}))
-    with pytest.raises(SpanetError, match="another model"):
-        load_calibration(bad, info)
+
+def test_ids_and_offsets_beyond_sqlite_integers_are_a_json_4xx(setup) -> None:
+    client, gallery = _client(setup)
+    huge = 10**20
+    for response in (client.get(f"/image/{huge}"), client.delete(f"/gallery/{huge}"),
+                     client.get("/gallery", params={"offset": huge}), client.get("/gallery", params={"camera": huge}),
+                     client.post(f"/explain/{huge}", files={"file": ("q.png", _png(), "image/png")})):  # fmt: skip
+        assert response.status_code == 422 and response.headers["content-type"].startswith("application/json")
+    gallery.close()
+
+
+def test_many_large_images_in_one_request_are_refused_before_decoding_them_all(setup) -> None:
+    """A 4000×4000 one-colour PNG is ~2 KB: 256 of them would decode to ~12 GB. The request budget stops that."""
+    from spanet.deploy.service import Limits
+
+    client, gallery = _client(setup, limits=Limits(max_pixels=1_000_000, max_request_pixels=2_500_000))
+    big = _png(size=(1000, 1000))
+    before = len(gallery)
+    response = client.post("/gallery", files=[("files", (f"b{i}.png", big, "image/png")) for i in range(3)])
+    assert response.status_code == 413 and "per request" in response.json()["error"]
+    assert len(gallery) == before  # all or none
+    ok = client.post("/gallery", files=[("files", (f"b{i}.png", big, "image/png")) for i in range(2)])
+    assert ok.status_code == 200 and len(ok.json()["ids"]) <= 2
+    for entry_id in ok.json()["ids"]:
+        client.delete(f"/gallery/{entry_id}")
+    gallery.close()

@@ -70,16 +70,17 @@ def test_degenerate_boxes_give_zero_rows_and_are_counted(checkpoint: Path, frame
         [200, 10, 260, 70],    # right of the frame
         [30, 30, 30, 60],      # zero width
         [50, 60, 40, 20],      # inverted
-        [np.nan, 0, 10, 10],   # NaN start: clipped to 0 -> still a valid box
+        [np.nan, 0, 10, 10],   # a NaN coordinate: no pixel (not a guessed box at x = 0)
         [-40, -40, -1, -1],    # above-left of the frame
+        [0, 0, np.inf, 30],    # an infinite coordinate: no pixel either
     ])
     feats = reid.get_features(boxes, frame)
-    assert feats.shape == (6, reid.feature_dim)
-    assert np.all(feats[[1, 2, 3, 5]] == 0)
-    np.testing.assert_allclose(np.linalg.norm(feats[[0, 4]], axis=1), 1.0, atol=1e-5)
-    assert reid.last_skipped == 4 and reid.skipped_boxes == 4
+    assert feats.shape == (7, reid.feature_dim)
+    assert np.all(feats[1:] == 0)
+    np.testing.assert_allclose(np.linalg.norm(feats[0]), 1.0, atol=1e-5)
+    assert reid.last_skipped == 6 and reid.skipped_boxes == 6
     empty = reid.get_features(np.zeros((0, 4)), frame)
-    assert empty.shape == (0, reid.feature_dim) and reid.last_skipped == 0 and reid.skipped_boxes == 4
+    assert empty.shape == (0, reid.feature_dim) and reid.last_skipped == 0 and reid.skipped_boxes == 6
 
 
 def test_bad_frame_or_boxes_are_errors(reid: spanet.ReID, frame: np.ndarray) -> None:

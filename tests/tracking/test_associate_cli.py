@@ -54,3 +54,15 @@ def test_associate_refuses_a_users_folder(footage: Path, tmp_path: Path, capsys:
     err = capsys.readouterr().err
     assert "not written by `spanet associate`" in err and len(err.strip().splitlines()) == 1
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_associate_refuses_a_spanet_calibrate_file(footage: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`spanet calibrate` thresholds are image-feature distances (parts: 0-24), not track distances (0-4)."""
+    calibration = tmp_path / "calibration.json"
+    calibration.write_text(json.dumps({"threshold": 1.8, "metric": "euclidean", "feature_kind": "parts"}))
+    seq = footage / "cam1"
+    code = main(["associate", "--sequences", str(seq), "--tracks", str(seq / "gt" / "gt.txt"), "--checkpoint",
+                 str(make_checkpoint(tmp_path / "model.pt")), "--out", str(tmp_path / "out"), "--calibration",
+                 str(calibration), "--device", "cpu"])  # fmt: skip
+    assert code == 2 and "`spanet calibrate` file" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

@@ -80,7 +80,8 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
 
     paths = collect_images(args.images)
     cameras = read_cameras_csv(args.cameras) if args.cameras else None
-    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=args.kind)
+    kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
+    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind)
     gallery = Gallery.open(args.gallery, model_info=extractor.info, create=True)
     try:
         report = enrol_files(gallery, extractor, paths, cameras=cameras, batch_size=args.batch_size,
@@ -111,23 +112,22 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.max_upload_mb <= 0:
         raise SpanetError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     from spanet.deploy.gallery import Gallery
-    from spanet.deploy.service import Limits, create_app, load_calibration
+    from spanet.deploy.service import Limits, create_app
+    from spanet.evaluation.verification import load_calibration
     from spanet.features import FeatureExtractor
 
-    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=args.kind)
-    if (args.gallery / "gallery.json").is_file():  # an existing gallery decides the embedding kind
-        import json
-
-        kind = json.loads((args.gallery / "gallery.json").read_text(encoding="utf-8"))["model"].get("kind", args.kind)
-        if kind != args.kind:
-            extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind)
+    kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
+    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind)
     threshold = args.threshold
-    if args.calibration is not None:
-        calibrated = load_calibration(args.calibration, extractor.info)  # checked even when --threshold wins
+    if args.calibration is not None:  # checked against the model and the kind even when --threshold wins
+        calibrated = float(load_calibration(args.calibration, info=extractor.info)["threshold"])
         threshold = calibrated if threshold is None else threshold
     gallery = Gallery.open(args.gallery, model_info=extractor.info, create=True)
     limits = Limits(max_request_bytes=int(args.max_upload_mb * 1024 * 1024))
-    app = create_app(gallery=gallery, extractor=extractor, threshold=threshold, token=token, limits=limits)
+    # without a token only loopback Host names are served: a web page cannot reach the API by DNS rebinding
+    hosts = None if token else sorted({*_LOCAL_HOSTS, "[::1]", args.host})
+    app = create_app(gallery=gallery, extractor=extractor, threshold=threshold, token=token, limits=limits,
+                     allowed_hosts=hosts)  # fmt: skip
     print(f"gallery {args.gallery}: {len(gallery)} images; open http://{args.host}:{args.port}/", flush=True)
     try:
         uvicorn.run(app, host=args.host, port=args.port, log_level="warning")

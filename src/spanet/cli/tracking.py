@@ -89,12 +89,19 @@ def _threshold(args: argparse.Namespace) -> float:
     if args.calibration is None:
         return 1.0 if args.threshold is None else args.threshold
     try:
-        value = json.loads(args.calibration.read_text())["threshold"]
-        return float(value)
+        record = json.loads(args.calibration.read_text())
+        value = float(record["threshold"])
     except FileNotFoundError:
         raise SpanetError(f"calibration file {args.calibration} does not exist") from None
     except (ValueError, KeyError, TypeError):
         raise SpanetError(f"calibration file {args.calibration} must be JSON with a numeric 'threshold' key") from None
+    if "feature_kind" in record:  # written by `spanet calibrate`: image-to-image distances on another scale
+        raise SpanetError(
+            f"{args.calibration} is a `spanet calibrate` file: its threshold is a distance between image features, "
+            "not between pooled unit-length track features (0-4); give --threshold or a file made for associate "
+            "(spanet.tracking.associate.calibrate_threshold on labelled tracks)"
+        )
+    return value
 
 
 def _run_associate(args: argparse.Namespace) -> int:

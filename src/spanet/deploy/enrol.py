@@ -74,7 +74,11 @@ def enrol_files(gallery: Gallery, extractor: Any, paths: Sequence[Path], *, came
         chunk = paths[start : start + batch_size]
         datas = {}
         for path in chunk:
-            data = Path(path).read_bytes()
+            try:
+                data = Path(path).read_bytes()
+            except OSError as exc:  # unreadable or deleted meanwhile: listed, the build goes on
+                report.failures.append((str(path), f"cannot read it ({exc.strerror or exc})"))
+                continue
             digest = hashlib.sha256(data).hexdigest()
             if digest in known:
                 report.already += 1

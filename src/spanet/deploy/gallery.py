@@ -41,6 +41,7 @@ _META_FILE = "gallery.json"
 _DB_FILE = "entries.sqlite"
 _INDEX_FILE = "index.faiss"
 _IMAGES_DIR = "images"
+_LOCK_FILE = ".lock"
 _ENTRY_COLUMNS = "id, image, camera, timestamp, label, source, fingerprint"
 
 
@@ -201,8 +202,10 @@ class SQLiteStore:
 class Gallery:
     """An open gallery folder. Thread-safe: writes and searches of the index are serialised by one lock."""
 
-    def __init__(self, directory: Path, meta: dict[str, Any], store: GalleryStore, index: Any) -> None:
+    def __init__(self, directory: Path, meta: dict[str, Any], store: GalleryStore, index: Any, *,
+                 lock: Any = None) -> None:  # fmt: skip
         self.directory = directory
+        self._lock_file = lock  # held while open: one process per gallery
         self.meta = meta
         self.store = store
         self.index = index
@@ -230,16 +233,34 @@ class Gallery:
         if meta.get("format") != GALLERY_FORMAT:
             raise SpanetError(f"{meta_path} is not a spanet gallery description (format {meta.get('format')!r})")
         check_compatible(meta, model_info, index_path=directory)
-        (directory / _IMAGES_DIR).mkdir(exist_ok=True)
-        store = SQLiteStore(directory / _DB_FILE, feature_dim=int(meta["feature_dim"]))
-        strangers = store.fingerprints() - {meta["model"].get("weights_fingerprint")}
-        if strangers:
-            store.close()
-            raise SpanetError(f"gallery {directory} holds features of other models ({', '.join(sorted(strangers))}); "
-                              "rebuild it with one checkpoint")  # fmt: skip
-        gallery = cls(directory, meta, store, _load_index(directory / _INDEX_FILE, int(meta["feature_dim"])))
+        lock = _lock(directory)
+        try:
+            (directory / _IMAGES_DIR).mkdir(exist_ok=True)
+            store = SQLiteStore(directory / _DB_FILE, feature_dim=int(meta["feature_dim"]))
+            strangers = store.fingerprints() - {meta["model"].get("weights_fingerprint")}
+            if strangers:
+                store.close()
+                raise SpanetError(f"gallery {directory} holds features of other models ({', '.join(sorted(strangers))}); "
+                                  "rebuild it with one checkpoint")  # fmt: skip
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        index = _load_index(directory / _INDEX_FILE, int(meta["feature_dim"]))
+        gallery = cls(directory, meta, store, index, lock=lock)
         gallery.reconcile()
         return gallery
+
+    @staticmethod
+    def stored_kind(directory: str | os.PathLike[str]) -> str | None:
+        """The embedding kind ("parts", "reduced", "global") an existing gallery was built with; None for a new one."""
+        meta_path = Path(directory) / _META_FILE
+        if not meta_path.is_file():
+            return None
+        try:
+            return json.loads(meta_path.read_text(encoding="utf-8"))["model"].get("kind")
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return None  # Gallery.open says what is wrong with the file
 
     @property
     def fingerprint(self) -> str:
@@ -324,10 +345,6 @@ class Gallery:
         with self._lock:
             return sorted({c for c in self._cameras.values() if c is not None})
 
-    def vector(self, entry_id: int) -> np.ndarray:
-        """The stored feature of one entry."""
-        return self.store.features([entry_id])[0]
-
     def image_path(self, entry: Entry) -> Path:
         """The file of an entry's image; always inside the gallery's images folder."""
         folder = (self.directory / _IMAGES_DIR).resolve()
@@ -347,7 +364,7 @@ class Gallery:
         with self._lock:
             tmp = self.directory / f"{_INDEX_FILE}.tmp"
             faiss.write_index(self.index, str(tmp))
-            os.replace(tmp, self.directory / _INDEX_FILE)
+            _durable_replace(tmp, self.directory / _INDEX_FILE)
             self._dirty = False
 
     def close(self) -> None:
@@ -355,6 +372,9 @@ class Gallery:
             if self._dirty:
                 self.save_index()
             self.store.close()
+            if self._lock_file is not None:
+                self._lock_file.close()  # releases the lock
+                self._lock_file = None
 
     def _camera_filter(self, camera: int | None, exclude_camera: int | None) -> Any:
         cams = self._cameras
@@ -370,7 +390,7 @@ class Gallery:
         if not path.exists():
             tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")
             tmp.write_bytes(entry.data)
-            os.replace(tmp, path)
+            _durable_replace(tmp, path)  # on disk before the row that names it is committed
         return name
 
 
@@ -392,11 +412,54 @@ def _write_meta(directory: Path, model_info: dict[str, Any]) -> None:
 
 
 def _load_index(path: Path, dim: int) -> Any:
+    """index.faiss, or a new empty index when there is none or it cannot be read: the index is a cache of the rows,
+    and `reconcile` re-adds every row from the stored vectors."""
+    import warnings
+
     import faiss
 
     if path.is_file():
-        index = faiss.read_index(str(path))
+        try:
+            index = faiss.read_index(str(path))
+        except RuntimeError as exc:
+            warnings.warn(f"{path} could not be read ({str(exc).splitlines()[0][:120]}); rebuilding it from the "
+                          "gallery's rows", stacklevel=3)  # fmt: skip
+            return faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
         if index.d != dim:
             raise SpanetError(f"{path} holds {index.d}-d vectors but the gallery's are {dim}-d; delete {path} to rebuild it")
         return index
     return faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
+
+
+def _durable_replace(tmp: Path, path: Path) -> None:
+    """Rename `tmp` over `path` after its bytes reached the disk, then make the rename itself durable."""
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open folders: the rename is as durable as the platform makes it
+        return
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
+
+
+def _lock(directory: Path) -> Any:
+    """An exclusive lock on DIR/.lock, held while the gallery is open (the OS releases it if the process dies), or
+    None where there is no `fcntl` (not POSIX)."""
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    handle = open(directory / _LOCK_FILE, "a+b")  # noqa: SIM115 - kept open while the gallery is
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise SpanetError(
+            f"gallery {directory} is open in another process (a running `spanet serve` or `spanet gallery build`); "
+            "stop it first, or enrol through the running service (POST /gallery)"
+        ) from None
+    return handle

@@ -16,6 +16,7 @@ import json
 import queue
 import threading
 from concurrent.futures import Future
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,10 +27,11 @@ from PIL import Image
 from spanet.deploy.gallery import Entry, Gallery, NewEntry
 from spanet.errors import SpanetError
 
-__all__ = ["Limits", "create_app", "decode_upload", "load_calibration"]
+__all__ = ["Limits", "create_app", "decode_upload"]
 
 _FORMAT_SUFFIX = {"JPEG": ".jpg", "PNG": ".png", "BMP": ".bmp", "WEBP": ".webp", "TIFF": ".tif", "GIF": ".gif", "PPM": ".ppm"}
 _OPEN_PATHS = ("/", "/favicon.ico")
+_MAX_ID = 2**63 - 1  # SQLite's largest integer: a larger id or offset is a 422, not an overflow inside the store
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,7 @@ class Limits:
 
     max_request_bytes: int = 32 * 1024 * 1024  # whole body, all files together
     max_pixels: int = 16_000_000  # per decoded image (Pillow's own bomb limit is ~89 M)
+    max_request_pixels: int = 64_000_000  # all images of one request together (~190 MB decoded)
     max_top_k: int = 100
     max_files: int = 256  # images per enrolment request
 
@@ -50,15 +53,16 @@ class UploadError(Exception):
         self.status = status
 
 
-def decode_upload(data: bytes, *, name: str, max_pixels: int) -> tuple[Image.Image, str]:
-    """Decode uploaded bytes to RGB, refusing non-images (415), truncated files (400) and bombs (413)."""
+def decode_upload(data: bytes, *, name: str, max_pixels: int, limit: str = "the limit") -> tuple[Image.Image, str]:
+    """Decode uploaded bytes to RGB, refusing non-images (415), truncated files (400) and bombs (413): more than
+    `max_pixels` pixels (`limit` says which limit that is)."""
     if not data:
         raise UploadError(400, f"{name}: empty file")
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
             if width * height > max_pixels:
-                raise UploadError(413, f"{name}: {width}x{height} pixels is more than the limit of {max_pixels}")
+                raise UploadError(413, f"{name}: {width}x{height} pixels is more than {limit} of {max_pixels}")
             suffix = _FORMAT_SUFFIX.get(image.format or "", ".img")
             return image.convert("RGB"), suffix  # convert() decodes every byte, so truncation shows up here
     except UploadError:
@@ -71,32 +75,21 @@ def decode_upload(data: bytes, *, name: str, max_pixels: int) -> tuple[Image.Ima
         raise UploadError(400, f"{name}: cannot decode the image ({exc}); the file is truncated or corrupt") from None
 
 
-def load_calibration(path: str | Path, model_info: dict[str, Any]) -> float:
-    """The threshold from a calibration JSON, refused when it was calibrated on another model."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        threshold = float(data["threshold"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise SpanetError(f"calibration {path}: cannot read a 'threshold' number from it ({exc})") from None
-    for key in ("weights_fingerprint", "args_fingerprint"):
-        if data.get(key) != model_info.get(key):
-            raise SpanetError(
-                f"calibration {path} was made for another model ({key} {data.get(key)!r}, the checkpoint has "
-                f"{model_info.get(key)!r}); calibrate this checkpoint or pass --threshold"
-            )
-    return threshold
-
-
 def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = None, token: str | None = None,
-               limits: Limits = Limits()) -> Any:  # fmt: skip
-    """The FastAPI application; `extractor` is a `spanet.features.FeatureExtractor` of the gallery's model."""
+               limits: Limits = Limits(), allowed_hosts: Sequence[str] | None = None) -> Any:  # fmt: skip
+    """The FastAPI application; `extractor` is a `spanet.features.FeatureExtractor` of the gallery's model.
+
+    `allowed_hosts`: the Host header names accepted (others get 400), e.g. the loopback names when the service runs
+    without a token, so a web page cannot reach it through DNS rebinding."""
     from fastapi import FastAPI
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     from spanet import __version__
 
     app = FastAPI(title="spanet person search", version=__version__)
     app.add_middleware(_Guard, max_bytes=limits.max_request_bytes, token=token)
+    if allowed_hosts is not None:
+        app.add_middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts))
     service = _Service(gallery=gallery, extractor=extractor, threshold=threshold, limits=limits)
     _add_error_handlers(app)
     _add_gallery_routes(app, service)
@@ -135,14 +128,18 @@ class _Service:
         """(image, bytes, suffix, name) of each upload; any bad one raises before anything is used."""
         if len(files) > self.limits.max_files:
             raise UploadError(413, f"{len(files)} files in one request; at most {self.limits.max_files}")
-        decoded = []
+        decoded, pixels = [], 0
         for upload in files:
             name = Path(upload.filename or "upload").name[:255]  # metadata only: never used as a path
             kind = (upload.content_type or "application/octet-stream").split(";")[0].strip().lower()
             if not (kind.startswith("image/") or kind == "application/octet-stream"):
                 raise UploadError(415, f"{name}: content type {kind} is not an image type")
             data = upload.file.read()
-            image, suffix = decode_upload(data, name=name, max_pixels=self.limits.max_pixels)
+            left = self.limits.max_request_pixels - pixels
+            image, suffix = decode_upload(data, name=name, max_pixels=min(self.limits.max_pixels, left),
+                                          limit="the limit" if left >= self.limits.max_pixels else
+                                          f"what is left of the {self.limits.max_request_pixels} pixels per request")  # fmt: skip
+            pixels += image.width * image.height
             decoded.append((image, data, suffix, name))
         return decoded
 
@@ -172,6 +169,7 @@ def _add_error_handlers(app: Any) -> None:
 
 def _add_gallery_routes(app: Any, service: _Service) -> None:
     from fastapi import File, Form, HTTPException, Query, UploadFile
+    from fastapi import Path as PathParam
     from fastapi.responses import FileResponse
 
     gallery = service.gallery
@@ -191,7 +189,7 @@ def _add_gallery_routes(app: Any, service: _Service) -> None:
         return {"ids": gallery.add(entries, features), "gallery_size": len(gallery)}
 
     @app.delete("/gallery/{entry_id}")
-    def delete(entry_id: int) -> dict[str, Any]:
+    def delete(entry_id: int = PathParam(ge=1, le=_MAX_ID)) -> dict[str, Any]:
         entry = gallery.remove(entry_id)
         if entry is None:
             raise HTTPException(404, f"no gallery entry with id {entry_id}")
@@ -199,20 +197,21 @@ def _add_gallery_routes(app: Any, service: _Service) -> None:
 
     @app.get("/gallery")
     def listing(
-        camera: int | None = Query(None, ge=0), label: str | None = Query(None, max_length=200),
-        limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0),
+        camera: int | None = Query(None, ge=0, le=_MAX_ID), label: str | None = Query(None, max_length=200),
+        limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=_MAX_ID),
     ) -> dict[str, Any]:  # fmt: skip
         entries, total = gallery.store.query(camera=camera, label=label, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "entries": [e.to_json() for e in entries]}
 
     @app.get("/image/{entry_id}")
-    def image(entry_id: int) -> FileResponse:
+    def image(entry_id: int = PathParam(ge=1, le=_MAX_ID)) -> FileResponse:
         path = gallery.image_path(service.entry(entry_id))
         return FileResponse(path, headers={"Cache-Control": "private, max-age=3600"})
 
 
 def _add_search_routes(app: Any, service: _Service) -> None:
     from fastapi import File, Form, UploadFile
+    from fastapi import Path as PathParam
     from fastapi.responses import HTMLResponse
 
     from spanet import __version__
@@ -234,8 +233,8 @@ def _add_search_routes(app: Any, service: _Service) -> None:
     def search(
         file: UploadFile = File(..., description="the query image"),
         top_k: int = Form(10, ge=1, le=service.limits.max_top_k),
-        camera: int | None = Form(None, ge=0),
-        exclude_camera: int | None = Form(None, ge=0),
+        camera: int | None = Form(None, ge=0, le=_MAX_ID),
+        exclude_camera: int | None = Form(None, ge=0, le=_MAX_ID),
         threshold: float | None = Form(None, ge=0),
     ) -> dict[str, Any]:
         (image, *_), = service.read_uploads([file])
@@ -246,7 +245,9 @@ def _add_search_routes(app: Any, service: _Service) -> None:
         return {"matches": matches, "threshold": limit, "unknown": limit is not None and all(m["unknown"] for m in matches)}
 
     @app.post("/explain/{entry_id}")
-    def explain(entry_id: int, file: UploadFile = File(..., description="the query image")) -> dict[str, Any]:
+    def explain(
+        entry_id: int = PathParam(ge=1, le=_MAX_ID), file: UploadFile = File(..., description="the query image")
+    ) -> dict[str, Any]:
         from spanet.data.images import read_image
 
         entry = service.entry(entry_id)

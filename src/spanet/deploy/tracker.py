@@ -30,8 +30,8 @@ def clip_boxes(xyxy: np.ndarray, *, height: int, width: int) -> np.ndarray:
 
     A box that leaves no pixel (outside the frame, zero or negative size, NaN) comes back with x1 <= x0 or y1 <= y0.
     """
-    boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
-    boxes = np.where(np.isfinite(boxes), boxes, 0.0)
+    boxes = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4).copy()
+    boxes[~np.isfinite(boxes).all(axis=1)] = 0.0  # a box with a NaN or inf coordinate: no pixel, not a guess
     starts = np.floor(boxes[:, :2])
     ends = np.ceil(boxes[:, 2:])
     limits = np.array([width, height], dtype=np.float64)

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from spanet.errors import SpanetError
-from spanet.tracking.mot import Sequence, Tracks, read_sequence, read_tracks, write_tracks
+from spanet.tracking.mot import Sequence, Tracks, read_frame, read_sequence, read_tracks, write_tracks
 
 __all__ = [
     "TrackFeature", "Association", "sample_rows", "embed_tracks", "cannot_link", "cluster_tracks", "global_ids",
@@ -57,22 +57,6 @@ def sample_rows(tracks: Tracks, track_id: int, k: int) -> np.ndarray:
     return rows[np.unique(np.round(np.linspace(0, len(rows) - 1, k)).astype(np.int64))]
 
 
-def _read_frame(sequence: Sequence, frame: int) -> np.ndarray:
-    """The frame as BGR uint8 (what trackers hand their re-ID model); a frame of another size is an error."""
-    path = sequence.frame_path(frame)
-    try:
-        with Image.open(path) as image:
-            rgb = np.asarray(image.convert("RGB"))
-    except OSError as exc:
-        raise SpanetError(f"frame {path} could not be read ({exc})") from None
-    if rgb.shape[:2] != (sequence.height, sequence.width):
-        raise SpanetError(
-            f"frame {path} is {rgb.shape[1]}x{rgb.shape[0]} but sequence {sequence.name} is "
-            f"{sequence.width}x{sequence.height}; all frames of a sequence must have one size"
-        )
-    return rgb[:, :, ::-1]
-
-
 def _thumbnail(bgr: np.ndarray, box: np.ndarray) -> np.ndarray | None:
     x, y, w, h = box
     x0, y0 = max(0, int(np.floor(x))), max(0, int(np.floor(y)))
@@ -99,7 +83,7 @@ def embed_tracks(
         middles = {int(r[len(r) // 2]) for r in sampled.values()}
         for frame in np.unique(table.frames[rows]):
             at_frame = rows[table.frames[rows] == frame]
-            bgr = _read_frame(sequence, int(frame))
+            bgr = read_frame(sequence, int(frame))
             xywh = table.boxes[at_frame]
             xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
             for row, feature in zip(at_frame, np.asarray(embed(xyxy, bgr), dtype=np.float32)):

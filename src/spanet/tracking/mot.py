@@ -17,7 +17,7 @@ import numpy as np
 
 from spanet.errors import SpanetError
 
-__all__ = ["Sequence", "Tracks", "read_sequence", "read_tracks", "write_tracks"]
+__all__ = ["Sequence", "Tracks", "read_frame", "read_sequence", "read_tracks", "write_tracks"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -90,6 +90,24 @@ def read_sequence(root: str | os.PathLike[str]) -> Sequence:
     name = info.get("name", root.name) or root.name
     return Sequence(name=name, root=root, image_dir=image_dir, extension=extension, length=length, width=width,
                     height=height, frame_rate=frame_rate)  # fmt: skip
+
+
+def read_frame(sequence: Sequence, frame: int) -> np.ndarray:
+    """The frame as BGR uint8 (what trackers hand their re-ID model); a frame of another size is an error."""
+    path = sequence.frame_path(frame)
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            rgb = np.asarray(image.convert("RGB"))
+    except OSError as exc:
+        raise SpanetError(f"frame {path} could not be read ({exc})") from None
+    if rgb.shape[:2] != (sequence.height, sequence.width):
+        raise SpanetError(
+            f"frame {path} is {rgb.shape[1]}x{rgb.shape[0]} but sequence {sequence.name} is "
+            f"{sequence.width}x{sequence.height}; all frames of a sequence must have one size"
+        )
+    return rgb[:, :, ::-1]
 
 
 def _parse_line(text: str, *, path: Path, number: int) -> tuple[int, int, float, float, float, float, float]:

@@ -12,9 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
-
-from spanet.tracking.mot import Sequence, Tracks
+from spanet.tracking.mot import Sequence, Tracks, read_frame
 
 __all__ = ["run_tracker"]
 
@@ -27,8 +25,7 @@ def run_tracker(tracker: Any, sequence: Sequence, detections: Tracks, *, path: s
         rows = detections.frames == frame
         xywh = detections.boxes[rows]
         dets = np.column_stack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:], detections.scores[rows], np.zeros(len(xywh))])
-        with Image.open(sequence.frame_path(frame)) as image:
-            bgr = np.ascontiguousarray(np.asarray(image.convert("RGB"))[:, :, ::-1])
+        bgr = np.ascontiguousarray(read_frame(sequence, frame))
         out = np.atleast_2d(np.asarray(tracker.update(dets.astype(np.float32), bgr), dtype=np.float64))
         if out.size == 0:
             continue
