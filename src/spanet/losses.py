@@ -44,7 +44,7 @@ def classification_terms(output: SPANetOutput, targets: Tensor, *, label_smoothi
 def weigh_terms(terms: dict[str, Tensor], *, weighting: Literal["paper", "official", "means"] = "paper") -> Tensor:
     """The scalar training loss.
 
-    - "paper" (§3.1, α = 0.8): `L = 0.8 · Σ_i L_part_i + 0.2 · (Σ_k L_ds_k + L_global)`. Sums, not means: each part
+    - "paper" (§4, α = 0.8): `L = 0.8 · Σ_i L_part_i + 0.2 · (Σ_k L_ds_k + L_global)`. Sums, not means: each part
       loss gets weight 0.8 and each auxiliary/main loss 0.2, the numbers the paper states, and the total weight
       (0.8·6 + 0.2·4 = 5.6) stays of the order of the official code's unweighted sum (10), for which its learning
       rate was tuned; means would shrink the gradients about tenfold. Without part terms (Table 2's non-PCB rows)

@@ -396,3 +396,31 @@ def test_resume_neither_downloads_nor_compares_the_initial_weights(
     resumed = train_module.train(tiny_config(tiny_market, "model.pretrained=/nowhere/resnet18.pth"),
                                  output_dir=tmp_path, resume=True)  # fmt: skip
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 2 and not resumed["interrupted"]
+
+
+def test_a_stop_at_the_end_of_an_epoch_due_for_validation_validates_it_on_resume(
+    straight_run: dict, tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT during the last step of epoch 1: the run stops at once, and the resumed run validates epoch 1 before
+    training epoch 2, so best.pt is chosen among every validated epoch (as in the straight run)."""
+    import spanet.losses
+
+    real = spanet.losses.weigh_terms
+    calls = []
+
+    def weigh_and_interrupt(*args: object, **kwargs: object) -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == 2:  # the second and last step of epoch 1
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(spanet.losses, "weigh_terms", weigh_and_interrupt)
+    stopped = train_module.train(tiny_config(tiny_market, *VALIDATED), output_dir=tmp_path)
+    assert stopped["interrupted"] and load_checkpoint(tmp_path / "last.pt")["validation_pending"]
+    monkeypatch.setattr(spanet.losses, "weigh_terms", real)
+    resumed = train_module.train(tiny_config(tiny_market, *VALIDATED), output_dir=tmp_path, resume=True)
+    records = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["type"] == "val"] == [1, 2]
+    assert resumed["best_epoch"] == straight_run["summary"]["best_epoch"]
+    assert resumed["best_mAP"] == pytest.approx(straight_run["summary"]["best_mAP"])
+    assert not load_checkpoint(tmp_path / "last.pt")["validation_pending"]

@@ -122,6 +122,7 @@ class _RunState:
     test_metrics: dict[str, float] = field(default_factory=dict)  # the test split, once, on the final model
     probe: torch.Tensor | None = None  # a fixed batch on which the attention spread is logged every epoch
     validation: Any = None  # the held-out identities (`data.val_ids`) evaluated every `eval_every` epochs
+    validation_pending: bool = False  # a stop came at the end of an epoch due for validation: validate on resume
 
 
 def _run(
@@ -165,6 +166,9 @@ def _run(
     started = time.perf_counter()
     with stop.installed():
         try:
+            if state.validation_pending and state.validation is not None:
+                _validate(state, config, epoch=state.epoch, steps=steps_per_epoch, output_dir=output_dir, device=device,
+                          dist_info=dist_info, run_log=run_log)  # fmt: skip
             for epoch in range(state.epoch, config.optim.epochs):
                 trained = True
                 interrupted = _run_epoch(
@@ -227,6 +231,7 @@ def _build_state(
         state.best_map, state.best_epoch = checkpoint.get("best_metric"), checkpoint.get("best_epoch")
         state.metrics = dict(checkpoint.get("metrics") or {})
         state.test_metrics = dict(checkpoint.get("test_metrics") or {})
+        state.validation_pending = bool(checkpoint.get("validation_pending", False))
     return state
 
 
@@ -272,20 +277,39 @@ def _run_epoch(
     last_epoch = epoch + 1 == config.optim.epochs
     # the trained epoch is saved before evaluating it, so a failing evaluation cannot cost the epoch
     _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
-    due = _eval_due(epoch, config.optim.epochs, config.train.eval_every)
-    if state.validation is not None and (last_epoch or not result["stopped"]) and due:
-        state.metrics = _evaluate(state.model, state.validation, config, device=device, dist_info=dist_info)
-        if dist_info.is_main:
-            run_log.write({"type": "val", "epoch": epoch + 1, "step": global_step, **state.metrics}, step=global_step)
-            _printer(dist_info)(
-                f"epoch {epoch + 1}: validation rank-1 {state.metrics['rank1']:.2%}  mAP {state.metrics['mAP']:.2%}"
-            )
-            if state.best_map is None or state.metrics["mAP"] > state.best_map:
-                state.best_map, state.best_epoch = state.metrics["mAP"], epoch + 1
-                best = _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps, resumable=False)
-                _save_if_finite(output_dir / BEST_CHECKPOINT, best, dist_info)
-        _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
+    if state.validation is not None and _eval_due(epoch, config.optim.epochs, config.train.eval_every):
+        if result["stopped"] and not last_epoch:  # stop promptly; the resumed run validates this epoch first
+            state.validation_pending = True
+            _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
+        else:
+            _validate(state, config, epoch=epoch + 1, steps=steps, output_dir=output_dir, device=device,
+                      dist_info=dist_info, run_log=run_log)  # fmt: skip
     return result["stopped"] and not last_epoch
+
+
+def _validate(
+    state: _RunState,
+    config: Config,
+    *,
+    epoch: int,
+    steps: int,
+    output_dir: Path,
+    device: torch.device,
+    dist_info: DistInfo,
+    run_log: RunLog,
+) -> None:
+    """Evaluate the held-out identities after `epoch` epochs, keep best.pt on validation mAP, save last.pt."""
+    step = epoch * steps
+    state.metrics = _evaluate(state.model, state.validation, config, device=device, dist_info=dist_info)
+    state.validation_pending = False
+    if dist_info.is_main:
+        run_log.write({"type": "val", "epoch": epoch, "step": step, **state.metrics}, step=step)
+        _printer(dist_info)(f"epoch {epoch}: validation rank-1 {state.metrics['rank1']:.2%}  mAP {state.metrics['mAP']:.2%}")
+        if state.best_map is None or state.metrics["mAP"] > state.best_map:
+            state.best_map, state.best_epoch = state.metrics["mAP"], epoch
+            best = _checkpoint(state, config, epoch=epoch, step=0, steps=steps, resumable=False)
+            _save_if_finite(output_dir / BEST_CHECKPOINT, best, dist_info)
+    _save_if_finite(output_dir / LAST_CHECKPOINT, _checkpoint(state, config, epoch=epoch, step=0, steps=steps), dist_info)
 
 
 def _final_test(
@@ -350,6 +374,7 @@ def _checkpoint(
         "rng": rng_state(),
         "metrics": state.metrics,
         "test_metrics": state.test_metrics,
+        "validation_pending": state.validation_pending,
         "best_metric": state.best_map,
         "best_epoch": state.best_epoch,
         "dataset": config.data.dataset,
