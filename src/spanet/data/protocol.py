@@ -24,6 +24,7 @@ __all__ = [
     "split_identities",
     "split_query_gallery",
     "check_splits",
+    "sample_ids",
 ]
 
 CROSS_CAMERA = "cross-camera"
@@ -34,6 +35,11 @@ _DESCRIPTIONS = {
     "identity from its own camera ignored)",
     NO_CAMERA: "no camera ids (one query per identity, the rest gallery; same-camera filter off)",
 }
+
+
+def sample_ids(samples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """The person ids and camera ids of `samples` as int64 arrays (what the ranking protocol compares)."""
+    return np.array([s.pid for s in samples], dtype=np.int64), np.array([s.camid for s in samples], dtype=np.int64)
 
 
 def describe_protocol(protocol: str) -> str:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from spanet.data.protocol import sample_ids
 from spanet.errors import SpanetError
 from spanet.evaluation.metrics import rank_metrics
 
@@ -27,8 +28,8 @@ def per_query_results(
     distances: np.ndarray, query: Sequence[Any], gallery: Sequence[Any], *, cross_camera: bool = True
 ) -> list[dict[str, Any]]:
     """One record per query: path, pid, camid, AP, rank of the first and of the hardest true match (None if none)."""
-    q_pids, q_cams = _ids(query)
-    g_pids, g_cams = _ids(gallery)
+    q_pids, q_cams = sample_ids(query)
+    g_pids, g_cams = sample_ids(gallery)
     records = []
     for start in range(0, len(query), _ROWS_PER_CHUNK):
         block = distances[start : start + _ROWS_PER_CHUNK]
@@ -85,8 +86,8 @@ def camera_pair_matrix(
     """
     if not cross_camera:
         return None
-    q_pids, q_cams = _ids(query)
-    g_pids, g_cams = _ids(gallery)
+    q_pids, q_cams = sample_ids(query)
+    g_pids, g_cams = sample_ids(gallery)
     cameras = sorted(set(q_cams.tolist()) | set(g_cams.tolist()))
     if len(cameras) < 2:
         return None
@@ -115,7 +116,3 @@ def _worst_row(cameras: Sequence[int], values: list[list[float | None]]) -> int 
     """The query camera whose filled cells have the lowest mean (None when no row has a value)."""
     means = {c: np.mean([v for v in row if v is not None]) for c, row in zip(cameras, values) if any(v is not None for v in row)}
     return int(min(means, key=means.get)) if means else None
-
-
-def _ids(samples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    return np.array([s.pid for s in samples], dtype=np.int64), np.array([s.camid for s in samples], dtype=np.int64)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spanet.data.protocol import describe_protocol
+from spanet.data.protocol import describe_protocol, sample_ids
 from spanet.errors import SpanetError
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.metrics import RankMetrics, rank_metrics
@@ -130,8 +130,8 @@ def score_features(
     progress: bool = False,
 ) -> EvaluationResult:
     """Distances, metrics, and with `rerank` the k-reciprocal re-ranked metrics as well."""
-    q_pids, q_camids = _ids(features.query)
-    g_pids, g_camids = _ids(features.gallery)
+    q_pids, q_camids = sample_ids(features.query)
+    g_pids, g_camids = sample_ids(features.gallery)
     if features.protocol == "no-camera":  # no query shares a camera with the gallery: nothing is filtered out
         q_camids, g_camids = np.full_like(q_camids, -1), np.zeros_like(g_camids)
     distances = pairwise_distances(features.query_features, features.gallery_features, metric=metric)
@@ -189,7 +189,3 @@ def format_table(result: EvaluationResult) -> str:
     )
     lines.append(describe_protocol(result.protocol))
     return "\n".join(lines)
-
-
-def _ids(samples: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    return np.array([s.pid for s in samples], dtype=np.int64), np.array([s.camid for s in samples], dtype=np.int64)

@@ -137,7 +137,8 @@ def _run(
     loaded: Any = None,
 ) -> dict[str, Any]:
     last_path = output_dir / LAST_CHECKPOINT
-    checkpoint = _prepare_output(config, output_dir, resume=resume, num_classes=dataset.num_train_ids)
+    checkpoint = _prepare_output(config, output_dir, resume=resume, num_classes=dataset.num_train_ids,
+                                 is_main=dist_info.is_main)  # fmt: skip
     if dist_info.is_main:
         save_split_list(loaded or dataset, output_dir)  # own data: the split used, readable as --dataset list
     barrier(dist_info)  # rank 0 has checked and created the folder
@@ -385,7 +386,9 @@ def _checkpoint(
     return checkpoint
 
 
-def _prepare_output(config: Config, output_dir: Path, *, resume: bool, num_classes: int) -> dict[str, Any] | None:
+def _prepare_output(
+    config: Config, output_dir: Path, *, resume: bool, num_classes: int, is_main: bool
+) -> dict[str, Any] | None:
     """Check the folder against `resume`, write the resolved config; return the checkpoint to resume from."""
     last_path = output_dir / LAST_CHECKPOINT
     checkpoint = None
@@ -397,7 +400,7 @@ def _prepare_output(config: Config, output_dir: Path, *, resume: bool, num_class
                 f"--resume: {last_path} was trained on {checkpoint['model_args'].get('num_classes')} identities but "
                 f"{config.data.dataset} at {config.data.root} has {num_classes}; resume with the same dataset"
             )
-    if _is_main_process():
+    if is_main:
         moved = None if resume else move_aside(output_dir)
         if moved is not None:
             print(f"moved the previous content of {output_dir} to {moved}", file=sys.stderr, flush=True)
@@ -491,12 +494,6 @@ def _steps_per_epoch(loader: DataLoader, dataset: Any, config: Config) -> int:
 
 def _eval_due(epoch: int, epochs: int, every: int) -> bool:
     return every > 0 and ((epoch + 1) % every == 0 or epoch + 1 == epochs)
-
-
-def _is_main_process() -> bool:
-    import torch.distributed as dist
-
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 def _printer(dist_info: DistInfo) -> Callable[[str], None]:
