@@ -48,10 +48,19 @@ def test_serve_refuses_before_binding(tmp_path: Path, checkpoint: Path, capsys: 
     assert main([*base, "--host", "0.0.0.0"]) == 2
     assert "--token" in capsys.readouterr().err
     calibration = tmp_path / "cal.json"
-    calibration.write_text(json.dumps({"threshold": 1.0, "weights_fingerprint": "x", "args_fingerprint": "y"}))
+    record = {"threshold": 1.0, "metric": "euclidean", "weights_fingerprint": "x", "args_fingerprint": "y",
+              "target": {"fpr": 0.001}, "calibration_data": {}}  # fmt: skip
+    calibration.write_text(json.dumps(record))
     pytest.importorskip("fastapi")
     assert main([*base, "--calibration", str(calibration)]) == 2
     assert "another model" in capsys.readouterr().err
+    from spanet.features import FeatureExtractor
+
+    info = FeatureExtractor(checkpoint, device="cpu").info
+    calibration.write_text(json.dumps({**record, "weights_fingerprint": info["weights_fingerprint"],
+                                       "args_fingerprint": info["args_fingerprint"], "feature_kind": "global"}))
+    assert main([*base, "--calibration", str(calibration)]) == 2  # calibrated on another feature kind
+    assert "global features, not parts" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "uvicorn", None)  # as if the 'serve' extra were not installed
     assert main(base) == 2
     assert "pip install 'spanet[serve]'" in capsys.readouterr().err
