@@ -93,3 +93,29 @@ def _trained_a_step(log: Path) -> bool:
     if not log.is_file():
         return False
     return any(json.loads(line).get("type") == "step" for line in log.read_text().splitlines() if line.strip())
+
+
+def test_a_run_that_fails_with_workers_alive_exits(tiny_market: Path, tmp_path: Path) -> None:
+    """The workers ignore SIGTERM; an error that ends the run (here a corrupt gallery image found by the final test)
+    must stop them, or the interpreter's exit waits for them forever."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(tiny_market, data)
+    gallery = sorted((data / "bounding_box_test").glob("*.jpg"))
+    victim = next(p for p in gallery if not p.name.startswith(("-1", "0000")))  # not junk or distractor: evaluated
+    victim.write_bytes(b"not a jpeg")
+    config_file = tmp_path / "tiny.yaml"
+    save_config(worker_config(data, "optim.epochs=1", "train.eval_every=1", "data.num_workers=1"), config_file)
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "spanet", "train", "--config", str(config_file), "--output", str(tmp_path / "run")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        _stdout, stderr = process.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(os.getpgid(process.pid), signal.SIGKILL)
+        process.wait()
+        pytest.fail("spanet train did not exit after its error: the loader workers kept it waiting")
+    assert process.returncode == 2 and victim.name in stderr, stderr

@@ -23,7 +23,10 @@ from torch.utils.data import DataLoader, Sampler
 from spanet.config import DataConfig
 from spanet.errors import SpanetError
 
-__all__ = ["build_train_loader", "set_loader_epoch", "epoch_seed", "EpochSampler", "TrainImages", "ignore_stop_signals"]
+__all__ = [
+    "build_train_loader", "set_loader_epoch", "shutdown_loader", "epoch_seed", "EpochSampler", "TrainImages",
+    "ignore_stop_signals",
+]
 
 PREFETCH_FACTOR = 4  # batches each worker keeps ready: covers the jitter of a GPU step without much memory
 
@@ -85,6 +88,15 @@ def build_train_loader(
 def set_loader_epoch(loader: DataLoader, *, epoch: int, skip_batches: int = 0) -> None:
     """Point `loader` (from `build_train_loader`) at `epoch`, skipping its first `skip_batches` batches."""
     loader.sampler.set_epoch(epoch, skip_batches=skip_batches)
+
+
+def shutdown_loader(loader: DataLoader) -> None:
+    """Stop the persistent workers of `loader` now. They ignore SIGTERM, so when an exception ends a run they must
+    not be left to the interpreter's exit, which terminates them with SIGTERM and then waits for them forever."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+        iterator._shutdown_workers()  # torch's own shutdown: tells each worker to stop, joins it
+    loader._iterator = None
 
 
 def epoch_seed(seed: int, epoch: int, rank: int) -> int:

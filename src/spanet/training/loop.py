@@ -35,7 +35,7 @@ from spanet.training.distributed import (
     shutdown_distributed,
 )
 from spanet.errors import SpanetError
-from spanet.data.loader import build_train_loader, epoch_seed, set_loader_epoch
+from spanet.data.loader import build_train_loader, epoch_seed, set_loader_epoch, shutdown_loader
 from spanet.training.optim import build_optimizer, lr_factor
 from spanet.data.own import save_split_list
 from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog, check_output_dir, move_aside
@@ -186,6 +186,7 @@ def _run(
                             run_log=run_log, steps=steps_per_epoch)  # fmt: skip
         finally:
             run_log.close()
+            shutdown_loader(loader)
     if interrupted:
         say(
             f"stopped by {stop.signal_name}; checkpoint saved to {last_path}. Resume with: "
