@@ -277,15 +277,13 @@ def _run_epoch(
         record["attention"] = _attention_spread(state)
     run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
     last_epoch = epoch + 1 == config.optim.epochs
+    due = state.validation is not None and _eval_due(epoch, config.optim.epochs, config.train.eval_every)
+    state.validation_pending = due and result["stopped"] and not last_epoch  # stop now; the resume validates first
     # the trained epoch is saved before evaluating it, so a failing evaluation cannot cost the epoch
     _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
-    if state.validation is not None and _eval_due(epoch, config.optim.epochs, config.train.eval_every):
-        if result["stopped"] and not last_epoch:  # stop promptly; the resumed run validates this epoch first
-            state.validation_pending = True
-            _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
-        else:
-            _validate(state, config, epoch=epoch + 1, steps=steps, output_dir=output_dir, device=device,
-                      dist_info=dist_info, run_log=run_log)  # fmt: skip
+    if due and not state.validation_pending:
+        _validate(state, config, epoch=epoch + 1, steps=steps, output_dir=output_dir, device=device,
+                  dist_info=dist_info, run_log=run_log)  # fmt: skip
     return result["stopped"] and not last_epoch
 
 
