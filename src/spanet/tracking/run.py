@@ -20,7 +20,8 @@ __all__ = ["run_tracker"]
 def run_tracker(tracker: Any, sequence: Sequence, detections: Tracks, *, path: str | Path = "tracker.txt") -> Tracks:
     """Feed every frame of `sequence` with its `detections` (x, y, w, h rows; their ids are ignored) to `tracker`
     and return what it outputs as `Tracks` (x, y, w, h, the tracker's ids, its confidences), labelled `path`."""
-    frames, ids, boxes, scores = [], [], [], []
+    # each list starts with an empty block, so a tracker that outputs nothing gives empty Tracks
+    frames, ids, boxes, scores = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], [np.zeros((0, 4))], [np.zeros(0)]
     for frame in range(1, sequence.length + 1):
         rows = detections.frames == frame
         xywh = detections.boxes[rows]
@@ -33,8 +34,5 @@ def run_tracker(tracker: Any, sequence: Sequence, detections: Tracks, *, path: s
         ids.append(out[:, 4].astype(np.int64))
         boxes.append(np.column_stack([out[:, :2], out[:, 2:4] - out[:, :2]]))
         scores.append(out[:, 5] if out.shape[1] > 5 else np.ones(len(out)))
-    if not frames:
-        return Tracks(path=Path(path), frames=np.zeros(0, np.int64), ids=np.zeros(0, np.int64),
-                      boxes=np.zeros((0, 4)), scores=np.zeros(0))  # fmt: skip
     return Tracks(path=Path(path), frames=np.concatenate(frames), ids=np.concatenate(ids),
                   boxes=np.concatenate(boxes), scores=np.concatenate(scores))  # fmt: skip
