@@ -22,7 +22,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from spanet import outputs
 from spanet.errors import SpanetError
+from spanet.outputs import atomic_path, write_json, write_text
 
 __all__ = [
     "CONFIG_FILE",
@@ -157,17 +159,7 @@ def remove_stale_temp_files(output_dir: str | Path) -> list[Path]:
 
 def move_aside(output_dir: str | Path) -> Path | None:
     """Rename a non-empty folder to `<name>.replaced-<time>` (never deleted); return the new name, or None."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir() or not any(output_dir.iterdir()):
-        return None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = output_dir.with_name(f"{output_dir.name}.replaced-{stamp}")
-    suffix = 1
-    while target.exists():
-        suffix += 1
-        target = output_dir.with_name(f"{output_dir.name}.replaced-{stamp}-{suffix}")
-    output_dir.rename(target)
-    return target
+    return outputs.move_aside(output_dir) if Path(output_dir).is_dir() else None
 
 
 def default_eval_dir(checkpoint: str | Path) -> Path:
@@ -198,10 +190,7 @@ def check_eval_dir(eval_dir: str | Path, *, checkpoint: str | Path, overwrite: b
 def write_metrics(eval_dir: str | Path, metrics: Mapping[str, Any], *, source: Mapping[str, Any]) -> Path:
     """Write `eval_dir/metrics.json`: an evaluation's metrics (`EvaluationResult.to_metrics_file()`) and what made
     them (`source`: checkpoint, dataset, flip, kind)."""
-    path = Path(eval_dir) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**metrics, **source}, indent=2, default=_plain) + "\n", encoding="utf-8")
-    return path
+    return write_json(Path(eval_dir) / METRICS_FILE, {**metrics, **source}, default=_plain)
 
 
 def read_metrics(eval_dir: str | Path) -> dict[str, Any]:
@@ -212,10 +201,8 @@ def read_metrics(eval_dir: str | Path) -> dict[str, Any]:
 def write_spread(cam_dir: str | Path, spread: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> Path:
     """Write `cam_dir/spread.json` (summary and variants) and `cam_dir/spread.csv` (one row per image × stage × variant)."""
     cam_dir = Path(cam_dir)
-    cam_dir.mkdir(parents=True, exist_ok=True)
-    path = cam_dir / SPREAD_FILE
-    path.write_text(json.dumps(spread, indent=2, default=_plain), encoding="utf-8")
-    with open(cam_dir / SPREAD_CSV, "w", newline="", encoding="utf-8") as handle:
+    path = write_text(cam_dir / SPREAD_FILE, json.dumps(spread, indent=2, default=_plain))
+    with atomic_path(cam_dir / SPREAD_CSV) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(_SPREAD_COLUMNS))
         writer.writeheader()
         writer.writerows(records)

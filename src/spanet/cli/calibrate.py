@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spanet.cli.common import add_dataset_args
+from spanet.cli.common import add_dataset_args, add_overwrite_arg
 
 __all__ = ["register"]
 
@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kind", choices=("parts", "reduced", "global"), default="parts",
                         help="embedding the threshold is for (default parts; search uses the index's)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: CKPT folder/calibration.json)")
+    add_overwrite_arg(parser, what="calibration file")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
     parser.set_defaults(func=run_calibrate)
@@ -52,8 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     from spanet.cli.common import dataset_from_args
     from spanet.errors import SpanetError
-    from spanet.evaluation.calibration import calibrate_checkpoint
+    from spanet.evaluation.calibration import calibrate_checkpoint, default_calibration_path
+    from spanet.outputs import JSON_FILE, guard_file
 
+    out = guard_file(args.out if args.out is not None else default_calibration_path(args.checkpoint), option="--out",
+                     kind=JSON_FILE, inputs=[args.checkpoint, args.data_root], overwrite=args.overwrite)
     for name in ("target_fpr", "target_fpir"):
         value = getattr(args, name)
         if value is not None and not 0.0 < value < 1.0:
@@ -63,7 +67,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     dataset = dataset_from_args(args, progress=False)
     record, path = calibrate_checkpoint(
         args.checkpoint, dataset, target_fpr=args.target_fpr, target_fpir=args.target_fpir,
-        gallery_size=args.gallery_size, kind=args.kind, device=args.device, batch_size=args.batch_size, out=args.out,
+        gallery_size=args.gallery_size, kind=args.kind, device=args.device, batch_size=args.batch_size, out=out,
     )  # fmt: skip
     data = record["calibration_data"]
     print(f"threshold {record['threshold']:.6g} (squared euclidean) for {record['target']} on {data['images']} images "

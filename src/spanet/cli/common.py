@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from spanet.data.datasets import ReidDataset
 
-__all__ = ["add_dataset_args", "add_skip_corrupt_arg", "dataset_from_args"]
+__all__ = ["add_dataset_args", "add_skip_corrupt_arg", "add_overwrite_arg", "dataset_from_args"]
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +45,16 @@ def add_skip_corrupt_arg(parser: argparse.ArgumentParser) -> None:
         "--skip-corrupt",
         action="store_true",
         help="decode every image first and leave out corrupt ones (listed in the output) instead of stopping",
+    )
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """`--overwrite`: replace an existing output of the same kind, which is moved aside (never deleted)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace an existing {what}: the old one is moved aside to NAME.replaced-TIME (never deleted); "
+        "without it an existing one is refused",
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -62,7 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR", help="folder for metrics.json, features.npz, ranked/ "
                         "(default: eval/ beside the checkpoint)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an evaluation of another checkpoint in the output folder (refused otherwise)")
+                        help="replace an evaluation of another checkpoint in the output folder, and an existing "
+                        "--json file (moved aside to FILE.replaced-TIME); refused otherwise")
     parser.add_argument("--visualize", type=int, default=0, metavar="K",
                         help="draw the top-K gallery images for a few queries into OUT/ranked/")
     parser.add_argument("--visualize-queries", type=int, default=8, metavar="N",
@@ -88,11 +88,16 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from spanet.evaluation.evaluate import extract_feature_set, format_table, score_features
     from spanet.evaluation.explain import domain_note
     from spanet.features import model_info
+    from spanet.outputs import JSON_FILE, guard_file, guard_folder, write_json
     from spanet.run_dir import FEATURES_FILE, RANKED_DIR, check_eval_dir, default_eval_dir, write_metrics
 
     if args.batch_size < 1 or args.visualize < 0:
         raise SpanetError("--batch-size must be at least 1 and --visualize at least 0")
     out_dir = args.out if args.out is not None else default_eval_dir(args.checkpoint)
+    inputs = [args.checkpoint, args.data_root]
+    guard_folder(out_dir, option="--out", inputs=inputs)
+    if args.json is not None:
+        guard_file(args.json, option="--json", kind=JSON_FILE, inputs=inputs, overwrite=args.overwrite)
     check_eval_dir(out_dir, checkpoint=args.checkpoint, overwrite=args.overwrite)
     device = resolve_device(args.device)
     model, checkpoint = load_model(args.checkpoint, map_location=device)
@@ -119,8 +124,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print(note)
 
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        write_json(args.json, result.to_json())
     source = {"checkpoint": str(args.checkpoint), "dataset": dataset.name, "flip": args.flip, "kind": args.kind,
               "rerank_power": args.rerank_power if args.rerank else None, "amp": args.amp,
               "cross_domain": note}  # fmt: skip

@@ -43,6 +43,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_ablation(args: argparse.Namespace) -> int:
+    from spanet.outputs import guard_folder
+
+    guard_folder(args.output, option="--output", inputs=[args.config, args.data_root])
     data_root = args.data_root
     if data_root is None:
         if args.dataset != "synthetic":

@@ -77,7 +77,9 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     from spanet.deploy.enrol import enrol_files, read_cameras_csv
     from spanet.deploy.gallery import Gallery
     from spanet.features import FeatureExtractor
+    from spanet.outputs import guard_folder
 
+    guard_folder(args.gallery, option="gallery", inputs=[args.checkpoint, args.cameras, *args.images])
     paths = collect_images(args.images)
     cameras = read_cameras_csv(args.cameras) if args.cameras else None
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
@@ -115,7 +117,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     from spanet.deploy.service import Limits, create_app
     from spanet.evaluation.verification import load_calibration
     from spanet.features import FeatureExtractor
+    from spanet.outputs import guard_folder
 
+    guard_folder(args.gallery, option="--gallery", inputs=[args.checkpoint, args.calibration])
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind)
     threshold = args.threshold

@@ -45,8 +45,10 @@ def _register_synth_video(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_synth_video(args: argparse.Namespace) -> int:
+    from spanet.outputs import guard_folder
     from spanet.synth.video import VideoOptions, generate_video
 
+    guard_folder(args.out_dir, option="OUT")
     options = VideoOptions(
         cameras=args.cameras, people=args.people, seconds=args.seconds, fps=args.fps, width=args.size[0],
         height=args.size[1], seed=args.seed,
@@ -106,8 +108,10 @@ def _threshold(args: argparse.Namespace) -> float:
 
 def _run_associate(args: argparse.Namespace) -> int:
     from spanet.deploy.tracker import ReID
+    from spanet.outputs import guard_folder
     from spanet.tracking.associate import associate
 
+    guard_folder(args.out, option="--out", inputs=[args.checkpoint, args.calibration, *args.sequences, *args.tracks])
     threshold = _threshold(args)
     reid = ReID(args.checkpoint, device=args.device, batch_size=args.batch_size)
     result = associate(

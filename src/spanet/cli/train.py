@@ -51,8 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from spanet.config import load_config, yaml_scalar
+    from spanet.outputs import guard_folder
     from spanet.training.loop import train
 
+    guard_folder(args.output, option="--output", inputs=[args.config, args.data_root])
     config_path = args.config
     if config_path is None and args.resume:
         config_path = args.output / "config.yaml"

@@ -61,7 +61,9 @@ def run_cam_command(args: argparse.Namespace) -> int:
     from spanet.viz.cam import run_cam, train_labels_by_pid
     from spanet.checkpoint import checkpoint_input_size, load_model
     from spanet.data.images import collect_images
+    from spanet.outputs import guard_folder
 
+    guard_folder(args.out, option="--out", inputs=[args.checkpoint, args.compare, *args.images])
     images = collect_images(args.images)
     if args.skip_corrupt:
         from spanet.data.images import image_problem
@@ -103,8 +105,11 @@ def run_cam_command(args: argparse.Namespace) -> int:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
+    from spanet.outputs import HTML_PAGE, guard_file
     from spanet.viz.report import build_report
 
+    if args.out is not None:
+        guard_file(args.out, option="--out", kind=HTML_PAGE, inputs=[args.run_dir], overwrite=True, regenerable=True)
     page = build_report(args.run_dir, out_path=args.out)
     print(f"wrote {page}")
     return 0

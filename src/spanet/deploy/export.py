@@ -18,7 +18,6 @@ import contextlib
 import io
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from spanet.errors import SpanetError
+from spanet.outputs import atomic_path, write_json
 
 if TYPE_CHECKING:
     from spanet.model import SPANet
@@ -78,10 +78,7 @@ def export_onnx(
 
     graph = SPANetEmbedder(model.to("cpu"), kind=kind).eval()
     example = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(seed))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp.onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out, temp_suffix=".tmp.onnx") as tmp:  # renamed over `out` only if the check passes
         exporter = _export(graph, example, tmp, opset=opset)
         diffs = verify_onnx(graph, tmp, input_size=(height, width), batch_sizes=check_batch_sizes, seed=seed)
         worst = max(diffs.values())
@@ -91,9 +88,6 @@ def export_onnx(
                 "— try another opset, or report the torch/onnxruntime versions"
             )
         opset_used = _opset_of(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     with torch.inference_mode():
         feature_dim = int(graph(example[:1]).shape[1])
     return ExportReport(
@@ -119,7 +113,7 @@ def export_checkpoint(
     input_size = checkpoint_input_size(state, path=checkpoint)
     report = export_onnx(model, out, input_size=input_size, kind=kind, opset=opset, tolerance=tolerance)
     metadata = export_metadata(model, state, report=report, kind=kind, checkpoint=checkpoint)
-    metadata_path(report.path).write_text(json.dumps(metadata, indent=2) + "\n")
+    write_json(metadata_path(report.path), metadata)
     return report
 
 

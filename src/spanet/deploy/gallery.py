@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from spanet.errors import SpanetError
+from spanet.outputs import durable_replace, write_text
 
 __all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT"]
 
@@ -364,7 +365,7 @@ class Gallery:
         with self._lock:
             tmp = self.directory / f"{_INDEX_FILE}.tmp"
             faiss.write_index(self.index, str(tmp))
-            _durable_replace(tmp, self.directory / _INDEX_FILE)
+            durable_replace(tmp, self.directory / _INDEX_FILE)
             self._dirty = False
 
     def close(self) -> None:
@@ -390,7 +391,7 @@ class Gallery:
         if not path.exists():
             tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")
             tmp.write_bytes(entry.data)
-            _durable_replace(tmp, path)  # on disk before the row that names it is committed
+            durable_replace(tmp, path)  # on disk before the row that names it is committed
         return name
 
 
@@ -406,9 +407,7 @@ def _write_meta(directory: Path, model_info: dict[str, Any]) -> None:
         "index": "flat",
         "model": model_info,
     }
-    tmp = directory / f"{_META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, directory / _META_FILE)
+    write_text(directory / _META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 def _load_index(path: Path, dim: int) -> Any:
@@ -429,21 +428,6 @@ def _load_index(path: Path, dim: int) -> Any:
             raise SpanetError(f"{path} holds {index.d}-d vectors but the gallery's are {dim}-d; delete {path} to rebuild it")
         return index
     return faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
-
-
-def _durable_replace(tmp: Path, path: Path) -> None:
-    """Rename `tmp` over `path` after its bytes reached the disk, then make the rename itself durable."""
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    try:
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders: the rename is as durable as the platform makes it
-        return
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def _lock(directory: Path) -> Any:

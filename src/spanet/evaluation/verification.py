@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from spanet.errors import SpanetError
+from spanet.outputs import write_json
 
 __all__ = [
     "FPR_TARGETS",
@@ -172,10 +173,7 @@ def save_calibration(path: str | Path, record: dict[str, Any]) -> Path:
     missing = [key for key in _CALIBRATION_KEYS if key not in record]
     if missing:
         raise SpanetError(f"calibration record lacks {', '.join(missing)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
+    return write_json(path, record, default=str)
 
 
 def load_calibration(path: str | Path, *, info: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from spanet.errors import SpanetError
+from spanet.outputs import write_text
 from spanet.run_dir import (
     CAM_DIR,
     CONFIG_FILE,
@@ -256,5 +257,5 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
         f"{toc}{missing_html}{''.join(sections)}{_IMAGE_CHECK_SCRIPT}</body></html>\n"
     )
     page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(document, encoding="utf-8")
+    write_text(page, document)
     return page
