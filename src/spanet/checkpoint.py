@@ -46,8 +46,8 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, **state}
     payload["checksum"] = tensor_checksum(payload)
-    with atomic_path(path, temp_suffix=".tmp") as tmp:  # .NAME.*.tmp: the pattern of stale files removed below
-        torch.save(payload, tmp)
+    with atomic_path(path, temp_suffix=".tmp") as tmp, open(tmp, "wb") as handle:  # .NAME.*.tmp: see below
+        torch.save(payload, handle)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a writer that was killed (kill -9)
         stale.unlink(missing_ok=True)
     return path

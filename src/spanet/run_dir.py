@@ -43,7 +43,9 @@ __all__ = [
     "REPORT_FILES_DIR",
     "RunLog",
     "read_log",
+    "SPLIT_FILE",
     "check_output_dir",
+    "failed_start",
     "move_aside",
     "remove_stale_temp_files",
     "default_eval_dir",
@@ -68,6 +70,7 @@ SPREAD_FILE = "spread.json"
 SPREAD_CSV = "spread.csv"
 REPORT_FILE = "report.html"
 REPORT_FILES_DIR = "report_files"
+SPLIT_FILE = "split.csv"
 _SPREAD_COLUMNS = ("image", "stage", "variant", "class", "class_source", "area_above_half", "entropy",
                    "rows_above_half")  # fmt: skip
 
@@ -136,15 +139,26 @@ def check_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool) -
         raise SpanetError("resume and overwrite exclude each other: resume continues the run, overwrite starts anew")
     if resume:
         if not (output_dir / LAST_CHECKPOINT).is_file():
-            raise SpanetError(f"--resume: {output_dir / LAST_CHECKPOINT} does not exist; start a new run without --resume")
+            raise SpanetError(f"--resume: {output_dir / LAST_CHECKPOINT} does not exist; start a new run without --resume"
+                              + (" (what the failed first run left is moved aside)" if failed_start(output_dir) else ""))
         return
     held = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
-    if held and not overwrite:
+    if held and not overwrite and not failed_start(output_dir):
         shown = ", ".join(held[:5]) + (" …" if len(held) > 5 else "")
         raise SpanetError(
             f"{output_dir} is not empty ({shown}); pass --resume to continue the run in it, --overwrite to move it "
             "aside and start anew, or choose a new --output"
         )
+
+
+def failed_start(output_dir: str | Path) -> bool:
+    """Whether `output_dir` holds only what a run writes before its first checkpoint (config, log, TensorBoard, the
+    split list): a first run that failed, e.g. on a corrupt image. A new run may start there (moving it aside)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return False
+    held = {p.name for p in output_dir.iterdir()}
+    return bool(held) and held <= {CONFIG_FILE, LOG_FILE, TB_DIR, SPLIT_FILE}
 
 
 def remove_stale_temp_files(output_dir: str | Path) -> list[Path]:

@@ -42,6 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="start anew in a non-empty --output: its content is moved aside to OUTPUT.replaced-TIME "
                         "(never deleted); without --resume or --overwrite a non-empty --output is refused")
+    parser.add_argument("--allow-changed", action="store_true",
+                        help="with --resume: continue even though settings that change what is learned (data, model, "
+                        "loss, optimiser schedule) differ from the run's; refused otherwise, naming the keys")
     parser.add_argument("--skip-corrupt", action="store_true",
                         help="decode every image first and leave out corrupt ones, listed (sets data.skip_corrupt)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     overrides = [*args.overrides, *(f"{key}={yaml_scalar(value)}" for key, value in flags if value is not None)]
     config = load_config(config_path, overrides)
-    summary = train(config, output_dir=args.output, resume=args.resume, overwrite=args.overwrite)
+    summary = train(config, output_dir=args.output, resume=args.resume, overwrite=args.overwrite,
+                    allow_changed=args.allow_changed)
     if summary["interrupted"]:
         return 130
     if summary["rank"] != 0:
