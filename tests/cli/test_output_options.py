@@ -38,8 +38,10 @@ def _is_output(action: argparse.Action) -> bool:
 def _value(action: argparse.Action, *, checkpoint: Path, other: Path) -> str:
     if action.choices:
         return str(next(iter(action.choices)))
-    if action.type in (int, float):
+    if action.type is int:
         return "1"
+    if action.type is float:
+        return "0.5"
     if action.type is not None and getattr(action.type, "__name__", "") == "_size":
         return "64x32"
     return str(checkpoint if action.dest == "checkpoint" else other)

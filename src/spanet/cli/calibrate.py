@@ -56,14 +56,14 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from spanet.evaluation.calibration import calibrate_checkpoint, default_calibration_path
     from spanet.outputs import JSON_FILE, guard_file
 
-    out = guard_file(args.out if args.out is not None else default_calibration_path(args.checkpoint), option="--out",
-                     kind=JSON_FILE, inputs=[args.checkpoint, args.data_root], overwrite=args.overwrite)
     for name in ("target_fpr", "target_fpir"):
         value = getattr(args, name)
         if value is not None and not 0.0 < value < 1.0:
             raise SpanetError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
     if args.target_fpir is not None and (args.gallery_size is None or args.gallery_size < 1):
         raise SpanetError("--target-fpir needs --gallery-size N >= 1 (how many images the searched gallery holds)")
+    out = guard_file(args.out if args.out is not None else default_calibration_path(args.checkpoint), option="--out",
+                     kind=JSON_FILE, inputs=[args.checkpoint, args.data_root], overwrite=args.overwrite)
     dataset = dataset_from_args(args, progress=False)
     record, path = calibrate_checkpoint(
         args.checkpoint, dataset, target_fpr=args.target_fpr, target_fpir=args.target_fpir,

@@ -115,6 +115,7 @@ def _metrics_section(metrics: Mapping) -> str:
         + "</tr>" for name, m in variants)
     source = ", ".join(f"{key}: {metrics[key]}" for key in ("checkpoint", "dataset", "kind", "flip") if key in metrics)
     notes = "".join(f" {metrics[key]}." for key in ("protocol", "cross_domain") if metrics.get(key))
+    notes += "".join(f" {note}." for note in metrics.get("notes") or [] if isinstance(note, str))
     return (f"<table><tr><th></th>{head}</tr>{body}</table>"
             f"<p class=\"meta\">{_esc(source + '. ' if source else '')}In percent. \"reranked\" = k-reciprocal "
             f"re-ranking (Zhong et al. 2017).{_esc(notes)}</p>")
