@@ -6,7 +6,8 @@ through `atomic_path` / `write_text` / `write_json`:
 - a checkpoint is never an output (recognised by content, a torch zip archive, or by a `.pt`/`.pth` suffix);
 - an input of the same command is never an output (resolved paths, so symlinks and `a/../b` count);
 - an existing file of another kind is never replaced; one of the output's own kind only with `--overwrite`, and then
-  it is moved aside to `NAME.replaced-TIME` (never deleted), as `spanet train --overwrite` does with a run folder;
+  its content is kept as `NAME.replaced-TIME` (never deleted), as `spanet train --overwrite` does with a run folder;
+  a file stays in place until the new one replaces it, so a command that fails leaves it as it was;
 - a path whose parent is a file, or that cannot be created, is one `SpanetError` line naming it;
 - a file appears complete or not at all: written to a temporary name beside it, flushed to the disk, renamed.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import tempfile
 import time
 import zipfile
@@ -38,6 +40,7 @@ __all__ = [
     "guard_file",
     "guard_folder",
     "move_aside",
+    "keep_aside",
     "atomic_path",
     "durable_replace",
     "write_text",
@@ -125,7 +128,7 @@ def guard_file(
     path = Path(path)
     _refuse_checkpoint_and_inputs(path, option=option, inputs=inputs)
     if kind.suffixes and path.suffix.lower() not in kind.suffixes:
-        raise SpanetError(f"{option} {path} must end in {' or '.join(kind.suffixes)} (a {kind.name})")
+        raise SpanetError(f"{option} {path} must end in {' or '.join(kind.suffixes)} ({_a(kind.name)})")
     _check_parent(path, option=option)
     if path.is_dir():
         raise SpanetError(f"{option} {path} is a folder; pass a file name for the {kind.name}")
@@ -189,14 +192,33 @@ def _read_only_system_folder(folder: Path) -> bool:
 
 def _replace_own(path: Path, *, option: str, kind: OutputKind, overwrite: bool, regenerable: bool = False) -> None:
     if not kind.recognise(path):
-        raise SpanetError(f"{option} {path} exists and is not a {kind.name}; spanet does not write over other "
+        raise SpanetError(f"{option} {path} exists and is not {_a(kind.name)}; spanet does not write over other "
                           "files: choose another path")  # fmt: skip
     if regenerable:
         return
     if not overwrite:
-        raise SpanetError(f"{option} {path} already holds a {kind.name}; pass --overwrite to move it aside "
+        raise SpanetError(f"{option} {path} already holds {_a(kind.name)}; pass --overwrite to move it aside "
                           f"({path.name}.replaced-TIME) and write a new one, or choose another path")  # fmt: skip
-    move_aside(path)
+    if path.is_file():
+        keep_aside(path)  # the file itself stays until the new one replaces it: a failed command leaves it in place
+    else:
+        move_aside(path)
+
+
+def _a(name: str) -> str:
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def keep_aside(path: str | Path) -> Path:
+    """Keep the current content of the file `path` as `<name>.replaced-<time>` (a hard link, or a copy where the
+    file system has none) while `path` itself stays in place; return the kept name."""
+    path = Path(path)
+    target = _aside_name(path)
+    try:
+        os.link(path, target)
+    except OSError:
+        shutil.copy2(path, target)
+    return target
 
 
 def move_aside(path: str | Path) -> Path | None:
@@ -204,13 +226,18 @@ def move_aside(path: str | Path) -> Path | None:
     path = Path(path)
     if not path.exists() or (path.is_dir() and not any(path.iterdir())):
         return None
+    target = _aside_name(path)
+    path.rename(target)
+    return target
+
+
+def _aside_name(path: Path) -> Path:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     target = path.with_name(f"{path.name}.replaced-{stamp}")
     suffix = 1
     while target.exists():
         suffix += 1
         target = path.with_name(f"{path.name}.replaced-{stamp}-{suffix}")
-    path.rename(target)
     return target
 
 

@@ -287,6 +287,13 @@ def _read_market_format(name: str, fmt: MarketFormat, root: Path) -> tuple[Path,
                 unparseable.append(path)
                 continue
             splits[split].append(Sample(str(path), int(match["pid"]), int(match["camid"]) - 1))
+    wrong_suffix = [p for p in unparseable if pattern.fullmatch(p.stem + Path(fmt.example).suffix)]
+    if wrong_suffix:  # the naming is right, the image format is not the one this layout names
+        raise SpanetError(
+            f"{len(wrong_suffix)} images in {folder} are {wrong_suffix[0].suffix} files, but {name} file names end in "
+            f"{Path(fmt.example).suffix} (e.g. {fmt.example}): {_first(wrong_suffix)}; convert them to "
+            f"{Path(fmt.example).suffix} (their names are right)"
+        )
     if unparseable:
         raise SpanetError(
             f"{len(unparseable)} image file names in {folder} do not follow the {name} naming (e.g. {fmt.example}: "

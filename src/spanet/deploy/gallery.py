@@ -354,6 +354,21 @@ class Gallery:
             raise SpanetError(f"entry {entry.id} names an image outside the gallery; the database was edited by hand")
         return path
 
+    def existing_id(self, entry: NewEntry) -> int | None:
+        """The id of an entry with the same bytes, camera, timestamp and label (a client's retry), or None."""
+        name = self._image_name(entry)
+        if name not in self.store.images():
+            return None
+        offset = 0
+        while True:
+            rows, total = self.store.query(camera=entry.camera, label=entry.label, limit=1000, offset=offset)
+            for row in rows:
+                if row.image == name and row.camera == entry.camera and row.timestamp == entry.timestamp:
+                    return row.id
+            offset += len(rows)
+            if not rows or offset >= total:
+                return None
+
     def known_hashes(self) -> set[str]:
         """SHA-256 of every enrolled image, to skip files already enrolled when a build is run again."""
         return self.store.hashes()
@@ -383,10 +398,13 @@ class Gallery:
             return lambda _i: True
         return lambda i: (camera is None or cams.get(i) == camera) and (exclude_camera is None or cams.get(i) != exclude_camera)
 
-    def _write_image(self, entry: NewEntry) -> str:
-        digest = hashlib.sha256(entry.data).hexdigest()
+    @staticmethod
+    def _image_name(entry: NewEntry) -> str:
         suffix = entry.suffix.lower() if entry.suffix.lower() in _SAFE_SUFFIXES else ".img"
-        name = f"{digest}{suffix}"
+        return f"{hashlib.sha256(entry.data).hexdigest()}{suffix}"
+
+    def _write_image(self, entry: NewEntry) -> str:
+        name = self._image_name(entry)
         path = self.directory / _IMAGES_DIR / name
         if not path.exists():
             tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")

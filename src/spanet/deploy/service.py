@@ -183,10 +183,16 @@ def _add_gallery_routes(app: Any, service: _Service) -> None:
     ) -> dict[str, Any]:
         stamp = _check_timestamp(timestamp)
         decoded = service.read_uploads(files)  # every file is checked before anything is written: all or none
-        features = service.embed([image for image, *_ in decoded])
         entries = [NewEntry(data=data, suffix=suffix, camera=camera, timestamp=stamp, label=label or None, source=name)
                    for _image, data, suffix, name in decoded]  # fmt: skip
-        return {"ids": gallery.add(entries, features), "gallery_size": len(gallery)}
+        ids = [gallery.existing_id(entry) for entry in entries]  # a retried request enrols nothing twice
+        new = [i for i, known in enumerate(ids) if known is None]
+        if new:
+            features = service.embed([decoded[i][0] for i in new])
+            for i, entry_id in zip(new, gallery.add([entries[i] for i in new], features)):
+                ids[i] = entry_id
+        already = [entry_id for i, entry_id in enumerate(ids) if i not in new]
+        return {"ids": ids, "already_enrolled": already, "gallery_size": len(gallery)}
 
     @app.delete("/gallery/{entry_id}")
     def delete(entry_id: int = PathParam(ge=1, le=_MAX_ID)) -> dict[str, Any]:
