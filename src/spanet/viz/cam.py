@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -232,6 +233,17 @@ def has_attention(model: nn.Module) -> bool:
     return model.sa_parts is not None or any(h.sa_ds is not None for h in model.ds_heads)
 
 
+def _compare_title(compare_model: nn.Module, label: str) -> str:
+    """The right column's title: "without SA" only when the compared model really has none."""
+    name = label or "compare checkpoint"
+    if not has_attention(compare_model):
+        return f"without SA: {name}"
+    warnings.warn(f"the compared model {name} has spatial attention as well; its column is titled so, not "
+                  "'without SA' (compare with a checkpoint trained with model.sa_ds=false model.sa_parts=false)",
+                  stacklevel=3)  # fmt: skip
+    return f"{name} (also with SA)"
+
+
 def upsample(cam: Tensor, *, size: tuple[int, int]) -> Tensor:
     """Bilinear resize of a (h, w) map to `size` = (H, W)."""
     return F.interpolate(cam[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
@@ -380,7 +392,7 @@ def run_cam(
     other = compare_model if compare_model is not None else without_attention(model)
     variants = {
         "with_sa": "with SA" if has_attention(model) else "this model (it has no SA)",
-        "without_sa": f"without SA: {compare_label or 'compare checkpoint'}" if compare_model is not None
+        "without_sa": _compare_title(compare_model, compare_label) if compare_model is not None
         else "same weights, SA off",
     }
     transform = eval_transform(input_size)
