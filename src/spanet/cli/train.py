@@ -53,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spanet.config import load_config, yaml_scalar
+    from spanet.config import apply_overrides, config_from_dict, config_to_dict, load_config, yaml_scalar
     from spanet.outputs import guard_folder
     from spanet.training.loop import train
 
@@ -64,14 +64,17 @@ def run(args: argparse.Namespace) -> int:
         if not config_path.is_file():
             raise SpanetError(f"--resume without --config needs {config_path}; pass --config FILE")
     flags = [
-        ("data.dataset", args.dataset),
-        ("data.root", args.data_root),
-        ("optim.epochs", args.epochs),
-        ("train.device", args.device),
-        ("data.skip_corrupt", True if args.skip_corrupt else None),
+        ("--dataset", "data.dataset", args.dataset),
+        ("--data-root", "data.root", args.data_root),
+        ("--epochs", "optim.epochs", args.epochs),
+        ("--device", "train.device", args.device),
+        ("--skip-corrupt", "data.skip_corrupt", True if args.skip_corrupt else None),
     ]
-    overrides = [*args.overrides, *(f"{key}={yaml_scalar(value)}" for key, value in flags if value is not None)]
-    config = load_config(config_path, overrides)
+    values = config_to_dict(load_config(config_path, args.overrides))
+    for flag, key, value in flags:  # after --set, as before; a bad value is blamed on its flag
+        if value is not None:
+            values = apply_overrides(values, [f"{key}={yaml_scalar(value)}"], source=flag)
+    config = config_from_dict(values, source=str(config_path or "config"))
     summary = train(config, output_dir=args.output, resume=args.resume, overwrite=args.overwrite,
                     allow_changed=args.allow_changed)
     if summary["interrupted"]:
