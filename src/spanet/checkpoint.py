@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import os
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any

@@ -3,9 +3,12 @@
 A run folder is what `spanet train` writes and what `evaluate`, `cam` and `report` add to:
 
 ```
-RUN/config.yaml  log.jsonl  tb/  last.pt  best.pt  report.html  report_files/
-RUN/eval/metrics.json  eval/features.npz  eval/ranked/*.png       (spanet evaluate; eval/ lies beside the checkpoint)
+RUN/config.yaml  log.jsonl  tb/  last.pt  best.pt  report.html  report_files/  split.csv (own data)
+RUN/calibration.json                                               (spanet calibrate; beside the checkpoint)
+RUN/eval/metrics.json  eval/features.npz  eval/per_query.csv  eval/ranked/*.png  eval/worst/*.png  eval/analysis/*.png
+                                                                   (spanet evaluate; eval/ lies beside the checkpoint)
 RUN/cam/*.png  cam/spread.json  cam/spread.csv                      (spanet cam --out RUN/cam)
+ABLATION/ablation.md  ablation.json  runs/ROW/DIGEST/seedN/ (a run folder + result.json)   (spanet ablation)
 ```
 
 Every module that reads or writes one of these names asks this one. Only the main process of a run holds an open
@@ -44,6 +47,13 @@ __all__ = [
     "RunLog",
     "read_log",
     "SPLIT_FILE",
+    "ANALYSIS_DIR",
+    "WORST_DIR",
+    "PER_QUERY_FILE",
+    "CALIBRATION_FILE",
+    "RESULT_FILE",
+    "ABLATION_TABLE",
+    "ABLATION_JSON",
     "check_output_dir",
     "failed_start",
     "move_aside",
@@ -70,7 +80,14 @@ SPREAD_FILE = "spread.json"
 SPREAD_CSV = "spread.csv"
 REPORT_FILE = "report.html"
 REPORT_FILES_DIR = "report_files"
-SPLIT_FILE = "split.csv"
+SPLIT_FILE = "split.csv"  # own data (folders/list): the split used, readable with `--dataset list`
+ANALYSIS_DIR = "analysis"  # in eval/: camera pairs, distance histograms, embedding
+WORST_DIR = "worst"  # in eval/: ranked lists of the lowest-AP queries
+PER_QUERY_FILE = "per_query.csv"  # in eval/
+CALIBRATION_FILE = "calibration.json"  # beside the checkpoint (spanet calibrate)
+RESULT_FILE = "result.json"  # an ablation cell's run folder: its final metrics and settings digest
+ABLATION_TABLE = "ablation.md"  # an ablation's output folder
+ABLATION_JSON = "ablation.json"
 _SPREAD_COLUMNS = ("image", "stage", "variant", "class", "class_source", "area_above_half", "entropy",
                    "rows_above_half")  # fmt: skip
 

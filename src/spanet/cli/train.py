@@ -55,12 +55,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from spanet.config import apply_overrides, config_from_dict, config_to_dict, load_config, yaml_scalar
     from spanet.outputs import guard_folder
+    from spanet.run_dir import CONFIG_FILE
     from spanet.training.loop import train
 
     guard_folder(args.output, option="--output", inputs=[args.config, args.data_root])
     config_path = args.config
     if config_path is None and args.resume:
-        config_path = args.output / "config.yaml"
+        config_path = args.output / CONFIG_FILE
         if not config_path.is_file():
             raise SpanetError(f"--resume without --config needs {config_path}; pass --config FILE")
     flags = [

@@ -62,6 +62,7 @@ def run_cam_command(args: argparse.Namespace) -> int:
     from spanet.checkpoint import checkpoint_input_size, load_model
     from spanet.data.images import collect_images
     from spanet.outputs import guard_folder
+    from spanet.run_dir import SPREAD_CSV
 
     guard_folder(args.out, option="--out", inputs=[args.checkpoint, args.compare, *args.images])
     images = collect_images(args.images)
@@ -92,7 +93,7 @@ def run_cam_command(args: argparse.Namespace) -> int:
     summary = run_cam(model, images, out_dir=args.out, input_size=checkpoint_input_size(ckpt, path=args.checkpoint), compare_model=compare,
                       compare_label=args.compare.name if args.compare else "", class_mode=args.class_mode,
                       labels_by_pid=labels, stages=args.stages, progress=sys.stderr.isatty())
-    print(f"{len(summary.figures)} figure(s) in {args.out}; spread per image in {args.out / 'spread.csv'}")
+    print(f"{len(summary.figures)} figure(s) in {args.out}; spread per image in {args.out / SPREAD_CSV}")
     if summary.class_note:
         print(summary.class_note)
     print(f"mean spread (higher = more spread out); with_sa = {summary.variants['with_sa']}, "

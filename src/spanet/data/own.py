@@ -27,10 +27,11 @@ from spanet.data.datasets import ReidDataset, Sample, _first, _relabel
 from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt
 from spanet.data.protocol import CROSS_CAMERA, NO_CAMERA, check_splits, split_identities, split_query_gallery
 from spanet.errors import SpanetError
+from spanet.run_dir import SPLIT_FILE
 
 __all__ = ["load_own_dataset", "write_split_list", "save_split_list", "SPLIT_LIST_NAME"]
 
-SPLIT_LIST_NAME = "split.csv"  # in a run or eval folder: the split used, readable with `--dataset list`
+SPLIT_LIST_NAME = SPLIT_FILE  # in a run or eval folder: the split used, readable with `--dataset list`
 CAMERAS_FILE = "cameras.csv"
 _CAMERA_IN_NAME = re.compile(r"_c(\d+)", re.IGNORECASE)
 _SPLIT_NAMES = ("train", "test", "query", "gallery")

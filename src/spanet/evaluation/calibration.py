@@ -14,11 +14,12 @@ from typing import Any
 import numpy as np
 
 from spanet.errors import SpanetError
+from spanet.run_dir import CALIBRATION_FILE
 from spanet.evaluation.verification import calibrate_threshold, load_calibration, save_calibration
 
 __all__ = ["CALIBRATION_NAME", "default_calibration_path", "calibrate_checkpoint", "resolve_threshold"]
 
-CALIBRATION_NAME = "calibration.json"
+CALIBRATION_NAME = CALIBRATION_FILE
 
 
 def default_calibration_path(checkpoint: str | Path) -> Path:

@@ -17,10 +17,10 @@ from spanet.evaluation.analysis import camera_pair_matrix, per_query_results, wo
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.evaluate import FeatureSet
 from spanet.evaluation.verification import open_set_identification, pair_distances, verification_metrics
+from spanet.run_dir import ANALYSIS_DIR, PER_QUERY_FILE, WORST_DIR
 
 __all__ = ["PER_QUERY_FILE", "explain_evaluation", "domain_note", "format_verification"]
 
-PER_QUERY_FILE = "per_query.csv"
 
 
 def explain_evaluation(
@@ -39,24 +39,24 @@ def explain_evaluation(
     if matrix is not None:
         from spanet.viz.analysis import plot_camera_pairs
 
-        plot_camera_pairs(matrix, out_path=out_dir / "analysis" / "camera_pairs.png")
+        plot_camera_pairs(matrix, out_path=out_dir / ANALYSIS_DIR / "camera_pairs.png")
     if verification:
         extra["verification"] = _verification(features, distances, metric=metric, cross_camera=cross)
         from spanet.viz.analysis import plot_distance_histograms
 
-        plot_distance_histograms(extra["verification"], out_path=out_dir / "analysis" / "distances.png")
+        plot_distance_histograms(extra["verification"], out_path=out_dir / ANALYSIS_DIR / "distances.png")
     if worst > 0:
         from spanet.viz.figures import draw_ranked_lists
 
         chosen = worst_queries(records, worst)
-        draw_ranked_lists(distances, features.query, features.gallery, out_dir=out_dir / "worst", top_k=top_k,
+        draw_ranked_lists(distances, features.query, features.gallery, out_dir=out_dir / WORST_DIR, top_k=top_k,
                           queries=chosen)  # fmt: skip
         extra["worst_queries"] = [{"index": i, **records[i]} for i in chosen]
     if embedding:
         from spanet.viz.analysis import plot_embedding
 
         g_pids, _ = _ids(features.gallery)
-        plot_embedding(features.gallery_features, g_pids, out_path=out_dir / "analysis" / "embedding.png")
+        plot_embedding(features.gallery_features, g_pids, out_path=out_dir / ANALYSIS_DIR / "embedding.png")
     return extra
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from spanet.config import Config, load_config
 from spanet.errors import SpanetError
 from spanet.outputs import write_json, write_text
+from spanet.run_dir import ABLATION_JSON, ABLATION_TABLE, LAST_CHECKPOINT, RESULT_FILE
 from spanet.training.settings import settings_digest
 
 __all__ = ["AblationRow", "ROWS", "ROW_GROUPS", "resolve_rows", "run_ablation", "run_variants", "format_markdown"]
@@ -105,12 +106,12 @@ def _finished(result_file: Path, *, digest: str) -> dict | None:
 def _run_one(*, config: Config, digest: str, run_dir: Path) -> dict:
     from spanet.training.loop import TrainingDiverged, train
 
-    result_file = run_dir / "result.json"
+    result_file = run_dir / RESULT_FILE
     finished = _finished(result_file, digest=digest)
     if finished is not None:
         return finished
     try:
-        resume = (run_dir / "last.pt").exists()  # continue a run; a run that never saved a checkpoint starts anew
+        resume = (run_dir / LAST_CHECKPOINT).exists()  # continue a run; a run that never saved a checkpoint starts anew
         summary = train(config, output_dir=run_dir, resume=resume, overwrite=not resume)
     except TrainingDiverged as exc:
         # A row that diverges is a result of the ablation, not a reason to stop the other rows.
@@ -159,8 +160,8 @@ def run_ablation(
             **{metric: _summary([100.0 * r[metric] for r in per_seed if r[metric] is not None]) for metric in ("rank1", "mAP")},
         }
     result = {"seeds": seeds, "config": str(config_path) if config_path else None, "overrides": list(overrides), "rows": table}
-    write_json(output_dir / "ablation.json", result)
-    write_text(output_dir / "ablation.md", format_markdown(result))
+    write_json(output_dir / ABLATION_JSON, result)
+    write_text(output_dir / ABLATION_TABLE, format_markdown(result))
     return result
 
 
@@ -194,8 +195,8 @@ def run_variants(
         f"## Variant `{label}` ({' '.join(variants[label]) or 'the config as it is'})\n\n{format_markdown(result)}"
         for label, result in results.items()
     ]
-    write_json(output_dir / "ablation.json", combined)
-    write_text(output_dir / "ablation.md", "\n".join(sections))
+    write_json(output_dir / ABLATION_JSON, combined)
+    write_text(output_dir / ABLATION_TABLE, "\n".join(sections))
     return combined
 
 

@@ -23,6 +23,8 @@ from urllib.parse import quote
 from spanet.errors import SpanetError
 from spanet.outputs import write_text
 from spanet.run_dir import (
+    ANALYSIS_DIR,
+    WORST_DIR,
     CAM_DIR,
     CONFIG_FILE,
     EVAL_DIR,
@@ -220,8 +222,8 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
     for title, folder, pattern, hint in (
         ("Ranked lists", run / EVAL_DIR / RANKED_DIR, "*.png", "run `spanet evaluate ... --visualize K`"),
         ("Class activation maps", run / CAM_DIR, "*.png", "run `spanet cam --out RUN_DIR/cam ...`"),
-        ("Evaluation analysis", run / EVAL_DIR / "analysis", "*.png", None),  # camera pairs, distance histograms
-        ("Worst queries", run / EVAL_DIR / "worst", "*.png", None),
+        ("Evaluation analysis", run / EVAL_DIR / ANALYSIS_DIR, "*.png", None),  # camera pairs, distance histograms
+        ("Worst queries", run / EVAL_DIR / WORST_DIR, "*.png", None),
     ):
         if hint is None and not folder.is_dir():
             continue  # optional sections: absent in older evaluation folders
