@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt
+from spanet.data.names import MARKET_EXAMPLE, MARKET_PATTERN
 from spanet.errors import SpanetError
 
 __all__ = [
@@ -103,11 +104,7 @@ class ListFormat:
     gallery_list: str = "list_gallery.txt"
 
 
-_MARKET = MarketFormat(
-    folders=("Market-1501-v15.09.15",),
-    pattern=r"(?P<pid>-1|\d+)_c(?P<camid>\d+)s\d+_\d+_\d+\.jpe?g",
-    example="0002_c1s1_000451_03.jpg",
-)
+_MARKET = MarketFormat(folders=("Market-1501-v15.09.15",), pattern=MARKET_PATTERN, example=MARKET_EXAMPLE)
 _FORMATS: dict[str, MarketFormat | ListFormat] = {
     "market1501": _MARKET,
     "dukemtmc": MarketFormat(

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from spanet.data.images import IMAGE_EXTENSIONS
 from spanet.errors import SpanetError
 from spanet.outputs import durable_replace, write_text
 
@@ -413,7 +414,7 @@ class Gallery:
         return name
 
 
-_SAFE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+_SAFE_SUFFIXES = (*IMAGE_EXTENSIONS, ".gif")  # what the service accepts: the readable images and GIF
 
 
 def _write_meta(directory: Path, model_info: dict[str, Any]) -> None:

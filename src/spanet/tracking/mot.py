@@ -16,11 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from spanet.data.images import IMAGE_EXTENSIONS
 from spanet.errors import SpanetError
 
 __all__ = ["Sequence", "Tracks", "read_frame", "read_sequence", "read_tracks", "write_tracks"]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
