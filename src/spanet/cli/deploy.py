@@ -224,13 +224,16 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 def _search_record(query: str, matches: list, threshold: float | None) -> dict:
-    """JSON of one search; with a threshold, matches beyond it are unknown and so is a query with no match within."""
-    shown = [{"path": m.path, "distance": m.distance, "known": threshold is None or m.distance <= threshold}
-             for m in matches]  # fmt: skip
+    """JSON of one search; with a threshold, matches beyond it are unknown and so is a query with no match within
+    (`spanet.evaluation.verification.is_unknown`, the rule the service applies too)."""
+    from spanet.evaluation.verification import is_unknown, nearest_is_unknown
+
+    shown = [{"path": m.path, "distance": m.distance, "known": not is_unknown(m.distance, threshold)} for m in matches]
     record: dict = {"query": query, "matches": shown}
     if threshold is not None:
         record["threshold"] = threshold
-        record["identity"] = shown[0]["path"] if shown and shown[0]["known"] else "unknown"
+        unknown = nearest_is_unknown([m.distance for m in matches], threshold)
+        record["identity"] = "unknown" if unknown else shown[0]["path"]
     return record
 
 

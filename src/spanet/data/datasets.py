@@ -20,6 +20,7 @@ from pathlib import Path
 
 from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt
 from spanet.data.names import MARKET_EXAMPLE, MARKET_PATTERN
+from spanet.data.protocol import CROSS_CAMERA, NO_CAMERA
 from spanet.errors import SpanetError
 
 __all__ = [
@@ -67,7 +68,7 @@ class ReidDataset:
     gallery: tuple[Sample, ...]
     problems: tuple[str, ...] = ()
     skipped: tuple[str, ...] = ()
-    protocol: str = "cross-camera"  # or "no-camera" (`spanet.data.protocol`)
+    protocol: str = CROSS_CAMERA  # or NO_CAMERA (`spanet.data.protocol`)
     split_source: str = "split given by the data"  # or how spanet split the identities itself
 
     @property
@@ -224,7 +225,7 @@ NO_VALID_QUERY = (
 def count_valid_queries(ds: ReidDataset) -> int:
     """Queries the ranking protocol can score: a gallery image of the same id from another camera exists (any
     gallery image of the same id under the `no-camera` protocol of own data)."""
-    if ds.protocol == "no-camera":
+    if ds.protocol == NO_CAMERA:
         ids = {s.pid for s in ds.gallery}
         return sum(1 for q in ds.query if q.pid in ids)
     cameras: dict[int, set[int]] = {}

@@ -26,6 +26,7 @@ from PIL import Image
 
 from spanet.deploy.gallery import Entry, Gallery, NewEntry
 from spanet.errors import SpanetError
+from spanet.evaluation.verification import is_unknown, nearest_is_unknown
 
 __all__ = ["Limits", "create_app", "decode_upload"]
 
@@ -246,9 +247,10 @@ def _add_search_routes(app: Any, service: _Service) -> None:
         (image, *_), = service.read_uploads([file])
         hits = service.searcher.submit((image, (top_k, camera, exclude_camera)))
         limit = service.threshold if threshold is None else threshold
-        matches = [{**_entry_json(h.entry), "distance": h.distance,
-                    "unknown": limit is not None and h.distance > limit} for h in hits]  # fmt: skip
-        return {"matches": matches, "threshold": limit, "unknown": limit is not None and all(m["unknown"] for m in matches)}
+        matches = [{**_entry_json(h.entry), "distance": h.distance, "unknown": is_unknown(h.distance, limit)}
+                   for h in hits]  # fmt: skip
+        return {"matches": matches, "threshold": limit,
+                "unknown": nearest_is_unknown([h.distance for h in hits], limit)}  # fmt: skip
 
     @app.post("/explain/{entry_id}")
     def explain(

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from spanet.data.protocol import CROSS_CAMERA
 from spanet.evaluation.analysis import camera_pair_matrix, per_query_results, worst_queries, write_per_query_results
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.evaluate import FeatureSet
@@ -29,7 +30,7 @@ def explain_evaluation(
 ) -> dict[str, Any]:  # fmt: skip
     """Write the per-query file and figures into `out_dir`; return the additions to metrics.json."""
     out_dir = Path(out_dir)
-    cross = features.protocol == "cross-camera"
+    cross = features.protocol == CROSS_CAMERA
     distances = pairwise_distances(features.query_features, features.gallery_features, metric=metric)
     records = per_query_results(distances, features.query, features.gallery, cross_camera=cross)
     write_per_query_results(records, out_dir / PER_QUERY_FILE)

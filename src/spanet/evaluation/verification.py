@@ -32,6 +32,8 @@ __all__ = [
     "calibrate_threshold",
     "save_calibration",
     "load_calibration",
+    "is_unknown",
+    "nearest_is_unknown",
 ]
 
 FPR_TARGETS = (1e-4, 1e-3, 1e-2)
@@ -166,6 +168,17 @@ def calibrate_threshold(
         target = {"fpir": target_fpir, "gallery_size": gallery_size}
         counts = {"non_mated_searches": int(nearest.size)}
     return {"threshold": threshold, "target": target, "resolved": resolved, "achieved": achieved, **counts}
+
+
+def is_unknown(distance: float, threshold: float | None) -> bool:
+    """The open-set rule every search applies: a match farther than the threshold is an unknown person (and with no
+    threshold every match is known)."""
+    return threshold is not None and not distance <= threshold  # NaN is unknown too
+
+
+def nearest_is_unknown(distances: Sequence[float], threshold: float | None) -> bool:
+    """A query is unknown when it has no match within the threshold (its nearest is beyond, or there is none)."""
+    return threshold is not None and all(is_unknown(d, threshold) for d in distances)
 
 
 def save_calibration(path: str | Path, record: dict[str, Any]) -> Path:
