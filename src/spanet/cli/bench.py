@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from spanet.cli.common import add_overwrite_arg
+from spanet.cli.common import add_device_arg, add_overwrite_arg
 
 __all__ = ["register", "run_bench_command"]
 
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", type=Path, required=True, metavar="FILE", help="YAML config whose model, input "
                         "size and batch are measured")  # fmt: skip
-    parser.add_argument("--device", default="auto", metavar="DEV", help="auto (default: CUDA if present), cpu, cuda:N")
+    add_device_arg(parser)
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers as JSON ('-': stdout only)")
     add_overwrite_arg(parser, what="--json file")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile timings")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spanet.cli.common import add_dataset_args, add_overwrite_arg
+from spanet.cli.common import add_batch_size_arg, add_checkpoint_arg, add_dataset_args, add_device_arg, add_overwrite_arg
 
 __all__ = ["register"]
 
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(parser)
     add_dataset_args(parser)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-fpr", type=float, metavar="F", help="pairwise false-accept rate, e.g. 1e-4")
@@ -45,8 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="embedding the threshold is for (default parts; search uses the index's)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: CKPT folder/calibration.json)")
     add_overwrite_arg(parser, what="calibration file")
-    parser.add_argument("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
+    add_device_arg(parser)
+    add_batch_size_arg(parser)
     parser.set_defaults(func=run_calibrate)
 
 

@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from spanet.data.datasets import ReidDataset
 
-__all__ = ["add_dataset_args", "add_skip_corrupt_arg", "add_overwrite_arg", "dataset_from_args"]
+__all__ = [
+    "add_checkpoint_arg",
+    "add_device_arg",
+    "add_batch_size_arg",
+    "add_dataset_args",
+    "add_skip_corrupt_arg",
+    "add_overwrite_arg",
+    "dataset_from_args",
+]
+
+
+def add_checkpoint_arg(parser: argparse.ArgumentParser, *, help: str = "a .pt file from `spanet train`") -> None:
+    """`--checkpoint CKPT` (required)."""
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help=help)
+
+
+def add_device_arg(parser: argparse.ArgumentParser, *, default: str | None = "auto") -> None:
+    """`--device DEV`; `default=None` leaves the choice to the config (train.device)."""
+    shown = default or "the config's train.device"
+    parser.add_argument("--device", default=default, metavar="DEV",
+                        help=f"auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: {shown})")  # fmt: skip
+
+
+def add_batch_size_arg(parser: argparse.ArgumentParser, *, default: int = 64, what: str = "images") -> None:
+    """`--batch-size N`: how many images (or crops) one forward pass takes."""
+    parser.add_argument("--batch-size", type=int, default=default, metavar="N",
+                        help=f"{what} per forward pass (default {default})")  # fmt: skip
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from spanet.cli.common import add_overwrite_arg
+from spanet.cli.common import add_batch_size_arg, add_checkpoint_arg, add_device_arg, add_overwrite_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -22,9 +22,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
-    parser.add_argument("--device", default="auto", help="auto (GPU if any, else CPU), cpu, cuda, cuda:1 … (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
+    add_checkpoint_arg(parser)
+    add_device_arg(parser)
+    add_batch_size_arg(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--amp", action="store_true", help="bfloat16 (CPU) / float16 (CUDA) autocast with channels_last: "
                         "~2-4x faster on CPUs with bf16 support; features differ slightly (docs/training.md)")
@@ -118,7 +118,7 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
             "if the largest difference to PyTorch exceeds --tolerance."
         ),
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="MODEL.onnx", help="where to write the ONNX model")
     parser.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding (default: parts)")
     parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's)")

@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from spanet.cli.common import add_dataset_args, add_skip_corrupt_arg, dataset_from_args
+from spanet.cli.common import (
+    add_batch_size_arg,
+    add_checkpoint_arg,
+    add_dataset_args,
+    add_device_arg,
+    add_skip_corrupt_arg,
+    dataset_from_args,
+)
 
 __all__ = ["register", "run_evaluate"]
 
@@ -37,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(parser)
     add_dataset_args(parser)
     add_skip_corrupt_arg(parser)
     parser.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked metrics")
@@ -50,9 +57,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kind", choices=("parts", "reduced", "global"), default="parts",
                         help="which embedding to use: the 6 stripe features (default, as the paper), the reduced "
                         "256-d stripe features, or their mean")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
+    add_batch_size_arg(parser)
     parser.add_argument("--num-workers", type=int, default=0, metavar="N", help="image-loading processes (default 0)")
-    parser.add_argument("--device", default="auto", metavar="DEV", help="auto (default: CUDA if available), cpu, cuda")
+    add_device_arg(parser)
     parser.add_argument("--amp", action="store_true", help="bfloat16 autocast + channels_last on a CPU (float16 on "
                         "CUDA): faster, metrics within ~0.1 points (docs/training.md); default: float32 everywhere")
     parser.add_argument("--json", type=Path, metavar="FILE",

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from spanet.cli.common import add_batch_size_arg, add_checkpoint_arg, add_device_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -39,11 +40,11 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
     )
     build.add_argument("gallery", type=Path, metavar="DIR", help="gallery folder")
     build.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns")
-    build.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(build)
     build.add_argument("--cameras", type=Path, metavar="CSV", help="file,camera rows (matched by file name)")
     build.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding (default: parts)")
-    build.add_argument("--device", default="auto", help="auto, cpu, cuda, … (default: auto)")
-    build.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: 128)")
+    add_device_arg(build)
+    add_batch_size_arg(build, default=128)
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_run_gallery_build)
 
@@ -59,7 +60,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
         ),
     )
     parser.add_argument("--gallery", type=Path, required=True, metavar="DIR", help="gallery folder (created if missing)")
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="the gallery's checkpoint")
+    add_checkpoint_arg(parser, help="the gallery's checkpoint")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument("--token", help="required API token (default: $SPANET_TOKEN; required off 127.0.0.1)")
@@ -67,7 +68,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calibration", type=Path, metavar="FILE",
                         help="JSON with a 'threshold' calibrated for this checkpoint (fingerprints checked)")
     parser.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding of a new gallery")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, … (default: auto)")
+    add_device_arg(parser)
     parser.add_argument("--max-upload-mb", type=float, default=32, metavar="MB", help="request size limit (default 32)")
     parser.set_defaults(func=_run_serve)
 

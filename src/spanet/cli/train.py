@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spanet.cli.common import add_device_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-root", metavar="DIR", help="dataset folder (overrides data.root)")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="run folder for logs and checkpoints")
     parser.add_argument("--epochs", type=int, metavar="N", help="total epochs (overrides optim.epochs)")
-    parser.add_argument("--device", metavar="DEV", help="auto (default: CUDA if present), cpu, cuda or cuda:N")
+    add_device_arg(parser, default=None)
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last.pt")
     parser.add_argument("--overwrite", action="store_true",
                         help="start anew in a non-empty --output: its content is moved aside to OUTPUT.replaced-TIME "

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from spanet.cli.common import add_checkpoint_arg, add_device_arg
+
 __all__ = ["register"]
 
 _CAM_EPILOG = """\
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_CAM_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cam.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(cam)
     cam.add_argument("--images", nargs="+", required=True, metavar="IMG",
                      help="image files, folders of images or quoted glob patterns")
     cam.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs and spread.json/csv")
@@ -42,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "predicted class, and says so, when unknown) or the predicted class (default: true)")
     cam.add_argument("--stages", nargs="+", metavar="STAGE",  # checked by run_cam: importing spanet.viz.cam loads torch
                      help="rows to draw, from: stage1, stage2, stage3, global, parts (default: all the model has)")
-    cam.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default) or cuda[:N]")
+    add_device_arg(cam, default="cpu")
     cam.add_argument("--skip-corrupt", action="store_true", help="leave out (and list) images that cannot be decoded")
     cam.set_defaults(func=run_cam_command)
 
