@@ -109,3 +109,14 @@ def test_no_output_option_writes_over_a_checkpoint_or_crashes_on_a_bad_path(
         assert {path: _sha(path) for path in before} == before, f"spanet {' '.join(argv)} changed an input"
     assert not failures, "\n".join(failures)
     assert not (tmp_path / "run" / "last.pt.replaced").exists()
+
+
+def test_the_cli_embedding_choices_are_the_models_kinds() -> None:
+    """The CLI spells the kinds torch-free (building the parser loads no torch); they must stay the model's."""
+    from spanet.cli.common import EMBEDDING_CHOICES
+    from spanet.model import EMBEDDING_KINDS
+
+    assert EMBEDDING_CHOICES == EMBEDDING_KINDS
+    kinds = [a.choices for _, sub in _subcommands(build_parser()) for a in sub._actions
+             if a.dest == "kind" and "parts" in (a.choices or ())]  # fmt: skip
+    assert len(kinds) >= 5 and all(tuple(c) == EMBEDDING_KINDS for c in kinds)

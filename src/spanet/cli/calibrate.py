@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spanet.cli.common import add_batch_size_arg, add_checkpoint_arg, add_dataset_args, add_device_arg, add_overwrite_arg
+from spanet.cli.common import (
+    EMBEDDING_CHOICES,
+    add_batch_size_arg,
+    add_checkpoint_arg,
+    add_dataset_args,
+    add_device_arg,
+    add_overwrite_arg,
+)
 
 __all__ = ["register"]
 
@@ -41,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     target.add_argument("--target-fpir", type=float, metavar="F",
                         help="share of strangers matched to someone in a gallery of --gallery-size images, e.g. 0.05")
     parser.add_argument("--gallery-size", type=int, metavar="N", help="with --target-fpir: images in the searched gallery")
-    parser.add_argument("--kind", choices=("parts", "reduced", "global"), default="parts",
+    parser.add_argument("--kind", choices=EMBEDDING_CHOICES, default="parts",
                         help="embedding the threshold is for (default parts; search uses the index's)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: CKPT folder/calibration.json)")
     add_overwrite_arg(parser, what="calibration file")

@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from spanet.data.datasets import ReidDataset
 
 __all__ = [
+    "EMBEDDING_CHOICES",
     "add_checkpoint_arg",
     "add_device_arg",
     "add_batch_size_arg",
@@ -18,6 +19,10 @@ __all__ = [
     "add_overwrite_arg",
     "dataset_from_args",
 ]
+
+
+# `spanet.model.EMBEDDING_KINDS`, spelled here so that building the parser loads no torch; a test checks they agree
+EMBEDDING_CHOICES: tuple[str, ...] = ("parts", "reduced", "global")
 
 
 def add_checkpoint_arg(parser: argparse.ArgumentParser, *, help: str = "a .pt file from `spanet train`") -> None:

@@ -6,7 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from spanet.cli.common import add_batch_size_arg, add_checkpoint_arg, add_device_arg, add_overwrite_arg
+from spanet.cli.common import (
+    EMBEDDING_CHOICES,
+    add_batch_size_arg,
+    add_checkpoint_arg,
+    add_device_arg,
+    add_overwrite_arg,
+)
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -44,7 +50,7 @@ def _register_extract(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns")
     parser.add_argument("--out", type=Path, required=True, metavar="FEATS.npz", help="where to write the features")
     parser.add_argument(
-        "--kind", default="parts", choices=("parts", "reduced", "global"),
+        "--kind", default="parts", choices=EMBEDDING_CHOICES,
         help="which embedding (default: parts = the paper's 6 L2-normalised stripe features)",
     )
     add_overwrite_arg(parser, what="features file")
@@ -120,7 +126,7 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
     )
     add_checkpoint_arg(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="MODEL.onnx", help="where to write the ONNX model")
-    parser.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding (default: parts)")
+    parser.add_argument("--kind", default="parts", choices=EMBEDDING_CHOICES, help="embedding (default: parts)")
     parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |ONNX − PyTorch| (default 1e-4)")
     add_overwrite_arg(parser, what="ONNX model")

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from spanet.cli.common import (
+    EMBEDDING_CHOICES,
     add_batch_size_arg,
     add_checkpoint_arg,
     add_dataset_args,
@@ -54,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--flip", action="store_true", help="average each feature with its mirror image's")
     parser.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean",
                         help="squared euclidean (default, as the paper's code) or cosine distance")
-    parser.add_argument("--kind", choices=("parts", "reduced", "global"), default="parts",
+    parser.add_argument("--kind", choices=EMBEDDING_CHOICES, default="parts",
                         help="which embedding to use: the 6 stripe features (default, as the paper), the reduced "
                         "256-d stripe features, or their mean")
     add_batch_size_arg(parser)

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from spanet.cli.common import add_batch_size_arg, add_checkpoint_arg, add_device_arg
+from spanet.cli.common import EMBEDDING_CHOICES, add_batch_size_arg, add_checkpoint_arg, add_device_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -42,7 +42,7 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns")
     add_checkpoint_arg(build)
     build.add_argument("--cameras", type=Path, metavar="CSV", help="file,camera rows (matched by file name)")
-    build.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding (default: parts)")
+    build.add_argument("--kind", default="parts", choices=EMBEDDING_CHOICES, help="embedding (default: parts)")
     add_device_arg(build)
     add_batch_size_arg(build, default=128)
     build.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -67,7 +67,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, metavar="D", help="matches farther than D are marked unknown")
     parser.add_argument("--calibration", type=Path, metavar="FILE",
                         help="JSON with a 'threshold' calibrated for this checkpoint (fingerprints checked)")
-    parser.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding of a new gallery")
+    parser.add_argument("--kind", default="parts", choices=EMBEDDING_CHOICES, help="embedding of a new gallery")
     add_device_arg(parser)
     parser.add_argument("--max-upload-mb", type=float, default=32, metavar="MB", help="request size limit (default 32)")
     parser.set_defaults(func=_run_serve)
