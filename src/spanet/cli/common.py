@@ -11,6 +11,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EMBEDDING_CHOICES",
+    "add_amp_arg",
     "add_checkpoint_arg",
     "add_device_arg",
     "add_batch_size_arg",
@@ -97,4 +98,15 @@ def dataset_from_args(args: argparse.Namespace, *, progress: bool = True) -> Rei
     return load_dataset(
         args.dataset, args.data_root, skip_corrupt=getattr(args, "skip_corrupt", False), progress=progress,
         test_fraction=args.test_fraction, split_seed=args.split_seed,
+    )  # fmt: skip
+
+
+def add_amp_arg(parser: argparse.ArgumentParser) -> None:
+    """`--amp {auto,none,bf16,fp16}`: the precision of the forward passes (`spanet.runtime.choose_precision`)."""
+    parser.add_argument(
+        "--amp", nargs="?", const="auto", default="auto", choices=("auto", "none", "bf16", "fp16"),
+        help="precision: auto (default) = float16 autocast on CUDA, bfloat16 on CPUs with native bf16 (AMX or "
+        "AVX512-BF16), float32 on other CPUs, where bf16 is emulated and ~10x slower; none = float32 everywhere "
+        "(reproducible to the bit); bf16/fp16 force that dtype. Reduced precision changes features slightly "
+        "(metrics within ~0.1 points, docs/training.md)",
     )  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from spanet.cli.common import (
     EMBEDDING_CHOICES,
+    add_amp_arg,
     add_batch_size_arg,
     add_checkpoint_arg,
     add_device_arg,
@@ -32,8 +33,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     add_device_arg(parser)
     add_batch_size_arg(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 (CPU) / float16 (CUDA) autocast with channels_last: "
-                        "~2-4x faster on CPUs with bf16 support; features differ slightly (docs/training.md)")
+    add_amp_arg(parser)
 
 
 def _register_extract(subparsers: argparse._SubParsersAction) -> None:
@@ -144,6 +144,8 @@ def _run_extract(args: argparse.Namespace) -> int:
     extractor = FeatureExtractor(
         args.checkpoint, device=args.device, batch_size=args.batch_size, kind=args.kind, amp=args.amp
     )
+    if not args.quiet:
+        print(extractor.precision.describe(), file=sys.stderr)
     result = extractor.extract_files(paths, progress=not args.quiet and sys.stderr.isatty())
     _report_failures(result.failures)
     if not result.paths:
@@ -201,8 +203,11 @@ def _run_search(args: argparse.Namespace) -> int:
         gallery.set_nprobe(args.nprobe)
     queries = collect_images(args.queries)
     extractor = FeatureExtractor(
-        args.checkpoint, device=args.device, batch_size=args.batch_size, kind=gallery.meta.get("model", {}).get("kind", "parts")
-    )
+        args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
+        kind=gallery.meta.get("model", {}).get("kind", "parts"),
+    )  # fmt: skip
+    if not args.quiet:
+        print(extractor.precision.describe(), file=sys.stderr)
     check_compatible(gallery.meta, extractor.info, index_path=args.index)
     threshold = resolve_threshold(args.threshold, checkpoint=args.checkpoint, info=extractor.info,
                                   calibration=args.calibration)  # fmt: skip

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from spanet.cli.common import (
     EMBEDDING_CHOICES,
+    add_amp_arg,
     add_batch_size_arg,
     add_checkpoint_arg,
     add_dataset_args,
@@ -61,8 +62,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_batch_size_arg(parser)
     parser.add_argument("--num-workers", type=int, default=0, metavar="N", help="image-loading processes (default 0)")
     add_device_arg(parser)
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast + channels_last on a CPU (float16 on "
-                        "CUDA): faster, metrics within ~0.1 points (docs/training.md); default: float32 everywhere")
+    add_amp_arg(parser)
     parser.add_argument("--json", type=Path, metavar="FILE",
                         help='write {"plain": {"rank1", "rank5", "rank10", "mAP", "mINP"}, "reranked": {...}} '
                         "(fractions in [0, 1]) to FILE")
@@ -91,7 +91,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from spanet.checkpoint import checkpoint_input_size, load_model
     from spanet.data.datasets import require_valid_queries
     from spanet.cli.common import dataset_from_args
-    from spanet.runtime import resolve_device
+    from spanet.features import ExtractionOptions
+    from spanet.runtime import choose_precision, resolve_device
     from spanet.errors import SpanetError
     from spanet.evaluation.evaluate import extract_feature_set, format_table, score_features
     from spanet.evaluation.explain import domain_note
@@ -114,13 +115,13 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if dataset.skipped:
         print(f"left out {len(dataset.skipped)} corrupt image(s): {', '.join(dataset.skipped)}", file=sys.stderr)
     require_valid_queries(dataset)
-    if args.amp:
+    precision = choose_precision(args.amp, device)
+    print(precision.describe(), file=sys.stderr)
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    features = extract_feature_set(
-        model, dataset, input_size=input_size, batch_size=args.batch_size, device=device, flip=args.flip,
-        kind=args.kind, progress=args.progress, num_workers=args.num_workers, amp=args.amp,  # float32 unless --amp
-        channels_last=args.amp,
-    )  # fmt: skip
+    options = ExtractionOptions(batch_size=args.batch_size, device=device, flip=args.flip, kind=args.kind,
+                                amp=precision, num_workers=args.num_workers, progress=args.progress)  # fmt: skip
+    features = extract_feature_set(model, dataset, input_size=input_size, options=options)
     result = score_features(
         features, metric=args.metric, rerank=args.rerank, rerank_power=args.rerank_power,
         keep_distances=args.visualize > 0, progress=args.progress,
@@ -134,7 +135,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if args.json is not None:
         write_json(args.json, result.to_json())
     source = {"checkpoint": str(args.checkpoint), "dataset": dataset.name, "flip": args.flip, "kind": args.kind,
-              "rerank_power": args.rerank_power if args.rerank else None, "amp": args.amp,
+              "rerank_power": args.rerank_power if args.rerank else None, "amp": precision.amp,
               "cross_domain": note}  # fmt: skip
     metrics = {**result.to_metrics_file(), **_explain(args, features, dataset, out_dir)}
     metrics_path = write_metrics(out_dir, metrics, source=source)

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from spanet.cli.common import EMBEDDING_CHOICES, add_batch_size_arg, add_checkpoint_arg, add_device_arg
+from spanet.cli.common import EMBEDDING_CHOICES, add_amp_arg, add_batch_size_arg, add_checkpoint_arg, add_device_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -46,6 +46,7 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
     add_device_arg(build)
     add_batch_size_arg(build, default=128)
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_amp_arg(build)
     build.set_defaults(func=_run_gallery_build)
 
 
@@ -70,6 +71,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kind", default="parts", choices=EMBEDDING_CHOICES, help="embedding of a new gallery")
     add_device_arg(parser)
     parser.add_argument("--max-upload-mb", type=float, default=32, metavar="MB", help="request size limit (default 32)")
+    add_amp_arg(parser)
     parser.set_defaults(func=_run_serve)
 
 
@@ -84,7 +86,9 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     paths = collect_images(args.images)
     cameras = read_cameras_csv(args.cameras) if args.cameras else None
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
-    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind)
+    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind, amp=args.amp)
+    if not args.quiet:
+        print(extractor.precision.describe(), file=sys.stderr)
     gallery = Gallery.open(args.gallery, model_info=extractor.info, create=True)
     try:
         report = enrol_files(gallery, extractor, paths, cameras=cameras, batch_size=args.batch_size,
@@ -122,7 +126,8 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     guard_folder(args.gallery, option="--gallery", inputs=[args.checkpoint, args.calibration])
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
-    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind)
+    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind, amp=args.amp)
+    print(extractor.precision.describe(), file=sys.stderr)
     threshold = args.threshold
     if args.calibration is not None:  # checked against the model and the kind even when --threshold wins
         calibrated = float(load_calibration(args.calibration, info=extractor.info)["threshold"])

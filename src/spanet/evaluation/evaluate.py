@@ -20,7 +20,7 @@ from spanet.errors import SpanetError
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.metrics import RankMetrics, rank_metrics
 from spanet.evaluation.rerank import k_reciprocal_rerank_features
-from spanet.features import extract_features, save_features
+from spanet.features import ExtractionOptions, extract_features, save_features
 
 __all__ = [
     "FeatureSet",
@@ -93,18 +93,7 @@ class EvaluationResult:
 
 
 def extract_feature_set(
-    model: nn.Module,
-    dataset: Any,
-    *,
-    input_size: Sequence[int],
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    flip: bool = False,
-    kind: Literal["parts", "reduced", "global"] = "parts",
-    progress: bool = True,
-    num_workers: int = 0,
-    amp: bool | str | None = None,
-    channels_last: bool = False,
+    model: nn.Module, dataset: Any, *, input_size: Sequence[int], options: ExtractionOptions = ExtractionOptions()
 ) -> FeatureSet:
     """Features of `dataset.query` and `dataset.gallery` (see `spanet.features.extract_features`)."""
     if not dataset.query or not dataset.gallery:
@@ -112,12 +101,10 @@ def extract_feature_set(
             f"dataset {getattr(dataset, 'name', '?')} at {getattr(dataset, 'root', '?')} has "
             f"{len(dataset.query)} query and {len(dataset.gallery)} gallery images; both are needed to evaluate"
         )
-    options = dict(input_size=input_size, batch_size=batch_size, device=device, flip=flip, kind=kind,
-                   progress=progress, num_workers=num_workers, amp=amp, channels_last=channels_last)  # fmt: skip
-    query = extract_features(model, dataset.query, desc="query features", **options).features
-    gallery = extract_features(model, dataset.gallery, desc="gallery features", **options).features
+    query = extract_features(model, dataset.query, input_size=input_size, options=options, desc="query features")
+    gallery = extract_features(model, dataset.gallery, input_size=input_size, options=options, desc="gallery features")
     protocol = getattr(dataset, "protocol", "cross-camera")
-    return FeatureSet(query, gallery, tuple(dataset.query), tuple(dataset.gallery), protocol=protocol)
+    return FeatureSet(query.features, gallery.features, tuple(dataset.query), tuple(dataset.gallery), protocol=protocol)
 
 
 def score_features(
@@ -174,22 +161,13 @@ def evaluate_model(
     dataset: Any,
     *,
     input_size: Sequence[int],
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    flip: bool = False,
-    kind: Literal["parts", "reduced", "global"] = "parts",
+    options: ExtractionOptions = ExtractionOptions(),
     metric: Literal["euclidean", "cosine"] = "euclidean",
     rerank: bool = False,
-    progress: bool = True,
-    num_workers: int = 0,
-    amp: bool | str | None = None,
 ) -> EvaluationResult:
     """Extract query/gallery features of `dataset` with `model` and score them (no files written)."""
-    features = extract_feature_set(
-        model, dataset, input_size=input_size, batch_size=batch_size, device=device, flip=flip, kind=kind,
-        progress=progress, num_workers=num_workers, amp=amp,
-    )  # fmt: skip
-    return score_features(features, metric=metric, rerank=rerank, progress=progress)
+    features = extract_feature_set(model, dataset, input_size=input_size, options=options)
+    return score_features(features, metric=metric, rerank=rerank, progress=options.progress)
 
 
 def format_table(result: EvaluationResult) -> str:
