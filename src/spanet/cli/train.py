@@ -44,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="start anew in a non-empty --output: its content is moved aside to OUTPUT.replaced-TIME "
                         "(never deleted); without --resume or --overwrite a non-empty --output is refused")
     parser.add_argument("--allow-changed", action="store_true",
-                        help="with --resume: continue even though settings that change what is learned (data, model, "
-                        "loss, optimiser schedule) differ from the run's; refused otherwise, naming the keys")
+                        help="with --resume: continue even though settings that change what is learned (data, loss, "
+                        "optimiser schedule, seed) differ from the run's; refused otherwise, naming the keys")
     parser.add_argument("--skip-corrupt", action="store_true",
                         help="decode every image first and leave out corrupt ones, listed (sets data.skip_corrupt)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",

@@ -1,9 +1,10 @@
 """Which settings change what a run learns: the keys a resume may not change, and the digest an ablation cell is
 filed under.
 
-A resumed run continues the weights and the optimiser state of its checkpoint; changing the data, the model, the
-loss or the optimiser schedule half-way makes a model that belongs to neither config, so `spanet train --resume`
-refuses such a change unless `--allow-changed`. The keys in `RESUME_MAY_CHANGE` are the exceptions: the learning
+A resumed run continues the weights and the optimiser state of its checkpoint; changing the data, the loss, the
+optimiser schedule or the seed half-way makes a model that belongs to neither config, so `spanet train --resume`
+refuses such a change unless `--allow-changed` (a changed model section is refused by `check_model_config`: the
+weights would not fit). The keys in `RESUME_MAY_CHANGE` are the exceptions: the learning
 rate, momentum and weight decay (the divergence message advises `--resume --set optim.lr=…`), more epochs, where the
 data lies and how it is read.
 """
@@ -22,7 +23,7 @@ from spanet.errors import SpanetError
 __all__ = ["LEARNING_SECTIONS", "RESUME_MAY_CHANGE", "NOT_IN_RESULTS", "changed_learning_keys", "check_resume_settings",
            "trained_settings", "settings_digest"]  # fmt: skip
 
-LEARNING_SECTIONS = ("data", "model", "optim", "loss")
+LEARNING_SECTIONS = ("data", "optim", "loss")  # the model section: `checkpoint.check_model_config`, which knows old keys
 RESUME_MAY_CHANGE = frozenset({"data.root", "data.num_workers", "data.skip_corrupt", "model.pretrained", "optim.lr",
                                "optim.momentum", "optim.weight_decay", "optim.epochs"})  # fmt: skip
 # keys that change neither the weights nor the reported numbers: left out of an ablation cell's digest
@@ -37,10 +38,9 @@ def _flat(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def changed_learning_keys(trained: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
     """`section.key` of every learning setting that differs between two config dicts (as `config_to_dict` gives).
-    Keys the trained config does not hold (added to spanet since) are not compared: their defaults of the time are
-    the checkpoint's business (`check_model_config`)."""
+    Keys only one of them holds (added to or renamed in spanet since the run) are not compared."""
     old, new = _flat(trained), _flat(now)
-    learning = [key for key in sorted(old) if key.split(".")[0] in LEARNING_SECTIONS or key == "train.seed"]
+    learning = [key for key in sorted(set(old) & set(new)) if key.split(".")[0] in LEARNING_SECTIONS or key == "train.seed"]
     return [key for key in learning if key not in RESUME_MAY_CHANGE and _plain(old.get(key)) != _plain(new.get(key))]
 
 
