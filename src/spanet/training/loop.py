@@ -38,7 +38,7 @@ from spanet.errors import SpanetError
 from spanet.data.loader import build_train_loader, epoch_seed, set_loader_epoch, shutdown_loader
 from spanet.training.optim import build_optimizer, lr_factor
 from spanet.data.own import save_split_list
-from spanet.training.settings import check_resume_settings, trained_settings
+from spanet.training.settings import check_resume_settings
 from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog, check_output_dir, move_aside
 from spanet.run_dir import remove_stale_temp_files
 from spanet.runtime import Precision, choose_precision, cpu_info
@@ -105,8 +105,7 @@ def train(
             dataset, validation = hold_out_identities(dataset, num_ids=config.data.val_ids, seed=config.train.seed)
         check_output_dir(output_dir, resume=resume, overwrite=overwrite)  # every rank, before any rank writes
         if resume:
-            check_resume_settings(trained_settings(output_dir), config, source=str(output_dir),
-                                  allow_changed=allow_changed)  # fmt: skip
+            check_resume_settings(output_dir, config, allow_changed=allow_changed)
         barrier(dist_info)
         run = _Run(config=config, dataset=dataset, output_dir=output_dir, device=device, dist_info=dist_info,
                    precision=precision)  # fmt: skip

@@ -23,7 +23,8 @@ from spanet.errors import SpanetError
 __all__ = ["LEARNING_SECTIONS", "RESUME_MAY_CHANGE", "NOT_IN_RESULTS", "changed_learning_keys", "check_resume_settings",
            "trained_settings", "settings_digest"]  # fmt: skip
 
-LEARNING_SECTIONS = ("data", "optim", "loss")  # the model section: `checkpoint.check_model_config`, which knows old keys
+# the model section is `checkpoint.check_model_config`'s, which knows old keys
+LEARNING_SECTIONS = ("data", "optim", "loss")
 RESUME_MAY_CHANGE = frozenset({"data.root", "data.num_workers", "data.skip_corrupt", "model.pretrained", "optim.lr",
                                "optim.momentum", "optim.weight_decay", "optim.epochs"})  # fmt: skip
 # keys that change neither the weights nor the reported numbers: left out of an ablation cell's digest
@@ -40,20 +41,26 @@ def changed_learning_keys(trained: Mapping[str, Any], now: Mapping[str, Any]) ->
     """`section.key` of every learning setting that differs between two config dicts (as `config_to_dict` gives).
     Keys only one of them holds (added to or renamed in spanet since the run) are not compared."""
     old, new = _flat(trained), _flat(now)
-    learning = [key for key in sorted(set(old) & set(new)) if key.split(".")[0] in LEARNING_SECTIONS or key == "train.seed"]
+    both = sorted(set(old) & set(new))
+    learning = [key for key in both if key.split(".")[0] in LEARNING_SECTIONS or key == "train.seed"]
     return [key for key in learning if key not in RESUME_MAY_CHANGE and _plain(old.get(key)) != _plain(new.get(key))]
 
 
-def check_resume_settings(trained: Mapping[str, Any], config: Config, *, source: str, allow_changed: bool) -> list[str]:
-    """Refuse to resume a run trained with `trained` under `config` if a learning setting changed (unless
-    `allow_changed`); return the changed keys."""
-    changed = changed_learning_keys(trained, config_to_dict(config))
+def check_resume_settings(output_dir: str | Path, config: Config, *, allow_changed: bool) -> list[str]:
+    """Refuse to resume the run in `output_dir` under `config` if its model differs (always: the weights would not
+    fit) or a learning setting changed (unless `allow_changed`); return the changed keys."""
+    from spanet.checkpoint import check_model_config
+    from spanet.run_dir import LAST_CHECKPOINT
+
+    trained, now = trained_settings(output_dir), config_to_dict(config)
+    check_model_config(dict(trained.get("model") or {}), now["model"], path=Path(output_dir) / LAST_CHECKPOINT)
+    changed = changed_learning_keys(trained, now)
     if changed and not allow_changed:
-        old, new = _flat(trained), _flat(config_to_dict(config))
+        old, new = _flat(trained), _flat(now)
         shown = ", ".join(f"{key} {_plain(old.get(key))!r} -> {_plain(new.get(key))!r}" for key in changed)
         raise SpanetError(
-            f"--resume: {shown} differ from the run in {source}; these change what is learned, so the resumed model "
-            "would belong to neither setting. Resume with the run's settings, start a new --output, or pass "
+            f"--resume: {shown} differ from the run in {output_dir}; these change what is learned, so the resumed "
+            "model would belong to neither setting. Resume with the run's settings, start a new --output, or pass "
             "--allow-changed to continue anyway"
         )
     return changed
