@@ -49,6 +49,9 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
                        help="where rows and vectors live: sqlite (default for a new folder), milvus:FILE.db (Milvus Lite) or "
                        "milvus://HOST:PORT (a Milvus server; needs spanet[milvus]); an existing folder remembers its store")
     build.set_defaults(func=_run_gallery_build)
+    from spanet.cli.scale import register_gallery_actions
+
+    register_gallery_actions(actions)  # export / import (Parquet)
 
 
 def _register_serve(subparsers: argparse._SubParsersAction) -> None:
