@@ -1,0 +1,90 @@
+"""`spanet extract --engine ray`: the features of `spanet extract` (to 1e-6) from a pool of model actors, Parquet
+shards resumed by shard, loadable by `spanet gallery import`; one clear line when Ray is missing."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from builders import make_checkpoint, write_images
+from spanet.cli import main
+
+
+@pytest.fixture(scope="module")
+def local_ray() -> Iterator[None]:
+    """A local Ray on 2 CPUs, usage statistics off, no dashboard, a small object store."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'spanet[ray]')")
+    pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'spanet[ray]')")
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    ray.init(num_cpus=2, num_gpus=0, include_dashboard=False, object_store_memory=200 * 1024 * 1024,
+             log_to_driver=False, configure_logging=False)  # fmt: skip
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _shards(folder: Path) -> dict[str, np.ndarray]:
+    import pyarrow.parquet as pq
+
+    rows = {}
+    for path in sorted(folder.glob("part-*.parquet")):
+        table = pq.read_table(path)
+        vectors = np.asarray(table["vector"].combine_chunks().flatten().to_numpy(), np.float32).reshape(len(table), -1)
+        rows.update(zip(table["image"].to_pylist(), vectors))
+    return rows
+
+
+@pytest.mark.slow
+def test_ray_features_equal_torch_and_resume(tmp_path: Path, local_ray: None, capsys: pytest.CaptureFixture) -> None:
+    from spanet.features import load_features
+
+    checkpoint = make_checkpoint(tmp_path / "model.pt")
+    write_images(tmp_path / "imgs", [f"{i:04d}_c{1 + i % 3}s1_{i:06d}_00.jpg" for i in range(13)])
+    (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8 not an image")
+    common = [str(tmp_path / "imgs"), "--checkpoint", str(checkpoint), "--device", "cpu", "--quiet"]
+    assert main(["extract", *common, "--out", str(tmp_path / "a.npz"), "--batch-size", "8"]) == 0
+    reference = load_features(tmp_path / "a.npz")
+    ray_args = ["extract", *common, "--out", str(tmp_path / "shards"), "--engine", "ray", "--workers", "2",
+                "--shard-size", "4", "--batch-size", "3"]  # fmt: skip
+    assert main(ray_args) == 0
+    out = capsys.readouterr()
+    assert "extracted 13 images into 4 new shard(s)" in out.out and "broken.jpg" in out.err
+    rows = _shards(tmp_path / "shards")
+    assert sorted(rows) == sorted(reference.paths)
+    got = np.stack([rows[p] for p in reference.paths])
+    assert got.shape == reference.features.shape
+    np.testing.assert_allclose(got, reference.features, rtol=0, atol=1e-6)
+
+    first, third = tmp_path / "shards" / "part-00000.parquet", tmp_path / "shards" / "part-00002.parquet"
+    stamp = first.stat().st_mtime_ns
+    third.unlink()  # a run stopped before this shard was complete
+    assert main(ray_args) == 0
+    out = capsys.readouterr().out
+    assert "extracted 4 images into 1 new shard(s)" in out and "(3 shard(s) already complete)" in out
+    assert first.stat().st_mtime_ns == stamp and third.is_file() and len(_shards(tmp_path / "shards")) == 13
+
+    assert main(["gallery", "import", str(tmp_path / "g"), str(tmp_path / "shards")]) == 0
+    assert "imported 13 entries" in capsys.readouterr().out
+    from spanet.deploy.backend import open_gallery
+    from spanet.features import FeatureExtractor
+
+    gallery = open_gallery(tmp_path / "g", model_info=FeatureExtractor(checkpoint, device="cpu").info)
+    entries = gallery.get([int(i) for i in gallery.ids()])
+    assert sorted((Path(e.source).name, e.camera) for e in entries.values())[:2] == [
+        ("0000_c1s1_000000_00.jpg", 1), ("0001_c2s1_000001_00.jpg", 2)]
+    gallery.close()
+
+
+def test_ray_missing_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    write_images(tmp_path / "imgs", ["a.jpg"])
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails as without the extra
+    assert main(["extract", str(tmp_path / "imgs"), "--checkpoint", str(tmp_path / "none.pt"), "--out",
+                 str(tmp_path / "shards"), "--engine", "ray"]) == 2  # fmt: skip
+    assert "pip install 'spanet[ray]'" in capsys.readouterr().err
