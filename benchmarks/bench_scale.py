@@ -1,7 +1,11 @@
 """Gallery backends and extraction engines side by side (docs/scale.md), in one run on this machine.
 
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_scale.py            # 100k × 256-d, 200 queries, 256 images
-    PYTHONPATH=src .venv/bin/python benchmarks/bench_scale.py --quick    # 20k × 256-d, 100 queries, 64 images
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_scale.py          # 100k × 256-d, 200 queries
+    OMP_NUM_THREADS=1 PYTHONPATH=src .venv/bin/python benchmarks/bench_scale.py --quick  # 20k × 256-d, 100 queries
+
+OMP_NUM_THREADS=1: one query at a time is fastest single-threaded on a 2-core machine shared with other work
+(faiss' OpenMP threads spin against the other processes); it applies to faiss in every backend alike (Milvus Lite
+searches with faiss too). Extraction sets its torch threads itself.
 
 Needs spanet[milvus,ray]. Measured:
 - search: one query at a time through each backend's `search` (what `spanet serve` does per request), top-10,
@@ -188,6 +192,7 @@ def bench_extract(count: int, tmp: Path) -> dict:
         Image.fromarray(rng.integers(0, 256, (128, 64, 3), dtype=np.uint8)).save(path)
         paths.append(path)
     out = {}
+    torch.set_num_threads(os.cpu_count() or 1)  # also when OMP_NUM_THREADS=1 keeps faiss single-threaded
     start = time.perf_counter()
     FeatureExtractor(checkpoint, device="cpu", batch_size=32).extract_files(paths)
     seconds = time.perf_counter() - start
@@ -224,15 +229,19 @@ def main() -> None:
     result = {"machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "load_before": os.getloadavg()},
               "sizes": {"gallery": num, "dim": args.dim, "queries": queries, "enrol": enrol, "images": images,
                         "torch_threads": torch_threads}, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}  # fmt: skip
-    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
-        result["search"] = bench_search(num, args.dim, queries, Path(tmp))
-        result["enrol"] = bench_enrol(enrol, args.dim, Path(tmp))
-        result["extract"] = bench_extract(images, Path(tmp))
-    result["machine"]["load_after"] = os.getloadavg()
     RESULTS.mkdir(exist_ok=True)
-    name = "scale_quick" if args.quick else "scale"
-    (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"written {RESULTS / name}.json")
+    out = RESULTS / ("scale_quick.json" if args.quick else "scale.json")
+    with tempfile.TemporaryDirectory(prefix="bench_scale_") as tmp:
+        for section, run in (("search", lambda: bench_search(num, args.dim, queries, Path(tmp))),
+                             ("enrol", lambda: bench_enrol(enrol, args.dim, Path(tmp))),
+                             ("extract", lambda: bench_extract(images, Path(tmp)))):  # fmt: skip
+            try:
+                result[section] = run()
+            except Exception as exc:  # noqa: BLE001 - recorded: e.g. Ray's head node timing out on a loaded machine
+                result[section] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
+            result["machine"]["load_after"] = os.getloadavg()
+            out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")  # partial results survive a crash
+    print(f"written {out}")
 
 
 if __name__ == "__main__":

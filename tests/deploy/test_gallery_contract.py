@@ -62,11 +62,18 @@ def _wait_for_port(port: int, process: subprocess.Popen, *, timeout: float) -> N
     raise RuntimeError(f"milvus-lite server did not listen on 127.0.0.1:{port} within {timeout} s")
 
 
-@pytest.fixture(params=["sqlite", "milvus-file", "milvus-server"])
+@pytest.fixture(params=["sqlite", "milvus-file", "milvus-server", "milvus-external"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The `--store` text of each backend."""
+    """The `--store` text of each backend; milvus-external: a real Milvus named by $SPANET_TEST_MILVUS
+    (e.g. milvus://127.0.0.1:19530), skipped when unset."""
     if request.param == "sqlite":
         return "sqlite"
+    if request.param == "milvus-external":
+        if not os.environ.get("SPANET_TEST_MILVUS"):
+            pytest.skip("no external Milvus: set SPANET_TEST_MILVUS=milvus://HOST:PORT to run the contract against one")
+        if importlib.util.find_spec("pymilvus") is None:
+            pytest.skip(_NO_MILVUS)
+        return os.environ["SPANET_TEST_MILVUS"]
     if not _HAVE_MILVUS:
         pytest.skip(_NO_MILVUS)
     if request.param == "milvus-file":
@@ -219,6 +226,22 @@ def test_wrong_store_for_folder(tmp_path: Path) -> None:
         with pytest.raises(SpanetError, match="--store"):
             parse_store(bad)
     assert parse_store("milvus://10.0.0.5:19530").uri == "http://10.0.0.5:19530"
+
+
+@pytest.mark.skipif(importlib.util.find_spec("pymilvus") is None, reason=_NO_MILVUS)
+def test_old_milvus_server_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pymilvus import MilvusClient
+
+    from spanet.deploy.backend import StoreSpec
+    from spanet.deploy.milvus_gallery import _connect
+
+    monkeypatch.setattr(MilvusClient, "__init__", lambda self, **_kw: None)
+    monkeypatch.setattr(MilvusClient, "close", lambda self: None)
+    monkeypatch.setattr(MilvusClient, "get_server_version", lambda self, **_kw: "v2.3.5-lite")
+    with pytest.raises(SpanetError, match="is v2.3.5-lite; the gallery schema needs Milvus >= 2.5"):
+        _connect(StoreSpec(kind="milvus", uri="http://127.0.0.1:1"))
+    monkeypatch.setattr(MilvusClient, "get_server_version", lambda self, **_kw: "v2.5.10")
+    assert isinstance(_connect(StoreSpec(kind="milvus", uri="http://127.0.0.1:1")), MilvusClient)
 
 
 @pytest.mark.skipif(not _HAVE_MILVUS, reason=_NO_MILVUS)

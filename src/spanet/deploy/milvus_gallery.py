@@ -27,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ _NO_CAMERA = -1
 _ENTRY_FIELDS = ["id", "image", "camera", "time_text", "label", "source", "fingerprint"]
 _MAX_LIMIT = 16384  # Milvus' largest top-k and query window
 _CHUNK = 1000  # ids per get / names per membership query
+_MIN_SERVER = (2, 5)  # nullable scalar fields (tested: 2.3.5 standalone rejects null timestamps at insert)
 _FLUSH_ROWS = 4096  # unflushed rows are searched by brute force (Milvus Lite: in Python, ~25x slower at 3k rows)
 
 
@@ -302,10 +304,17 @@ def _connect(spec: StoreSpec) -> MilvusClient:
         if importlib.util.find_spec("milvus_lite") is None:
             raise SpanetError(f"--store milvus:{spec.uri} needs Milvus Lite: pip install 'spanet[milvus]'")
     try:
-        return MilvusClient(uri=spec.uri, token=os.environ.get("SPANET_MILVUS_TOKEN", ""), timeout=30)
+        client = MilvusClient(uri=spec.uri, token=os.environ.get("SPANET_MILVUS_TOKEN", ""), timeout=30)
+        version = str(client.get_server_version())
     except Exception as exc:  # pymilvus raises its own MilvusException and grpc errors
         raise SpanetError(f"cannot connect to Milvus at {spec.uri} ({str(exc).splitlines()[0][:200]}); start it, or "
                           "check the address and SPANET_MILVUS_TOKEN") from None  # fmt: skip
+    match = re.match(r"v?(\d+)\.(\d+)", version)  # a server says v2.5.4; Milvus Lite says milvus_lite-3.2.2
+    if match and (int(match[1]), int(match[2])) < _MIN_SERVER:
+        client.close()
+        raise SpanetError(f"Milvus at {spec.uri} is {version}; the gallery schema needs Milvus >= 2.5 (nullable "
+                          "fields, INVERTED scalar indexes): upgrade the server")  # fmt: skip
+    return client
 
 
 def _create_collection(client: MilvusClient, name: str, *, dim: int) -> None:
@@ -326,7 +335,7 @@ def _create_collection(client: MilvusClient, name: str, *, dim: int) -> None:
     indexes = client.prepare_index_params()
     indexes.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
     for field in ("timestamp", "sha256", "image", "label"):
-        indexes.add_index(field_name=field, index_type="INVERTED")
+        indexes.add_index(field_name=field, index_type="INVERTED")  # scalar INVERTED: Milvus ≥ 2.4
     client.create_collection(name, schema=schema, index_params=indexes, consistency_level=CONSISTENCY)
 
 
