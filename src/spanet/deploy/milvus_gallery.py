@@ -169,7 +169,7 @@ class MilvusGallery:
         expression = filter_expression(camera=camera, label=label)
         with self._lock:
             total = self._count(expression)
-            rows = self._iterate(expression, _ENTRY_FIELDS, skip=offset, limit=limit)
+            rows = self._iterate(expression, _ENTRY_FIELDS, skip=offset, limit=limit) if offset < total else []
         return [_entry(r) for r in rows], total
 
     def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None,
