@@ -217,12 +217,48 @@ def bench_extract(count: int, tmp: Path) -> dict:
     return out
 
 
+def markdown(result: dict) -> str:
+    """The results as Markdown tables (also written next to the JSON)."""
+    sizes = result["sizes"]
+    lines = [f"Search: {sizes['gallery']:,} × {sizes['dim']}-d, {sizes['queries']} single queries, top-10 "
+             f"({result['date']}, {result['machine']['cpus']} cores, load {result['machine']['load_before'][0]:.1f} → "
+             f"{result['machine'].get('load_after', [float('nan')])[0]:.1f})", "",
+             "| backend | fill s | p50 ms | p99 ms | recall@10 | camera: p50 / p99 ms, recall | camera + time: p50 / p99 ms, recall |",
+             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    for name, row in result.get("search", {}).items():
+        if name == "error":
+            lines.append(f"| error: {row} |")
+            continue
+        cells = [f"{row['fill_s']:.1f}", f"{row['no_filter']['p50_ms']:.1f}", f"{row['no_filter']['p99_ms']:.1f}",
+                 f"{row['no_filter']['recall_at_10']:.3f}"]  # fmt: skip
+        for key in ("camera", "camera_time"):
+            r = row.get(key)
+            cells.append(f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f}, {r['recall_at_10']:.3f}" if r else "not supported yet")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", f"Enrolment: {sizes['enrol']} entries of {sizes['dim']}-d with 2 KB images, batches of 128", "",
+              "| backend | entries/s |", "|---|---|"]  # fmt: skip
+    lines += [f"| {n} | {r['entries_per_s']:.0f} |" if "entries_per_s" in r else f"| {n} | {r} |"
+              for n, r in result.get("enrol", {}).items() if isinstance(r, dict)]  # fmt: skip
+    lines += ["", f"Extraction: {sizes['images']} images, ResNet-18 SPANet at 256×128, CPU, batches of 32", "",
+              "| engine | images/s | wall s |", "|---|---|---|"]  # fmt: skip
+    for name, r in result.get("extract", {}).items():
+        if isinstance(r, dict):
+            lines.append(f"| {name} | {r['images_per_s']:.1f} | {r['seconds']:.1f} |")
+        else:
+            lines.append(f"| {name} | | {r if isinstance(r, str) else f'{r:.1f}'} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--table", type=Path, metavar="JSON", help="only print the Markdown tables of a results file")
     parser.add_argument("--num", type=int, help="gallery vectors (default 100000; --quick 20000)")
     parser.add_argument("--dim", type=int, default=256)
     args = parser.parse_args()
+    if args.table:
+        print(markdown(json.loads(args.table.read_text(encoding="utf-8"))), end="")
+        return
     num = args.num or (20_000 if args.quick else 100_000)
     queries, enrol, images = (100, 500, 64) if args.quick else (200, 2000, 256)
     torch_threads = os.cpu_count()
@@ -241,7 +277,8 @@ def main() -> None:
                 result[section] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             result["machine"]["load_after"] = os.getloadavg()
             out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")  # partial results survive a crash
-    print(f"written {out}")
+    out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
+    print(f"written {out} and {out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":
