@@ -42,19 +42,19 @@ def _shards(folder: Path) -> dict[str, np.ndarray]:
 
 @pytest.mark.slow
 def test_ray_features_equal_torch_and_resume(tmp_path: Path, local_ray: None, capsys: pytest.CaptureFixture) -> None:
-    from spanet.features import load_features
+    from spanet.deploy.ray_extract import RayOptions, extract_with_ray
+    from spanet.features import FeatureExtractor
 
     checkpoint = make_checkpoint(tmp_path / "model.pt")
-    write_images(tmp_path / "imgs", [f"{i:04d}_c{1 + i % 3}s1_{i:06d}_00.jpg" for i in range(13)])
+    paths = write_images(tmp_path / "imgs", [f"{i:04d}_c{1 + i % 3}s1_{i:06d}_00.jpg" for i in range(13)])
     (tmp_path / "imgs" / "broken.jpg").write_bytes(b"\xff\xd8 not an image")
-    common = [str(tmp_path / "imgs"), "--checkpoint", str(checkpoint), "--device", "cpu", "--quiet"]
-    assert main(["extract", *common, "--out", str(tmp_path / "a.npz"), "--batch-size", "8"]) == 0
-    reference = load_features(tmp_path / "a.npz")
-    ray_args = ["extract", *common, "--out", str(tmp_path / "shards"), "--engine", "ray", "--workers", "2",
-                "--shard-size", "4", "--batch-size", "3"]  # fmt: skip
-    assert main(ray_args) == 0
-    out = capsys.readouterr()
-    assert "extracted 13 images into 4 new shard(s)" in out.out and "broken.jpg" in out.err
+    paths.append(tmp_path / "imgs" / "broken.jpg")
+    # float32 on both sides (amp=False): reduced precision is allowed to differ by more than 1e-6
+    reference = FeatureExtractor(checkpoint, device="cpu", batch_size=8, amp=False).extract_files(paths)
+    options = RayOptions(workers=2, batch_size=3, shard_size=4, device="cpu", amp=False)
+    report = extract_with_ray(checkpoint, paths, out=tmp_path / "shards", options=options)
+    assert (report.rows, report.written, report.kept) == (13, 4, 0)
+    assert [Path(p).name for p, _ in report.failures] == ["broken.jpg"]
     rows = _shards(tmp_path / "shards")
     assert sorted(rows) == sorted(reference.paths)
     got = np.stack([rows[p] for p in reference.paths])
@@ -64,20 +64,22 @@ def test_ray_features_equal_torch_and_resume(tmp_path: Path, local_ray: None, ca
     first, third = tmp_path / "shards" / "part-00000.parquet", tmp_path / "shards" / "part-00002.parquet"
     stamp = first.stat().st_mtime_ns
     third.unlink()  # a run stopped before this shard was complete
+    ray_args = ["extract", str(tmp_path / "imgs"), "--checkpoint", str(checkpoint), "--device", "cpu", "--out",
+                str(tmp_path / "shards"), "--engine", "ray", "--workers", "2", "--shard-size", "4", "--batch-size", "3"]  # fmt: skip
     assert main(ray_args) == 0
-    out = capsys.readouterr().out
-    assert "extracted 4 images into 1 new shard(s)" in out and "(3 shard(s) already complete)" in out
+    out = capsys.readouterr()
+    assert "extracted 4 images into 1 new shard(s)" in out.out and "(3 shard(s) already complete)" in out.out
+    assert "broken.jpg" in out.err
     assert first.stat().st_mtime_ns == stamp and third.is_file() and len(_shards(tmp_path / "shards")) == 13
 
     assert main(["gallery", "import", str(tmp_path / "g"), str(tmp_path / "shards")]) == 0
     assert "imported 13 entries" in capsys.readouterr().out
     from spanet.deploy.backend import open_gallery
-    from spanet.features import FeatureExtractor
 
     gallery = open_gallery(tmp_path / "g", model_info=FeatureExtractor(checkpoint, device="cpu").info)
     entries = gallery.get([int(i) for i in gallery.ids()])
-    assert sorted((Path(e.source).name, e.camera) for e in entries.values())[:2] == [
-        ("0000_c1s1_000000_00.jpg", 1), ("0001_c2s1_000001_00.jpg", 2)]
+    assert sorted((Path(e.source).name, e.camera, e.label) for e in entries.values())[:2] == [
+        ("0000_c1s1_000000_00.jpg", 1, "0000"), ("0001_c2s1_000001_00.jpg", 2, "0001")]
     gallery.close()
 
 

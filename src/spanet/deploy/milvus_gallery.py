@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
-from spanet.deploy.backend import STORE_FILE, StoreSpec
+from spanet.deploy.store_spec import STORE_FILE, StoreSpec
 from spanet.deploy.gallery import Entry, Hit, NewEntry, _durable_replace, open_folder, store_image
 from spanet.errors import SpanetError
 

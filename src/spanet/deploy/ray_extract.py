@@ -41,7 +41,7 @@ class RayOptions:
     batch_size: int = 64
     kind: str = "parts"
     device: str = "auto"
-    amp: bool = False
+    amp: bool | str | None = False
     shard_size: int = 10_000
     address: str | None = None
 
@@ -59,7 +59,8 @@ class RayReport:
 class _Embedder:
     """One Ray actor: a FeatureExtractor loaded once, embedding batch after batch."""
 
-    def __init__(self, *, checkpoint: str, kind: str, device: str, amp: bool, batch_size: int, threads: int) -> None:
+    def __init__(self, *, checkpoint: str, kind: str, device: str, amp: bool | str | None, batch_size: int,
+                 threads: int) -> None:  # fmt: skip
         import torch
 
         from spanet.features import FeatureExtractor
