@@ -263,20 +263,56 @@ def test_milvus_folder_remembers_store_and_refuses_another(tmp_path: Path) -> No
 
 
 @pytest.mark.skipif(not _HAVE_MILVUS, reason=_NO_MILVUS)
-def test_milvus_time_window_and_track_fields(tmp_path: Path) -> None:
-    """The scalar fields the other filters need are in the collection: epoch timestamps (indexed) and tracks."""
-    from spanet.deploy.milvus_gallery import filter_expression
-
+def test_milvus_camera_set_time_window_and_remove_where(tmp_path: Path) -> None:
+    """The filters beyond the shared contract: camera sets and time windows (epoch seconds) in search, delete by
+    filter with the image files no entry uses any more."""
     gallery = _open(tmp_path / "g", f"milvus:{tmp_path / 'm.db'}")
     try:
-        entries, vectors = _entries(30)
+        entries, vectors = _entries(40)
         ids = gallery.add(entries, vectors)
-        window = filter_expression(after=1714571400, before=1714571400 + 600)  # 13:50:00 to 14:00:00 UTC
-        rows = gallery.client.query(gallery.collection, filter=window, output_fields=["id", "time_text", "track"])
-        expected = [i for i, e in zip(ids, entries) if e.timestamp and e.timestamp >= "2024-05-01T13:50:00"]
-        assert sorted(r["id"] for r in rows) == expected and all(r["track"] is None for r in rows)
+        after, before = 1714571400, 1714571400 + 300  # 13:50:00 to 13:55:00 UTC
+        in_window = [e.timestamp is not None and "13:50:00" <= e.timestamp[11:] < "13:55:00" for e in entries]
+        allowed = np.array([w and e.camera in (1, 3) for w, e in zip(in_window, entries)])
+        distances = ((vectors - vectors[0]) ** 2).sum(1)
+        hits = gallery.search(vectors[0], top_k=40, cameras=[1, 3], after=after, before=before)
+        assert [h.entry.id for h in hits] == [ids[i] for i in np.argsort(distances) if allowed[i]]
+        removed = gallery.remove_where(cameras=[2], before=1714571400)  # camera 2 before 13:50
+        expected = [i for i, e in zip(ids, entries) if e.camera == 2 and e.timestamp and e.timestamp[11:] < "13:50:00"]
+        assert removed == expected and len(gallery) == 40 - len(expected) and removed
+        assert len(list((tmp_path / "g" / "images").iterdir())) == 40 - len(expected)  # their files went too
+        with pytest.raises(SpanetError, match="at least one filter"):
+            gallery.remove_where()
     finally:
         gallery.close()
+
+
+def test_two_clients_on_one_milvus_server(tmp_path: Path, store: str) -> None:
+    """Two galleries (two folders, two clients, two collections) enrolling and searching on one server at once."""
+    if not store.startswith("milvus://"):
+        pytest.skip("concerns a Milvus server only")
+    galleries = [_open(tmp_path / name, store) for name in ("a", "b")]
+    errors: list[BaseException] = []
+
+    def work(gallery, seed: int) -> None:
+        try:
+            for round_ in range(4):
+                entries, vectors = _entries(5, seed=seed * 10 + round_)
+                gallery.add(entries, vectors)
+                assert gallery.search(vectors[2], top_k=1)[0].distance == pytest.approx(0.0, abs=1e-5)
+        except BaseException as exc:  # noqa: BLE001 - handed to the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(g, s)) for s, g in enumerate(galleries)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    try:
+        assert not errors and [len(g) for g in galleries] == [20, 20]
+        assert galleries[0].collection != galleries[1].collection
+    finally:
+        for gallery in galleries:
+            gallery.close()
 
 
 def test_milvus_missing_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

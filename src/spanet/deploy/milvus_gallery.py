@@ -172,17 +172,43 @@ class MilvusGallery:
             rows = self._iterate(expression, _ENTRY_FIELDS, skip=offset, limit=limit) if offset < total else []
         return [_entry(r) for r in rows], total
 
-    def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None,
-               exclude_camera: int | None = None) -> list[Hit]:  # fmt: skip
-        return self.search_many(np.reshape(query, (1, -1)), [(top_k, camera, exclude_camera)])[0]
+    def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None, exclude_camera: int | None = None,
+               cameras: Sequence[int] | None = None, after: float | None = None,
+               before: float | None = None) -> list[Hit]:  # fmt: skip
+        """The `top_k` nearest entries to one query; filters as `filter_expression` (times: epoch seconds)."""
+        expression = filter_expression(camera=camera, exclude_camera=exclude_camera, cameras=cameras, after=after,
+                                       before=before)  # fmt: skip
+        return self._search(np.reshape(query, (1, -1)), [(top_k, expression)])[0]
 
     def search_many(self, queries: np.ndarray, wants: Sequence[tuple[int, int | None, int | None]]) -> list[list[Hit]]:
-        """`search` for each row of `queries` (Q, D): one Milvus request per distinct (camera, exclude_camera)."""
+        """`search` for each row of `queries` (Q, D) with its (top_k, camera, exclude_camera)."""
+        return self._search(queries, [(k, filter_expression(camera=c, exclude_camera=e)) for k, c, e in wants])
+
+    def remove_where(self, *, cameras: Sequence[int] | None = None, after: float | None = None,
+                     before: float | None = None, label: str | None = None) -> list[int]:  # fmt: skip
+        """Delete every entry matching the filters (at least one), and image files no entry uses any more; the ids."""
+        expression = filter_expression(cameras=cameras, after=after, before=before, label=label)
+        if not expression:
+            raise SpanetError("remove_where needs at least one filter; to empty a gallery, make a new one")
+        with self._lock:
+            rows = self._iterate(expression, ["id", "image"])
+            self.client.delete(self.collection, filter=expression)
+            images = sorted({r["image"] for r in rows})
+            for start in range(0, len(images), _CHUNK):
+                chunk = images[start : start + _CHUNK]
+                kept = {r["image"] for r in self.client.query(self.collection, filter=f"image in {json.dumps(chunk)}",
+                                                              output_fields=["image"], limit=_MAX_LIMIT)}  # fmt: skip
+                for name in set(chunk) - kept:
+                    (self.directory / "images" / name).unlink(missing_ok=True)
+        return sorted(int(r["id"]) for r in rows)
+
+    def _search(self, queries: np.ndarray, wants: Sequence[tuple[int, str]]) -> list[list[Hit]]:
+        """One Milvus request per distinct filter expression, for the rows of `queries` (Q, D) that share it."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         results: list[list[Hit]] = [[] for _ in wants]
         groups: dict[str, list[int]] = {}
-        for row, (_k, camera, exclude) in enumerate(wants):
-            groups.setdefault(filter_expression(camera=camera, exclude_camera=exclude), []).append(row)
+        for row, (_k, expression) in enumerate(wants):
+            groups.setdefault(expression, []).append(row)
         with self._lock:
             for expression, rows in groups.items():
                 limit = min(_MAX_LIMIT, max(int(wants[r][0]) for r in rows))
