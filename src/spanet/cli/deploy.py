@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from spanet.cli.common import add_amp_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -26,8 +27,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU if any, else CPU), cpu, cuda, cuda:1 … (default: auto)")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 (CPU) / float16 (CUDA) autocast with channels_last: "
-                        "~2-4x faster on CPUs with bf16 support; features differ slightly (docs/training.md)")
+    add_amp_arg(parser)
 
 
 def _register_extract(subparsers: argparse._SubParsersAction) -> None:
@@ -145,6 +145,8 @@ def _run_extract(args: argparse.Namespace) -> int:
     extractor = FeatureExtractor(
         args.checkpoint, device=args.device, batch_size=args.batch_size, kind=args.kind, amp=args.amp
     )
+    if not args.quiet:
+        print(extractor.precision.describe(), file=sys.stderr)
     result = extractor.extract_files(paths, progress=not args.quiet and sys.stderr.isatty())
     _report_failures(result.failures)
     if not result.paths:
@@ -194,8 +196,11 @@ def _run_search(args: argparse.Namespace) -> int:
         gallery.set_nprobe(args.nprobe)
     queries = collect_images(args.queries)
     extractor = FeatureExtractor(
-        args.checkpoint, device=args.device, batch_size=args.batch_size, kind=gallery.meta.get("model", {}).get("kind", "parts")
-    )
+        args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
+        kind=gallery.meta.get("model", {}).get("kind", "parts"),
+    )  # fmt: skip
+    if not args.quiet:
+        print(extractor.precision.describe(), file=sys.stderr)
     check_compatible(gallery.meta, extractor.info, index_path=args.index)
     threshold = resolve_threshold(args.threshold, checkpoint=args.checkpoint, info=extractor.info,
                                   calibration=args.calibration)  # fmt: skip

@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from spanet.cli.common import add_amp_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -48,6 +49,7 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--store", metavar="STORE",
                        help="where rows and vectors live: sqlite (default for a new folder), milvus:FILE.db (Milvus Lite) or "
                        "milvus://HOST:PORT (a Milvus server; needs spanet[milvus]); an existing folder remembers its store")
+    add_amp_arg(build)
     build.set_defaults(func=_run_gallery_build)
     from spanet.cli.scale import register_gallery_actions
 
@@ -78,6 +80,7 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--store", metavar="STORE",
                         help="where rows and vectors live: sqlite (default for a new folder), milvus:FILE.db (Milvus Lite) or "
                         "milvus://HOST:PORT (a Milvus server; needs spanet[milvus]); an existing folder remembers its store")
+    add_amp_arg(parser)
     parser.set_defaults(func=_run_serve)
 
 
@@ -91,7 +94,9 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     paths = collect_images(args.images)
     cameras = read_cameras_csv(args.cameras) if args.cameras else None
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
-    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind)
+    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind, amp=args.amp)
+    if not args.quiet:
+        print(extractor.precision.describe(), file=sys.stderr)
     gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     try:
         report = enrol_files(gallery, extractor, paths, cameras=cameras, batch_size=args.batch_size,
@@ -130,7 +135,8 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     parse_store(args.store)  # a mistyped --store is reported before the model loads
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
-    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind)
+    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind, amp=args.amp)
+    print(extractor.precision.describe(), file=sys.stderr)
     threshold = args.threshold
     if args.calibration is not None:  # checked against the model and the kind even when --threshold wins
         calibrated = float(load_calibration(args.calibration, info=extractor.info)["threshold"])
