@@ -83,6 +83,24 @@ def test_ray_features_equal_torch_and_resume(tmp_path: Path, local_ray: None, ca
     gallery.close()
 
 
+def test_ray_inputs_from_lists(tmp_path: Path) -> None:
+    """--engine ray reads folders and globs like `spanet extract`, and lists: .txt (relative to the list) and .parquet."""
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from spanet.cli.scale import ray_inputs
+    from spanet.errors import SpanetError
+
+    images = write_images(tmp_path / "imgs", ["a.jpg", "b.jpg", "c.jpg"])
+    (tmp_path / "list.txt").write_text("# crops of camera 1\nimgs/a.jpg\n\nimgs/b.jpg\n", encoding="utf-8")
+    pq.write_table(pa.table({"path": [str(images[2])]}), tmp_path / "more.parquet")
+    got = ray_inputs([str(tmp_path / "list.txt"), str(tmp_path / "more.parquet"), str(tmp_path / "imgs")])
+    assert [p.resolve() for p in got] == [images[0], images[1], images[2], *images]
+    pq.write_table(pa.table({"file": ["x"]}), tmp_path / "bad.parquet")
+    with pytest.raises(SpanetError, match="no 'image' or 'path' column"):
+        ray_inputs([str(tmp_path / "bad.parquet")])
+
+
 def test_ray_missing_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                        capsys: pytest.CaptureFixture) -> None:  # fmt: skip
     write_images(tmp_path / "imgs", ["a.jpg"])

@@ -138,7 +138,7 @@ def _run_extract(args: argparse.Namespace) -> int:
     if args.engine == "ray":
         from spanet.cli.scale import run_ray_extract
 
-        return run_ray_extract(args, collect_images(args.images))
+        return run_ray_extract(args)  # also takes .txt and .parquet lists of paths
     if args.out.suffix != ".npz":
         raise SpanetError(f"--out {args.out} must end in .npz")
     paths = collect_images(args.images)

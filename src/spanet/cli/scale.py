@@ -10,7 +10,7 @@ from pathlib import Path
 
 from spanet.errors import SpanetError
 
-__all__ = ["register_gallery_actions", "run_ray_extract"]
+__all__ = ["register_gallery_actions", "ray_inputs", "run_ray_extract"]
 
 
 def register_gallery_actions(actions: argparse._SubParsersAction) -> None:
@@ -84,9 +84,44 @@ def _parquet_files(paths: list[Path]) -> list[Path]:
     return files
 
 
-def run_ray_extract(args: argparse.Namespace, paths: list[Path]) -> int:
+def ray_inputs(items: list[str]) -> list[Path]:
+    """The images of `spanet extract --engine ray`: files, folders and globs as `spanet extract` takes them, plus
+    lists: a `.txt` file (one path per line, relative to the list's folder) or a `.parquet` file with an `image` or
+    `path` column."""
+    from spanet.data.images import collect_images
+
+    listed: list[Path] = []
+    rest = []
+    for item in items:
+        path = Path(item)
+        if path.suffix == ".txt" and path.is_file():
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            listed += [path.parent / line for line in lines if line and not line.startswith("#")]
+        elif path.suffix == ".parquet" and path.is_file():
+            listed += _parquet_paths(path)
+        else:
+            rest.append(item)
+    return listed + (collect_images(rest) if rest else [])
+
+
+def _parquet_paths(path: Path) -> list[Path]:
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise SpanetError(f"{path}: reading a Parquet list needs pyarrow: pip install 'spanet[ray]'") from None
+    names = pq.read_schema(path).names
+    column = next((c for c in ("image", "path") if c in names), None)
+    if column is None:
+        raise SpanetError(f"{path} has no 'image' or 'path' column (it has {', '.join(names)}); name the column of paths so")
+    return [Path(p) for p in pq.read_table(path, columns=[column])[column].to_pylist() if p]
+
+
+def run_ray_extract(args: argparse.Namespace) -> int:
     from spanet.deploy.ray_extract import RayOptions, extract_with_ray
 
+    paths = ray_inputs(args.images)
+    if not paths:
+        raise SpanetError("no images to extract: give image files, folders, globs, a .txt list or a .parquet list")
     options = RayOptions(workers=args.workers, batch_size=args.batch_size, kind=args.kind, device=args.device,
                          amp=args.amp, shard_size=args.shard_size, address=args.ray_address)  # fmt: skip
     report = extract_with_ray(args.checkpoint, paths, out=args.out, options=options)
