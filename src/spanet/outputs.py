@@ -35,6 +35,7 @@ __all__ = [
     "HTML_PAGE",
     "ONNX_MODEL",
     "INDEX_FOLDER",
+    "PARQUET_FILE",
     "CHECKPOINT_SUFFIXES",
     "is_checkpoint",
     "guard_file",
@@ -94,6 +95,14 @@ def _is_onnx(path: Path) -> bool:
     return path.suffix == ".onnx" and path.is_file()
 
 
+def _is_parquet(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(4) == b"PAR1"
+    except OSError:
+        return False
+
+
 def _is_index(path: Path) -> bool:
     return (path / "meta.json").is_file() and (path / "paths.txt").is_file()
 
@@ -103,6 +112,7 @@ FEATURES_FILE_KIND = OutputKind("features file", _is_features, suffixes=(".npz",
 HTML_PAGE = OutputKind("HTML page", _is_html)
 ONNX_MODEL = OutputKind("ONNX model", _is_onnx, suffixes=(".onnx",))
 INDEX_FOLDER = OutputKind("index folder", _is_index)
+PARQUET_FILE = OutputKind("Parquet file", _is_parquet, suffixes=(".parquet",))
 
 
 def is_checkpoint(path: str | Path) -> bool:

@@ -13,8 +13,9 @@ import torch
 
 from spanet.cli import build_parser, main
 
-# dests of options that name something a command writes; a new command's `--out-*` is found by its prefix
-_OUTPUT_DESTS = {"out", "output", "out_dir", "json", "visualize", "gallery"}
+# dests of options that name something a command writes; a new command's `--out-*` is found by its prefix, other
+# outputs (a gallery folder) are marked with `spanet.cli.common.writes`
+_OUTPUT_DESTS = {"out", "output", "out_dir", "json", "visualize"}
 
 
 def _subcommands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], argparse.ArgumentParser]]:
@@ -32,7 +33,8 @@ def _takes_path(action: argparse.Action) -> bool:
 
 
 def _is_output(action: argparse.Action) -> bool:
-    return _takes_path(action) and (action.dest in _OUTPUT_DESTS or action.dest.startswith("out"))
+    named = action.dest in _OUTPUT_DESTS or action.dest.startswith("out")
+    return _takes_path(action) and (named or getattr(action, "writes", False))
 
 
 def _value(action: argparse.Action, *, checkpoint: Path, other: Path) -> str:

@@ -18,12 +18,20 @@ __all__ = [
     "add_dataset_args",
     "add_skip_corrupt_arg",
     "add_overwrite_arg",
+    "writes",
     "dataset_from_args",
 ]
 
 
 # `spanet.model.EMBEDDING_KINDS`, spelled here so that building the parser loads no torch; a test checks they agree
 EMBEDDING_CHOICES: tuple[str, ...] = ("parts", "reduced", "global")
+
+
+def writes(action: argparse.Action) -> argparse.Action:
+    """Mark an argument that names something the command writes but is not called --out/--output/--json (e.g. a
+    gallery folder): tests/cli/test_output_options.py aims every output at a checkpoint."""
+    action.writes = True  # type: ignore[attr-defined]
+    return action
 
 
 def add_checkpoint_arg(parser: argparse.ArgumentParser, *, help: str = "a .pt file from `spanet train`") -> None:

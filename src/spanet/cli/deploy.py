@@ -48,12 +48,20 @@ def _register_extract(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_model_args(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns")
-    parser.add_argument("--out", type=Path, required=True, metavar="FEATS.npz", help="where to write the features")
+    parser.add_argument("--out", type=Path, required=True, metavar="FEATS.npz",
+                        help="where to write the features (--engine ray: a folder of Parquet shards)")
     parser.add_argument(
         "--kind", default="parts", choices=EMBEDDING_CHOICES,
         help="which embedding (default: parts = the paper's 6 L2-normalised stripe features)",
     )
     add_overwrite_arg(parser, what="features file")
+    scale = parser.add_argument_group("--engine ray (docs/scale.md; needs spanet[ray])")
+    scale.add_argument("--engine", default="torch", choices=("torch", "ray"),
+                       help="torch: this process (default); ray: a pool of model actors with Ray Data, Parquet shards, "
+                       "resumable by shard")
+    scale.add_argument("--workers", type=int, metavar="N", help="model actors (default: one per GPU, else 1)")
+    scale.add_argument("--shard-size", type=int, default=10_000, metavar="N", help="images per shard (default 10000)")
+    scale.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: a local Ray; auto: this node's)")
     parser.set_defaults(func=_run_extract)
 
 
@@ -136,10 +144,15 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
 def _run_extract(args: argparse.Namespace) -> int:
     from spanet.data.images import collect_images
     from spanet.features import FeatureExtractor, save_features
-    from spanet.outputs import FEATURES_FILE_KIND, guard_file
+    from spanet.outputs import FEATURES_FILE_KIND, guard_file, guard_folder
 
-    guard_file(args.out, option="--out", kind=FEATURES_FILE_KIND, inputs=[args.checkpoint, *args.images],
-               overwrite=args.overwrite)  # fmt: skip
+    inputs = [args.checkpoint, *args.images]
+    if args.engine == "ray":
+        from spanet.cli.scale import run_ray_extract
+
+        guard_folder(args.out, option="--out", inputs=inputs)  # its shards are resumed: the folder is its business
+        return run_ray_extract(args)  # also takes .txt and .parquet lists of paths
+    guard_file(args.out, option="--out", kind=FEATURES_FILE_KIND, inputs=inputs, overwrite=args.overwrite)
     paths = collect_images(args.images)
     extractor = FeatureExtractor(
         args.checkpoint, device=args.device, batch_size=args.batch_size, kind=args.kind, amp=args.amp

@@ -7,7 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from spanet.cli.common import EMBEDDING_CHOICES, add_amp_arg, add_batch_size_arg, add_checkpoint_arg, add_device_arg
+from spanet.cli.common import (
+    EMBEDDING_CHOICES,
+    add_amp_arg,
+    add_batch_size_arg,
+    add_checkpoint_arg,
+    add_device_arg,
+    writes,
+)
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -38,7 +45,7 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
             "so an interrupted build is finished by running it again."
         ),
     )
-    build.add_argument("gallery", type=Path, metavar="DIR", help="gallery folder")
+    writes(build.add_argument("gallery", type=Path, metavar="DIR", help="gallery folder"))
     build.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns")
     add_checkpoint_arg(build)
     build.add_argument("--cameras", type=Path, metavar="CSV", help="file,camera rows (matched by file name)")
@@ -46,8 +53,14 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
     add_device_arg(build)
     add_batch_size_arg(build, default=128)
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument("--store", metavar="STORE",
+                       help="where rows and vectors live: sqlite (default for a new folder), milvus:FILE.db (Milvus Lite) or "
+                       "milvus://HOST:PORT (a Milvus server; needs spanet[milvus]); an existing folder remembers its store")
     add_amp_arg(build)
     build.set_defaults(func=_run_gallery_build)
+    from spanet.cli.scale import register_gallery_actions
+
+    register_gallery_actions(actions)  # export / import (Parquet)
 
 
 def _register_serve(subparsers: argparse._SubParsersAction) -> None:
@@ -60,7 +73,8 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
             "(--token or SPANET_TOKEN), sent as 'Authorization: Bearer TOKEN' (the page takes ?token=TOKEN)."
         ),
     )
-    parser.add_argument("--gallery", type=Path, required=True, metavar="DIR", help="gallery folder (created if missing)")
+    writes(parser.add_argument("--gallery", type=Path, required=True, metavar="DIR",
+                               help="gallery folder (created if missing)"))  # fmt: skip
     add_checkpoint_arg(parser, help="the gallery's checkpoint")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
@@ -71,12 +85,16 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kind", default="parts", choices=EMBEDDING_CHOICES, help="embedding of a new gallery")
     add_device_arg(parser)
     parser.add_argument("--max-upload-mb", type=float, default=32, metavar="MB", help="request size limit (default 32)")
+    parser.add_argument("--store", metavar="STORE",
+                        help="where rows and vectors live: sqlite (default for a new folder), milvus:FILE.db (Milvus Lite) or "
+                        "milvus://HOST:PORT (a Milvus server; needs spanet[milvus]); an existing folder remembers its store")
     add_amp_arg(parser)
     parser.set_defaults(func=_run_serve)
 
 
 def _run_gallery_build(args: argparse.Namespace) -> int:
     from spanet.data.images import collect_images
+    from spanet.deploy.backend import open_gallery
     from spanet.deploy.enrol import enrol_files, read_cameras_csv
     from spanet.deploy.gallery import Gallery
     from spanet.features import FeatureExtractor
@@ -89,15 +107,16 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind, amp=args.amp)
     if not args.quiet:
         print(extractor.precision.describe(), file=sys.stderr)
-    gallery = Gallery.open(args.gallery, model_info=extractor.info, create=True)
+    gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     try:
         report = enrol_files(gallery, extractor, paths, cameras=cameras, batch_size=args.batch_size,
                              progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
+        size = len(gallery)
     finally:
         gallery.close()
     for path, reason in report.failures[:20]:
         print(f"  skipped {path}: {reason}", file=sys.stderr)
-    print(f"enrolled {len(report.ids)} images into {args.gallery}/ (now {len(gallery)}); "
+    print(f"enrolled {len(report.ids)} images into {args.gallery}/ (now {size}); "
           f"{report.already} already there, {len(report.failures)} unreadable")  # fmt: skip
     return 0
 
@@ -118,6 +137,7 @@ def _run_serve(args: argparse.Namespace) -> int:
                           "(or set SPANET_TOKEN) so that requests without it are refused")  # fmt: skip
     if args.max_upload_mb <= 0:
         raise SpanetError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    from spanet.deploy.backend import open_gallery, parse_store
     from spanet.deploy.gallery import Gallery
     from spanet.deploy.service import Limits, create_app
     from spanet.evaluation.verification import load_calibration
@@ -125,6 +145,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from spanet.outputs import guard_folder
 
     guard_folder(args.gallery, option="--gallery", inputs=[args.checkpoint, args.calibration])
+    parse_store(args.store)  # a mistyped --store is reported before the model loads
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind, amp=args.amp)
     print(extractor.precision.describe(), file=sys.stderr)
@@ -132,7 +153,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.calibration is not None:  # checked against the model and the kind even when --threshold wins
         calibrated = float(load_calibration(args.calibration, info=extractor.info)["threshold"])
         threshold = calibrated if threshold is None else threshold
-    gallery = Gallery.open(args.gallery, model_info=extractor.info, create=True)
+    gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     limits = Limits(max_request_bytes=int(args.max_upload_mb * 1024 * 1024))
     # without a token only loopback Host names are served: a web page cannot reach the API by DNS rebinding
     hosts = None if token else sorted({*_LOCAL_HOSTS, "[::1]", args.host})

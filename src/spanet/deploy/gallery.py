@@ -35,7 +35,8 @@ from spanet.data.images import IMAGE_EXTENSIONS
 from spanet.errors import SpanetError
 from spanet.outputs import durable_replace, write_text
 
-__all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT"]
+__all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT", "open_folder", "store_image",
+           "image_name", "existing_ids"]
 
 GALLERY_FORMAT = "spanet-gallery"
 GALLERY_VERSION = 1
@@ -221,23 +222,9 @@ class Gallery:
 
         A gallery made by another model (different fingerprints, kind or dimension) raises `SpanetError`.
         """
-        from spanet.deploy.index import check_compatible
-
         directory = Path(directory)
-        meta_path = directory / _META_FILE
-        if not meta_path.is_file():
-            if not create:
-                raise SpanetError(f"{directory} is not a spanet gallery (no {_META_FILE}); make one with `spanet gallery build`")
-            if directory.exists() and any(directory.iterdir()):
-                raise SpanetError(f"{directory} exists and is not empty; give a new or empty folder for a new gallery")
-            _write_meta(directory, model_info)
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != GALLERY_FORMAT:
-            raise SpanetError(f"{meta_path} is not a spanet gallery description (format {meta.get('format')!r})")
-        check_compatible(meta, model_info, index_path=directory)
-        lock = _lock(directory)
+        meta, lock = open_folder(directory, model_info=model_info, create=create)
         try:
-            (directory / _IMAGES_DIR).mkdir(exist_ok=True)
             store = SQLiteStore(directory / _DB_FILE, feature_dim=int(meta["feature_dim"]))
             strangers = store.fingerprints() - {meta["model"].get("weights_fingerprint")}
             if strangers:
@@ -347,6 +334,18 @@ class Gallery:
         with self._lock:
             return sorted({c for c in self._cameras.values() if c is not None})
 
+    def get(self, entry_ids: Sequence[int]) -> dict[int, Entry]:
+        return self.store.get(entry_ids)
+
+    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int) -> tuple[list[Entry], int]:
+        return self.store.query(camera=camera, label=label, limit=limit, offset=offset)
+
+    def features(self, entry_ids: Sequence[int]) -> np.ndarray:
+        return self.store.features(entry_ids)
+
+    def ids(self) -> np.ndarray:
+        return self.store.ids()
+
     def image_path(self, entry: Entry) -> Path:
         """The file of an entry's image; always inside the gallery's images folder."""
         folder = (self.directory / _IMAGES_DIR).resolve()
@@ -354,21 +353,6 @@ class Gallery:
         if path.parent != folder:
             raise SpanetError(f"entry {entry.id} names an image outside the gallery; the database was edited by hand")
         return path
-
-    def existing_id(self, entry: NewEntry) -> int | None:
-        """The id of an entry with the same bytes, camera, timestamp and label (a client's retry), or None."""
-        name = self._image_name(entry)
-        if name not in self.store.images():
-            return None
-        offset = 0
-        while True:
-            rows, total = self.store.query(camera=entry.camera, label=entry.label, limit=1000, offset=offset)
-            for row in rows:
-                if row.image == name and row.camera == entry.camera and row.timestamp == entry.timestamp:
-                    return row.id
-            offset += len(rows)
-            if not rows or offset >= total:
-                return None
 
     def known_hashes(self) -> set[str]:
         """SHA-256 of every enrolled image, to skip files already enrolled when a build is run again."""
@@ -399,22 +383,74 @@ class Gallery:
             return lambda _i: True
         return lambda i: (camera is None or cams.get(i) == camera) and (exclude_camera is None or cams.get(i) != exclude_camera)
 
-    @staticmethod
-    def _image_name(entry: NewEntry) -> str:
-        suffix = entry.suffix.lower() if entry.suffix.lower() in _SAFE_SUFFIXES else ".img"
-        return f"{hashlib.sha256(entry.data).hexdigest()}{suffix}"
-
     def _write_image(self, entry: NewEntry) -> str:
-        name = self._image_name(entry)
-        path = self.directory / _IMAGES_DIR / name
-        if not path.exists():
-            tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(entry.data)
-            durable_replace(tmp, path)  # on disk before the row that names it is committed
-        return name
+        return store_image(self.directory / _IMAGES_DIR, entry)
 
 
 _SAFE_SUFFIXES = (*IMAGE_EXTENSIONS, ".gif")  # what the service accepts: the readable images and GIF
+
+
+def open_folder(directory: Path, *, model_info: dict[str, Any], create: bool) -> tuple[dict[str, Any], Any]:
+    """The checked `gallery.json` of a gallery folder (written first for a new one) and the folder's lock, with
+    `images/` made: what every backend (`spanet.deploy.backend`) shares."""
+    from spanet.deploy.index import check_compatible
+
+    meta_path = directory / _META_FILE
+    if not meta_path.is_file():
+        if not create:
+            raise SpanetError(f"{directory} is not a spanet gallery (no {_META_FILE}); make one with `spanet gallery build`")
+        if directory.exists() and any(directory.iterdir()):
+            raise SpanetError(f"{directory} exists and is not empty; give a new or empty folder for a new gallery")
+        _write_meta(directory, model_info)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != GALLERY_FORMAT:
+        raise SpanetError(f"{meta_path} is not a spanet gallery description (format {meta.get('format')!r})")
+    check_compatible(meta, model_info, index_path=directory)
+    lock = _lock(directory)
+    try:
+        (directory / _IMAGES_DIR).mkdir(exist_ok=True)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    return meta, lock
+
+
+def store_image(folder: Path, entry: NewEntry) -> str:
+    """Write an entry's bytes into the images folder as SHA256.suffix (durably, once per content); the file name."""
+    name = image_name(entry)
+    path = folder / name
+    if not path.exists():
+        tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(entry.data)
+        durable_replace(tmp, path)  # on disk before the row that names it is committed
+    return name
+
+
+def existing_ids(gallery: Any, entries: Sequence[NewEntry]) -> list[int | None]:
+    """Per entry, the id of a stored one with the same bytes, camera, timestamp and label (a client's retry), or
+    None. Uses only what every backend offers (`known_hashes`, `query`)."""
+    known = gallery.known_hashes()
+    return [_existing_id(gallery, entry) if hashlib.sha256(entry.data).hexdigest() in known else None
+            for entry in entries]  # fmt: skip
+
+
+def _existing_id(gallery: Any, entry: NewEntry) -> int | None:
+    name, offset = image_name(entry), 0
+    while True:
+        rows, total = gallery.query(camera=entry.camera, label=entry.label, limit=1000, offset=offset)
+        for row in rows:
+            if row.image == name and row.camera == entry.camera and row.timestamp == entry.timestamp:
+                return row.id
+        offset += len(rows)
+        if not rows or offset >= total:
+            return None
+
+
+def image_name(entry: NewEntry) -> str:
+    """The file name an entry's bytes are stored under: SHA256 of the content, then a safe suffix."""
+    suffix = entry.suffix.lower() if entry.suffix.lower() in _SAFE_SUFFIXES else ".img"
+    return f"{hashlib.sha256(entry.data).hexdigest()}{suffix}"
 
 
 def _write_meta(directory: Path, model_info: dict[str, Any]) -> None:

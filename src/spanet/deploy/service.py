@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from spanet.deploy.gallery import Entry, Gallery, NewEntry
+from spanet.deploy.backend import GalleryBackend
+from spanet.deploy.gallery import Entry, NewEntry, existing_ids
 from spanet.errors import SpanetError
 from spanet.evaluation.verification import is_unknown, nearest_is_unknown
 
@@ -76,7 +77,7 @@ def decode_upload(data: bytes, *, name: str, max_pixels: int, limit: str = "the 
         raise UploadError(400, f"{name}: cannot decode the image ({exc}); the file is truncated or corrupt") from None
 
 
-def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = None, token: str | None = None,
+def create_app(*, gallery: GalleryBackend, extractor: Any, threshold: float | None = None, token: str | None = None,
                limits: Limits = Limits(), allowed_hosts: Sequence[str] | None = None) -> Any:  # fmt: skip
     """The FastAPI application; `extractor` is a `spanet.features.FeatureExtractor` of the gallery's model.
 
@@ -101,7 +102,7 @@ def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = No
 class _Service:
     """What the routes share: the gallery, the model (one user at a time) and the search batcher."""
 
-    def __init__(self, *, gallery: Gallery, extractor: Any, threshold: float | None, limits: Limits) -> None:
+    def __init__(self, *, gallery: GalleryBackend, extractor: Any, threshold: float | None, limits: Limits) -> None:
         self.gallery = gallery
         self.extractor = extractor
         self.threshold = threshold
@@ -120,7 +121,7 @@ class _Service:
     def entry(self, entry_id: int) -> Entry:
         from fastapi import HTTPException
 
-        found = self.gallery.store.get([entry_id]).get(entry_id)
+        found = self.gallery.get([entry_id]).get(entry_id)
         if found is None:
             raise HTTPException(404, f"no gallery entry with id {entry_id}")
         return found
@@ -186,7 +187,7 @@ def _add_gallery_routes(app: Any, service: _Service) -> None:
         decoded = service.read_uploads(files)  # every file is checked before anything is written: all or none
         entries = [NewEntry(data=data, suffix=suffix, camera=camera, timestamp=stamp, label=label or None, source=name)
                    for _image, data, suffix, name in decoded]  # fmt: skip
-        ids = [gallery.existing_id(entry) for entry in entries]  # a retried request enrols nothing twice
+        ids = existing_ids(gallery, entries)  # a retried request enrols nothing twice
         new = [i for i, known in enumerate(ids) if known is None]
         if new:
             features = service.embed([decoded[i][0] for i in new])
@@ -207,7 +208,7 @@ def _add_gallery_routes(app: Any, service: _Service) -> None:
         camera: int | None = Query(None, ge=0, le=_MAX_ID), label: str | None = Query(None, max_length=200),
         limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=_MAX_ID),
     ) -> dict[str, Any]:  # fmt: skip
-        entries, total = gallery.store.query(camera=camera, label=label, limit=limit, offset=offset)
+        entries, total = gallery.query(camera=camera, label=label, limit=limit, offset=offset)
         return {"total": total, "limit": limit, "offset": offset, "entries": [e.to_json() for e in entries]}
 
     @app.get("/image/{entry_id}")
