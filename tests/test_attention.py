@@ -198,3 +198,15 @@ def test_pooling_gives_the_same_values_in_both_layouts_and_keeps_the_gradient_la
 def test_unknown_mode_is_a_user_error() -> None:
     with pytest.raises(SpanetError, match="softmax"):
         SpatialAttention("sigmoid")  # type: ignore[arg-type]
+
+
+def test_config_accepts_softmax_mean_and_builds_it() -> None:
+    from spanet.config import load_config
+    from spanet.model import SPANet
+
+    config = load_config(None, ["model.attention=softmax_mean", "model.backbone=resnet18"])
+    assert config.model.attention == "softmax_mean"
+    model = SPANet(num_classes=5, **{k: getattr(config.model, k) for k in ("backbone", "attention", "sa_pooling")})
+    assert {head.sa_ds.mode for head in model.ds_heads} == {"softmax_mean"}
+    with pytest.raises(SpanetError, match="softmax_mean"):
+        load_config(None, ["model.attention=softmax_sum"])
