@@ -13,6 +13,9 @@ set -euo pipefail
 OUT=${1:?usage: table3_readings.sh OUT [SEEDS]}
 SEEDS=${2:-5}
 PY=${PYTHON:-python}
+# Waiting OpenMP threads sleep instead of spinning: on a shared, busy machine a spinning thread burns the core its
+# preempted partner needs (the thread count stays torch's default; the numbers do not depend on it).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # 50 training ids × 8 pictures (400 images), 50 test ids, drawn at the 96×48 the demo trains at
 [ -d "$OUT/data" ] || $PY -m spanet synth "$OUT/data" --preset demo --train-ids 50 --test-ids 50 --images-per-id 8 \
     --distractors 50 --junk 20 --height 96 --width 48 --no-progress
