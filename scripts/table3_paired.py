@@ -81,6 +81,8 @@ def cam_spread_of(checkpoint: Path, images: list[Path]) -> dict[str, dict[str, f
 def paired(plus: list[float], minus: list[float]) -> dict:
     diffs = [p - m for p, m in zip(plus, minus)]
     n = len(diffs)
+    if n == 0:
+        return {"n": 0, "diffs": [], "mean": None, "ci95": None}
     mean = statistics.fmean(diffs)
     if n < 2:
         return {"n": n, "diffs": diffs, "mean": mean, "ci95": None}
@@ -102,6 +104,8 @@ def main() -> None:
     cam_cache: dict[Path, dict] = {}
     report: dict[str, dict] = {}
     for reading, (plus_dir, minus_dir) in READINGS.items():
+        if not (args.out / plus_dir).is_dir():
+            continue  # a reading this OUT did not train (scripts/table3_crowd.sh trains three)
         seeds = sorted(int(p.name[4:]) for p in (args.out / plus_dir).glob("seed*"))
         pairs = []
         for seed in seeds:
@@ -120,9 +124,22 @@ def main() -> None:
         for metric in ("rank1", "mAP"):
             entry[metric] = paired([p["with_sa"][metric] for p in trained], [p["without_sa"][metric] for p in trained])
         report[reading] = entry
+    budget = cpu_budget(args.out / "times.tsv")
     print_tables(report)
+    print(f"\n{budget['runs']} trainings, {budget['wall_min']:.0f} min wall, {budget['cpu_min']:.0f} CPU-min (user + sys)")
     if args.json:
-        args.json.write_text(json.dumps({"readings": report, "cam_images": [p.name for p in images]}, indent=1) + "\n")
+        record = {"readings": report, "cam_images": [p.name for p in images], "budget": budget}
+        args.json.write_text(json.dumps(record, indent=1) + "\n")
+
+
+def cpu_budget(times_file: Path) -> dict:
+    """Totals of OUT/times.tsv (label, seeds, start, end, user s, sys s per `spanet ablation` call)."""
+    rows = [line.split("\t") for line in times_file.read_text().splitlines() if line.strip()]
+    calls = [{"label": r[0], "seeds": int(r[1]), "wall_s": int(r[3]) - int(r[2]), "cpu_s": float(r[4]) + float(r[5])}
+             for r in rows]  # fmt: skip
+    runs = sum(2 if c["label"] in ("paper", "official_recipe") else 1 for c in calls)
+    return {"calls": calls, "runs": runs, "wall_min": sum(c["wall_s"] for c in calls) / 60,
+            "cpu_min": sum(c["cpu_s"] for c in calls) / 60}  # fmt: skip
 
 
 def print_tables(report: dict[str, dict]) -> None:
@@ -155,7 +172,7 @@ def print_tables(report: dict[str, dict]) -> None:
                 continue
             ce = " / ".join(f"{statistics.fmean(r['ds_ce'][k] for r in runs):.2f}" for k in DS_TERMS)
             fractions = [r["attention_fraction"] for r in runs if r["attention_fraction"]]
-            att = " / ".join(f"{statistics.fmean(f[k] for f in fractions):.2f}" for k in DS_TERMS) if fractions else "—"
+            att = " / ".join(f"{statistics.fmean(f[k] for f in fractions):.3f}" for k in DS_TERMS) if fractions else "—"
             cams = [r["cam"] for r in runs if "cam" in r]
             area = entropy = "—"
             if cams:
