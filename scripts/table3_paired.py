@@ -98,7 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="the OUT folder of scripts/table3_readings.sh")
     parser.add_argument("--json", type=Path, help="write every per-seed number here")
-    parser.add_argument("--cam-images", type=int, default=0, help="training images for the CAM spread (0: skip)")
+    parser.add_argument("--cam-images", type=int, default=0, help="at most this many training images (every 40th) for the CAM spread (0: skip)")
     args = parser.parse_args()
     images = sorted((args.out / "data" / "bounding_box_train").glob("*.jpg"))[::40][: args.cam_images]
     cam_cache: dict[Path, dict] = {}
