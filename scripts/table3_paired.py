@@ -98,7 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("out", type=Path, help="the OUT folder of scripts/table3_readings.sh")
     parser.add_argument("--json", type=Path, help="write every per-seed number here")
-    parser.add_argument("--cam-images", type=int, default=0, help="at most this many training images (every 40th) for the CAM spread (0: skip)")
+    parser.add_argument("--cam-images", type=int, default=0,
+                        help="at most this many training images (every 40th) for the CAM spread (0: skip)")
     args = parser.parse_args()
     images = sorted((args.out / "data" / "bounding_box_train").glob("*.jpg"))[::40][: args.cam_images]
     cam_cache: dict[Path, dict] = {}
@@ -126,7 +127,8 @@ def main() -> None:
         report[reading] = entry
     budget = cpu_budget(args.out / "times.tsv")
     print_tables(report)
-    print(f"\n{budget['runs']} trainings, {budget['wall_min']:.0f} min wall, {budget['cpu_min']:.0f} CPU-min (user + sys)")
+    print(f"\n{budget['runs']} trainings, {budget['wall_min']:.0f} min wall, "
+          f"{budget['cpu_min']:.0f} CPU-min (user + sys)")
     if args.json:
         record = {"readings": report, "cam_images": [p.name for p in images], "budget": budget}
         args.json.write_text(json.dumps(record, indent=1) + "\n")
@@ -160,7 +162,8 @@ def print_tables(report: dict[str, dict]) -> None:
             ci = f" [{d['ci95'][0]:+.1f}, {d['ci95'][1]:+.1f}]" if d["ci95"] else ""
             deltas.append(f"{d['mean']:+.1f}{ci}")
         note = f" ({len(e['diverged'])} diverged)" if e["diverged"] else ""
-        print(f"| {reading} | {len(trained)}{note} | {sides['with_sa']} | {sides['without_sa']} | {deltas[0]} | {deltas[1]} |")
+        cells = [sides["with_sa"], sides["without_sa"], *deltas]
+        print(f"| {reading} | {len(trained)}{note} | " + " | ".join(cells) + " |")
 
     print("\n| reading | side | last-epoch CE ds1 / ds2 / ds3 | attention positions / H·W (ds1 / ds2 / ds3) | "
           "CAM area ≥ ½ max (stage 1 / 2 / 3 / global) | CAM entropy (stage 1 / 2 / 3 / global) | minutes per run |")
@@ -172,7 +175,9 @@ def print_tables(report: dict[str, dict]) -> None:
                 continue
             ce = " / ".join(f"{statistics.fmean(r['ds_ce'][k] for r in runs):.2f}" for k in DS_TERMS)
             fractions = [r["attention_fraction"] for r in runs if r["attention_fraction"]]
-            att = " / ".join(f"{statistics.fmean(f[k] for f in fractions):.3f}" for k in DS_TERMS) if fractions else "—"
+            att = "—"
+            if fractions:
+                att = " / ".join(f"{statistics.fmean(f[k] for f in fractions):.3f}" for k in DS_TERMS)
             cams = [r["cam"] for r in runs if "cam" in r]
             area = entropy = "—"
             if cams:

@@ -94,7 +94,8 @@ def test_gradient_equals_the_closed_form_of_section_3_4() -> None:
 
 
 def test_softmax_mean_gradient_is_the_closed_form_with_a_1_over_c_factor() -> None:
-    """With S = mean_c F, dS_p/dF_{c,p} = 1/C: dL/dF_{c,p} = A_p g_{c,p} + (A_p/C)(Σ_k g_{k,p}F_{k,p} − Σ_q A_q Σ_k g F)."""
+    """With S = mean_c F, dS_p/dF_{c,p} = 1/C, so
+    dL/dF_{c,p} = A_p g_{c,p} + (A_p/C)(Σ_k g_{k,p}F_{k,p} − Σ_q A_q Σ_k g_{k,q}F_{k,q})."""
     channels = 7
     x = (_features(3, channels, 5, 4, seed=5, dtype=torch.float64) * 20).requires_grad_(True)
     g = torch.randn(3, channels, 5, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)

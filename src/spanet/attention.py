@@ -49,7 +49,9 @@ class SpatialAttention(nn.Module):
     2048 activations and bf16/fp16 autocast stay finite; the weights are cast back to the input's dtype.
     """
 
-    def __init__(self, mode: Literal["softmax", "softmax_mean", "l1"] = "softmax", *, pooling: Literal["mean", "sum"] = "mean") -> None:
+    def __init__(
+        self, mode: Literal["softmax", "softmax_mean", "l1"] = "softmax", *, pooling: Literal["mean", "sum"] = "mean"
+    ) -> None:
         super().__init__()
         if mode not in ATTENTION_MODES:
             raise SpanetError(f"attention mode {mode!r} is unknown; use one of {', '.join(ATTENTION_MODES)}")

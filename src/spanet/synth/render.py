@@ -289,7 +289,8 @@ def render_image(
     draw = ImageDraw.Draw(canvas)
     _draw_background(draw, camera, w, h, rng)
     if companion is not None:
-        _draw_person(draw, companion, camera, w, h, rng, framing="normal", shift=rng.choice([-1, 1]) * rng.uniform(0.35, 0.6))
+        shift = rng.choice([-1, 1]) * rng.uniform(0.35, 0.6)  # widths to the left or right of the box's centre
+        _draw_person(draw, companion, camera, w, h, rng, framing="normal", shift=shift)
     if person is not None:
         _draw_person(draw, person, camera, w, h, rng, framing=framing)
     if rng.random() < camera.occlusion_p:
