@@ -139,7 +139,7 @@ def cpu_budget(times_file: Path) -> dict:
     rows = [line.split("\t") for line in times_file.read_text().splitlines() if line.strip()]
     calls = [{"label": r[0], "seeds": int(r[1]), "wall_s": int(r[3]) - int(r[2]), "cpu_s": float(r[4]) + float(r[5])}
              for r in rows]  # fmt: skip
-    runs = sum(2 if c["label"] in ("paper", "official_recipe") else 1 for c in calls)
+    runs = len(list(times_file.parent.glob("*/runs/*/seed*/result.json")))  # every training these calls finished
     return {"calls": calls, "runs": runs, "wall_min": sum(c["wall_s"] for c in calls) / 60,
             "cpu_min": sum(c["cpu_s"] for c in calls) / 60}  # fmt: skip
 
