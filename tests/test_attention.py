@@ -8,7 +8,7 @@ import torch
 from spanet.attention import SpatialAttention, attention_pool
 from spanet.errors import SpanetError
 
-MODES = ("softmax", "l1")
+MODES = ("softmax", "softmax_mean", "l1")
 
 
 def _features(*shape: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -41,6 +41,18 @@ def test_softmax_mode_is_the_papers_formula() -> None:
     expected = torch.exp(summed) / torch.exp(summed).sum(dim=(1, 2), keepdim=True)
     out = SpatialAttention("softmax")(x)
     torch.testing.assert_close(out, x * expected[:, None])
+
+
+def test_softmax_mean_mode_is_the_softmax_of_the_channel_mean() -> None:
+    """softmax_mean (not the paper's formula) = softmax over positions of mean_c F, i.e. softmax(S / C)."""
+    x = _features(2, 5, 4, 3, dtype=torch.float64) * 10
+    mean = x.mean(dim=1)  # (B, H, W)
+    expected = torch.exp(mean) / torch.exp(mean).sum(dim=(1, 2), keepdim=True)
+    torch.testing.assert_close(SpatialAttention("softmax_mean")(x), x * expected[:, None])
+    # the same scores as the paper's softmax, divided by the number of channels: a temperature of C
+    torch.testing.assert_close(
+        SpatialAttention("softmax_mean").attention_map(x), SpatialAttention("softmax").attention_map(x / 5)
+    )
 
 
 def test_l1_mode_is_the_official_formula_and_handles_an_all_zero_map() -> None:
@@ -79,6 +91,40 @@ def test_gradient_equals_the_closed_form_of_section_3_4() -> None:
         all_positions = (attention * same_position).sum(dim=(2, 3), keepdim=True)  # Σ_q A_q Σ_k g F: (B, 1, 1, 1)
         closed_form = attention * g + attention * same_position - attention * all_positions
     torch.testing.assert_close(x.grad, closed_form)
+
+
+def test_softmax_mean_gradient_is_the_closed_form_with_a_1_over_c_factor() -> None:
+    """With S = mean_c F, dS_p/dF_{c,p} = 1/C, so
+    dL/dF_{c,p} = A_p g_{c,p} + (A_p/C)(Σ_k g_{k,p}F_{k,p} − Σ_q A_q Σ_k g_{k,q}F_{k,q})."""
+    channels = 7
+    x = (_features(3, channels, 5, 4, seed=5, dtype=torch.float64) * 20).requires_grad_(True)
+    g = torch.randn(3, channels, 5, 4, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    layer = SpatialAttention("softmax_mean")
+    (layer(x) * g).sum().backward()
+    with torch.no_grad():
+        attention = layer.attention_map(x)  # (B, 1, H, W)
+        same_position = (g * x).sum(dim=1, keepdim=True)  # (B, 1, H, W)
+        all_positions = (attention * same_position).sum(dim=(2, 3), keepdim=True)  # (B, 1, 1, 1)
+        closed_form = attention * g + attention * (same_position - all_positions) / channels
+    torch.testing.assert_close(x.grad, closed_form)
+    assert torch.autograd.gradcheck(layer, (x.detach()[:1].requires_grad_(),))
+
+
+def test_at_initialisation_softmax_is_nearly_one_hot_and_softmax_mean_spreads() -> None:
+    """On a randomly initialised ResNet-18 SPANet (96×48 input, the CPU demo), the paper's softmax over channel sums
+    puts its weight on a handful of positions; the softmax over channel means spreads over nearly all of them."""
+    from spanet.model import SPANet
+
+    x = torch.randn(4, 3, 96, 48, generator=torch.Generator().manual_seed(7))  # like normalised images
+    spread = {}
+    for mode in MODES:
+        torch.manual_seed(0)
+        model = SPANet(num_classes=10, backbone="resnet18", attention=mode).eval()
+        spread[mode] = model.attention_spread(x)
+    for stage in ("ds1", "ds2", "ds3"):
+        assert spread["softmax"][stage]["fraction"] < 0.1, spread["softmax"]  # measured 0.02 / 0.02 / 0.06
+        assert spread["softmax_mean"][stage]["fraction"] > 0.9, spread["softmax_mean"]  # 0.99 / 0.98 / 0.96
+        assert spread["l1"][stage]["fraction"] > 0.9, spread["l1"]
 
 
 def test_huge_channel_sums_stay_finite() -> None:
@@ -120,7 +166,7 @@ def test_sa_pooling_mean_is_the_papers_gap_of_f_times_a_and_sum_is_the_weighted_
     """`mean` gives exactly (1/HW)·Σ_p A_p F_p (paper and official code), `sum` gives Σ_p A_p F_p."""
     x = _features(2, 5, 4, 3)
     torch.testing.assert_close(attention_pool(x, None), x.mean(dim=(2, 3)))
-    for mode in ("softmax", "l1"):
+    for mode in MODES:
         mean_layer, sum_layer = SpatialAttention(mode, pooling="mean"), SpatialAttention(mode, pooling="sum")
         weighted = mean_layer.attention_map(x) * x  # F ⊙ A: (B, C, H, W)
         torch.testing.assert_close(attention_pool(x, mean_layer), weighted.sum(dim=(2, 3)) / (4 * 3))
@@ -134,7 +180,7 @@ def test_sa_pooling_mean_is_the_papers_gap_of_f_times_a_and_sum_is_the_weighted_
         SpatialAttention(pooling="max")  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("mode", [None, "softmax", "l1"])
+@pytest.mark.parametrize("mode", [None, *MODES])
 def test_pooling_gives_the_same_values_in_both_layouts_and_keeps_the_gradient_layout(mode: str | None) -> None:
     layer = SpatialAttention(mode) if mode else None  # type: ignore[arg-type]
     base = _features(2, 6, 5, 3)  # (both poolings share the layout-aware matmul; "mean" is the default)
@@ -153,3 +199,15 @@ def test_pooling_gives_the_same_values_in_both_layouts_and_keeps_the_gradient_la
 def test_unknown_mode_is_a_user_error() -> None:
     with pytest.raises(SpanetError, match="softmax"):
         SpatialAttention("sigmoid")  # type: ignore[arg-type]
+
+
+def test_config_accepts_softmax_mean_and_builds_it() -> None:
+    from spanet.config import load_config
+    from spanet.model import SPANet
+
+    config = load_config(None, ["model.attention=softmax_mean", "model.backbone=resnet18"])
+    assert config.model.attention == "softmax_mean"
+    model = SPANet(num_classes=5, **{k: getattr(config.model, k) for k in ("backbone", "attention", "sa_pooling")})
+    assert {head.sa_ds.mode for head in model.ds_heads} == {"softmax_mean"}
+    with pytest.raises(SpanetError, match="softmax_mean"):
+        load_config(None, ["model.attention=softmax_sum"])

@@ -29,14 +29,19 @@ from spanet.errors import SpanetError
 
 __all__ = ["ATTENTION_MODES", "SA_POOLINGS", "SpatialAttention", "attention_pool", "is_channels_last", "pool_positions"]
 
-ATTENTION_MODES: tuple[str, ...] = ("softmax", "l1")
+ATTENTION_MODES: tuple[str, ...] = ("softmax", "softmax_mean", "l1")
 SA_POOLINGS: tuple[str, ...] = ("mean", "sum")
 
 
 class SpatialAttention(nn.Module):
     """Parameter-free spatial attention: `forward(x) = x ⊙ A` with `A` of shape (B, 1, H, W) summing to 1 per sample.
 
-    - `softmax` (the paper): `A = softmax over the H·W positions of Σ_c x[:, c]`.
+    - `softmax` (the paper): `A = softmax over the H·W positions of Σ_c x[:, c]`. On a random network this is close
+      to one-hot (1.0–1.5 effective positions): the channel sum of hundreds of activations separates positions by
+      many units, so the layer starts as a max-pool over positions.
+    - `softmax_mean` (NOT the paper's formula; a reading for the ablations): `A = softmax of mean_c x[:, c]`, i.e. the
+      paper's softmax at temperature C. It keeps the softmax but spreads over most positions at initialisation, as
+      the paper's "proportional to the relative magnitude of the summed activations" (§3.2) suggests.
     - `l1` (the official code): `A = mean_c x / Σ_positions mean_c x`; a sample whose map is all zero gets uniform
       weights instead of 0/0. Expects non-negative input (the layer follows a ReLU everywhere in SPANet).
 
@@ -44,7 +49,9 @@ class SpatialAttention(nn.Module):
     2048 activations and bf16/fp16 autocast stay finite; the weights are cast back to the input's dtype.
     """
 
-    def __init__(self, mode: Literal["softmax", "l1"] = "softmax", *, pooling: Literal["mean", "sum"] = "mean") -> None:
+    def __init__(
+        self, mode: Literal["softmax", "softmax_mean", "l1"] = "softmax", *, pooling: Literal["mean", "sum"] = "mean"
+    ) -> None:
         super().__init__()
         if mode not in ATTENTION_MODES:
             raise SpanetError(f"attention mode {mode!r} is unknown; use one of {', '.join(ATTENTION_MODES)}")
@@ -60,8 +67,9 @@ class SpatialAttention(nn.Module):
         """
         compute_dtype = torch.promote_types(flat.dtype, torch.float32)
         # under autocast the map may be bf16/fp16: accumulate the channel sum in float32 without a float32 copy
-        if self.mode == "softmax":
-            scores = flat.sum(dim=channel_dim, dtype=compute_dtype)  # (B, N)
+        if self.mode in ("softmax", "softmax_mean"):
+            reduce = flat.sum if self.mode == "softmax" else flat.mean  # softmax_mean: temperature C
+            scores = reduce(dim=channel_dim, dtype=compute_dtype)  # (B, N)
             # softmax subtracts the per-sample maximum, so huge channel sums do not overflow
             weights = torch.softmax(scores, dim=-1)
         else:

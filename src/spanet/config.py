@@ -71,7 +71,7 @@ class ModelConfig:
     deep_supervision: bool = True
     sa_ds: bool = True
     sa_parts: bool = False
-    attention: Literal["softmax", "l1"] = "softmax"
+    attention: Literal["softmax", "softmax_mean", "l1"] = "softmax"
     sa_pooling: Literal["mean", "sum"] = "mean"  # the paper's GAP of F ⊙ A; "sum" = Σ A F (checkpoints before it)
     head_init: Literal["spanet", "official"] = "spanet"  # official: PyTorch's default init for the DS 1×1 convs
     num_parts: int = 6

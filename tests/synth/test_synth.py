@@ -151,3 +151,39 @@ def test_cli_non_empty_folder_is_one_line_error(tmp_path: Path, capsys: pytest.C
     assert main(["synth", str(tmp_path), "--preset", "tiny", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "--overwrite" in err and str(tmp_path) in err and "\n" not in err
+
+
+def test_crowd_and_occlusion_change_identity_pictures_only_and_are_recorded(tmp_path: Path) -> None:
+    plain = _hashes(generate_dataset(tmp_path / "plain", **SMALL, progress=False).out_dir)
+    crowded_dir = generate_dataset(tmp_path / "crowd", **SMALL, crowd=1.0, progress=False).out_dir
+    crowded = _hashes(crowded_dir)
+    again = _hashes(generate_dataset(tmp_path / "again", **SMALL, crowd=1.0, progress=False).out_dir)
+    assert crowded == again  # still deterministic
+    identity = [name for name in plain if name.endswith(".jpg") and Path(name).name[:4] not in ("-1_c", "0000")]
+    others = [name for name in plain if name.endswith(".jpg") and name not in identity]
+    assert identity and others
+    assert all(plain[name] != crowded[name] for name in identity)  # every identity picture has a companion
+    assert all(plain[name] == crowded[name] for name in others)  # distractors and junk are untouched
+    manifest = json.loads((crowded_dir / SYNTH_MANIFEST).read_text())
+    assert manifest["options"]["crowd"] == 1.0 and "occlusion" not in manifest["options"]
+    assert "crowd" not in json.loads((tmp_path / "plain" / SYNTH_MANIFEST).read_text())["options"]
+
+    never = _hashes(generate_dataset(tmp_path / "never", **SMALL, occlusion=0.0, progress=False).out_dir)
+    always = _hashes(generate_dataset(tmp_path / "always", **SMALL, occlusion=1.0, progress=False).out_dir)
+    jpgs = [name for name in plain if name.endswith(".jpg")]
+    # the cameras' own 0.15-0.45 occlude some pictures: switching occluders off or on for all changes some of them
+    assert any(never[name] != plain[name] for name in jpgs) and any(always[name] != plain[name] for name in jpgs)
+    assert all(never[name] != always[name] for name in jpgs)
+
+
+@pytest.mark.parametrize("bad", [{"crowd": 1.5}, {"crowd": -0.1}, {"occlusion": 2.0}])
+def test_rejects_crowd_or_occlusion_outside_zero_one(tmp_path: Path, bad: dict) -> None:
+    with pytest.raises(SpanetError, match="crowd and occlusion"):
+        generate_dataset(tmp_path / "out", **{**SMALL, **bad}, progress=False)
+
+
+def test_cli_crowd_and_occlusion_flags(tmp_path: Path) -> None:
+    out = tmp_path / "synth"
+    assert main(["synth", str(out), "--preset", "tiny", "--crowd", "0.5", "--occlusion", "0.7", "--no-progress"]) == 0
+    options = json.loads((out / SYNTH_MANIFEST).read_text())["options"]
+    assert (options["crowd"], options["occlusion"]) == (0.5, 0.7)

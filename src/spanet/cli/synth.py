@@ -6,7 +6,8 @@ import argparse
 
 __all__ = ["register"]
 
-_OVERRIDES = ("train_ids", "test_ids", "cameras", "images_per_id", "height", "width", "distractors", "junk")
+_OVERRIDES = ("train_ids", "test_ids", "cameras", "images_per_id", "height", "width", "distractors", "junk", "crowd",
+              "occlusion")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -35,6 +36,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--width", type=int, metavar="W", help="image width in pixels (presets: 64)")
     parser.add_argument("--distractors", type=int, metavar="N", help="gallery distractor images (id 0000)")
     parser.add_argument("--junk", type=int, metavar="N", help="gallery junk images (id -1, ignored by readers)")
+    parser.add_argument("--crowd", type=float, metavar="P",
+                        help="probability of a second pedestrian half inside an identity's box (default: 0)")
+    parser.add_argument("--occlusion", type=float, metavar="P",
+                        help="every camera's occluder probability (default: each camera's own, 0.15-0.45)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     parser.add_argument(
         "--overwrite",

@@ -11,6 +11,7 @@ camera, index), so the bytes written depend only on the options, never on the or
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import time
@@ -30,7 +31,7 @@ SPLIT_DIRS = {"train": "bounding_box_train", "gallery": "bounding_box_test", "qu
 JPEG_QUALITY = 90
 _FORMAT_VERSION = 1
 # Seed-stream tags, so identities, cameras, plans and pictures never share random numbers.
-_PLAN, _PICTURE, _DISTRACTOR, _JUNK, _PASSER_BY = 10, 11, 12, 13, 14
+_PLAN, _PICTURE, _DISTRACTOR, _JUNK, _PASSER_BY, _CROWD = 10, 11, 12, 13, 14, 15
 
 SYNTH_PRESETS: dict[str, dict] = {
     "tiny": dict(train_ids=8, test_ids=6, cameras=3, images_per_id=6, height=128, width=64, distractors=6, junk=4),
@@ -111,7 +112,7 @@ def _extra_jobs(pid: int, count: int, *, tag: int, seed: int, cameras: int) -> l
 
 
 def _check_options(*, train_ids: int, test_ids: int, cameras: int, images_per_id: int, height: int, width: int,
-                   distractors: int, junk: int, seed: int) -> None:
+                   distractors: int, junk: int, seed: int, crowd: float = 0.0, occlusion: float | None = None) -> None:
     problems = []
     if train_ids < 1 or test_ids < 1:
         problems.append("train_ids and test_ids must be ≥ 1")
@@ -127,6 +128,8 @@ def _check_options(*, train_ids: int, test_ids: int, cameras: int, images_per_id
         problems.append("distractors and junk must be between 0 and 100000")
     if seed < 0:
         problems.append("seed must be ≥ 0")
+    if not 0.0 <= crowd <= 1.0 or (occlusion is not None and not 0.0 <= occlusion <= 1.0):
+        problems.append("crowd and occlusion are probabilities: between 0 and 1")
     if problems:
         raise SpanetError("invalid synth options: " + "; ".join(problems))
 
@@ -163,8 +166,12 @@ def _statistics(jobs: list[_Job]) -> dict[str, dict[str, int]]:
 
 
 def _render_all(jobs: list[_Job], *, out_dir: Path, people: dict[int, Identity], cameras: tuple[Camera, ...],
-                height: int, width: int, progress: bool) -> None:
+                height: int, width: int, progress: bool, crowd: float) -> None:
     for job in tqdm(jobs, desc="synth", unit="img", disable=not progress, leave=False):
+        companion = None
+        if crowd > 0 and job.pid > 0:  # its own stream: the picture's other draws do not move
+            crowd_rng = np.random.default_rng([_CROWD, *job.seed_key])
+            companion = random_identity(crowd_rng) if crowd_rng.random() < crowd else None
         rng = np.random.default_rng(list(job.seed_key))
         if job.pid > 0:
             person = people[job.pid]
@@ -173,7 +180,7 @@ def _render_all(jobs: list[_Job], *, out_dir: Path, people: dict[int, Identity],
         else:
             person = None
         image = render_image(person=person, camera=cameras[job.camera], rng=rng, height=height, width=width,
-                             framing=job.framing)
+                             framing=job.framing, companion=companion)
         image.save(out_dir / SPLIT_DIRS[job.split] / job.filename, format="JPEG", quality=JPEG_QUALITY)
 
 
@@ -191,13 +198,20 @@ def generate_dataset(
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
+    crowd: float = 0.0,
+    occlusion: float | None = None,
 ) -> SynthSummary:
     """Render the dataset into `out_dir` (Market-1501 layout) and write `spanet_synth.json` beside it.
 
     Train ids are 1..train_ids, test ids follow them; the same options always give the same bytes.
+    Harder scenes (both off by default, and then the bytes are those of a dataset made without them): `crowd`, the
+    probability that an identity's picture also holds a second, random pedestrian half inside the box behind the
+    person; `occlusion`, every camera's probability of an occluder (pole, car, passer-by, bag) in place of the
+    camera's own 0.15-0.45.
     """
     options = dict(train_ids=train_ids, test_ids=test_ids, cameras=cameras, images_per_id=images_per_id,
                    height=height, width=width, distractors=distractors, junk=junk, seed=seed)
+    options.update({k: v for k, v in (("crowd", crowd), ("occlusion", occlusion)) if v not in (0.0, None)})
     _check_options(**options)
     out_dir = Path(out_dir)
     _prepare_output(out_dir, overwrite=overwrite)
@@ -214,8 +228,11 @@ def generate_dataset(
     jobs += _extra_jobs(-1, junk, tag=_JUNK, seed=seed, cameras=cameras)
 
     start = time.perf_counter()
-    _render_all(jobs, out_dir=out_dir, people=people, cameras=build_cameras(cameras, seed=seed),
-                height=height, width=width, progress=progress)
+    views = build_cameras(cameras, seed=seed)
+    if occlusion is not None:
+        views = tuple(dataclasses.replace(camera, occlusion_p=occlusion) for camera in views)
+    _render_all(jobs, out_dir=out_dir, people=people, cameras=views, height=height, width=width, progress=progress,
+                crowd=crowd)
     seconds = time.perf_counter() - start
 
     statistics = _statistics(jobs)

@@ -257,6 +257,18 @@ def _placement(rng: np.random.Generator, p: Identity, w: int, h: int, framing: s
     return cx, top, ph
 
 
+def _draw_person(draw: ImageDraw.ImageDraw, person: Identity, camera: Camera, w: int, h: int, rng: np.random.Generator,
+                 *, framing: str, shift: float = 0.0) -> None:  # fmt: skip
+    """`person` in a viewpoint the camera favours, placed by the detector's box (moved sideways by `shift` widths)."""
+    view = VIEWS[int(rng.choice(4, p=camera.view_probs))]
+    cx, top, ph = _placement(rng, person, w, h, framing)
+    frame = _Frame(cx=cx + shift * w, top=top, ph=ph, mirror=-1 if view == "left" else 1)
+    if view in ("front", "back"):
+        _draw_frontal(draw, frame, person, view, rng)
+    else:
+        _draw_profile(draw, frame, person, view, rng)
+
+
 def render_image(
     *,
     person: Identity | None,
@@ -265,20 +277,22 @@ def render_image(
     height: int,
     width: int,
     framing: str = "normal",
+    companion: Identity | None = None,
 ) -> Image.Image:
-    """One crop of `person` (or of background only when None) as `camera` sees it; every random draw uses `rng`."""
+    """One crop of `person` (or of background only when None) as `camera` sees it; every random draw uses `rng`.
+
+    `companion`: another pedestrian standing half inside the box, to one side and behind `person` (a crowded scene);
+    None (the default) draws nothing and no random numbers, so the picture is exactly the one without the option.
+    """
     w, h = 2 * width, 2 * height
     canvas = Image.new("RGB", (w, h), camera.wall)
     draw = ImageDraw.Draw(canvas)
     _draw_background(draw, camera, w, h, rng)
+    if companion is not None:
+        shift = rng.choice([-1, 1]) * rng.uniform(0.35, 0.6)  # widths to the left or right of the box's centre
+        _draw_person(draw, companion, camera, w, h, rng, framing="normal", shift=shift)
     if person is not None:
-        view = VIEWS[int(rng.choice(4, p=camera.view_probs))]
-        cx, top, ph = _placement(rng, person, w, h, framing)
-        frame = _Frame(cx=cx, top=top, ph=ph, mirror=-1 if view == "left" else 1)
-        if view in ("front", "back"):
-            _draw_frontal(draw, frame, person, view, rng)
-        else:
-            _draw_profile(draw, frame, person, view, rng)
+        _draw_person(draw, person, camera, w, h, rng, framing=framing)
     if rng.random() < camera.occlusion_p:
         _draw_occluder(draw, w, h, rng)
     image = canvas.reduce(2)
