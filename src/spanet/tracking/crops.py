@@ -4,8 +4,8 @@ Quality of one box: sqrt(area) × log(1 + variance of the Laplacian) of the grey
 and sharp wins, motion blur and tiny far-away boxes lose. A box within `edge` pixels of the frame border is probably
 cut off (a person walking in or out), so its quality is divided by 10: used only when the track has nothing else.
 Per track, candidate crops are kept for every `stride`-th frame (the stride doubles whenever more than 4·K are held,
-so memory stays bounded on long tracks); at the end the track's life is cut into K equal runs of candidates and the
-best of each run is kept, so the K crops show the person at different moments, not K near-copies of one frame.
+so memory stays bounded on long tracks); at the end the track's life is cut into K equal spans of time and the best
+candidate of each span is kept, so the K crops show the person at different moments, not K near-copies of one frame.
 """
 
 from __future__ import annotations
@@ -81,7 +81,9 @@ class CropSelector:
         for track_id, state in sorted(self._tracks.items()):
             if state.seen < min_boxes or not state.picks:
                 continue
-            runs = np.array_split(np.arange(len(state.picks)), min(self.per_track, len(state.picks)))
-            chosen[track_id] = [max((state.picks[i] for i in run), key=lambda p: p.quality) for run in runs]
+            frames = np.array([p.frame for p in state.picks])
+            edges = np.linspace(frames[0], frames[-1] + 1, self.per_track + 1)
+            runs = [np.flatnonzero((frames >= lo) & (frames < hi)) for lo, hi in zip(edges[:-1], edges[1:])]
+            chosen[track_id] = [max((state.picks[i] for i in run), key=lambda p: p.quality) for run in runs if run.size]
         self._tracks = {}
         return chosen

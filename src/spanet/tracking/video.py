@@ -99,7 +99,8 @@ def _open_video(path: Path, *, fps: float | None) -> FrameSource:
     capture = cv2.VideoCapture(str(path))
     try:
         if not capture.isOpened():
-            raise SpanetError(f"video {path} cannot be opened: not a video file OpenCV can decode, or unreadable")
+            raise SpanetError(f"video {path} cannot be opened: unreadable, truncated, empty (no frames) or not a video "
+                              "OpenCV can decode")  # fmt: skip
         ok, first = capture.read()
         if not ok or first is None:
             raise SpanetError(f"video {path} has no frame that can be decoded (empty or truncated file)")
