@@ -46,6 +46,9 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: 128)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.set_defaults(func=_run_gallery_build)
+    from spanet.cli.retention import add_gallery_actions
+
+    add_gallery_actions(actions)  # forget, prune
 
 
 def _register_serve(subparsers: argparse._SubParsersAction) -> None:

@@ -323,6 +323,9 @@ class Gallery:
         index = _load_index(directory / _INDEX_FILE, int(meta["feature_dim"]))
         gallery = cls(directory, meta, store, index, lock=lock)
         gallery.reconcile()
+        from spanet.deploy.retention import finish_pending
+
+        finish_pending(gallery)  # a deletion a killed process left half done is completed first
         return gallery
 
     @staticmethod
