@@ -223,3 +223,17 @@ def test_onnx_detector_with_a_wrong_output_shape_is_one_line(tmp_path: Path) -> 
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     with pytest.raises(SpanetError, match="junk.onnx cannot be loaded"):
         ONNXDetector(tmp_path / "junk.onnx")
+
+
+def test_iou_tracker_keeps_people_walking_past_each_other_apart() -> None:
+    """Two people of one size at one depth cross: the last box alone would hand each one the other's id."""
+    from spanet.tracking.iou_tracker import IoUTracker
+
+    tracker = IoUTracker()
+    seen: dict[int, set[int]] = {1: set(), 2: set()}
+    for t in range(30):
+        right, left = 9 * t, 250 - 6 * t  # person 1 walks right, person 2 left; they overlap around t = 17
+        out = tracker.update(np.array([[right, 20, right + 24, 70, 1.0], [left, 21, left + 22, 71, 1.0]]), t)
+        seen[1].add(int(out[0, 4]))
+        seen[2].add(int(out[1, 4]))
+    assert seen == {1: {1}, 2: {2}}

@@ -138,7 +138,11 @@ def run_ingest(args: argparse.Namespace) -> int:
     from spanet.deploy.ingest import IngestOptions, ingest
     from spanet.features import FeatureExtractor
 
+    from spanet.tracking.video import open_footage
+
     footage = footage_from_args(args)
+    for item in footage:  # bad footage is refused before a gallery folder is made
+        open_footage(item.path, fps=args.fps)
     detector = _detector_factory(args, footage)
     options = IngestOptions(crops_per_track=args.crops_per_track, segment_seconds=args.segment_seconds, fps=args.fps,
                             batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty())  # fmt: skip

@@ -14,7 +14,7 @@ from typing import Any
 
 from spanet.errors import SpanetError
 
-__all__ = ["Where", "to_seconds", "parse_time", "parse_age", "where_sql", "iso_utc"]
+__all__ = ["Where", "to_seconds", "parse_time", "parse_age", "where_sql", "where_from_text", "iso_utc"]
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -108,3 +108,22 @@ def where_sql(where: Where | None) -> tuple[str, list[Any]]:
         terms.append("time < ?")
         params.append(float(where.before))
     return (f" WHERE {' AND '.join(terms)}" if terms else ""), params
+
+
+def where_from_text(*, ids: str | None = None, cameras: str | None = None, label: str | None = None,
+                    track: int | None = None, after: str | None = None, before: str | None = None) -> Where:  # fmt: skip
+    """A `Where` from form or query-string text: comma-separated ids and cameras, ISO 8601 times."""
+    return Where(
+        ids=_numbers(ids, name="ids"), cameras=_numbers(cameras, name="cameras"), label=label or None, track=track,
+        after=parse_time(after, option="after") if after else None,
+        before=parse_time(before, option="before") if before else None,
+    )  # fmt: skip
+
+
+def _numbers(text: str | None, *, name: str) -> tuple[int, ...] | None:
+    if text is None or not text.strip():
+        return None
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not all(p.isdigit() for p in parts):
+        raise SpanetError(f"{name} {text!r} must be whole numbers separated by commas (e.g. 1,3)")
+    return tuple(int(p) for p in parts)

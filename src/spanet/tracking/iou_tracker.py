@@ -1,9 +1,11 @@
 """A small IoU tracker: each frame's detections are matched to the live tracks by box overlap.
 
 Matching is one optimal assignment per frame (Hungarian, `scipy.optimize.linear_sum_assignment`) on 1 − IoU with
-the track's last box; pairs below `min_iou` stay unmatched. An unmatched detection starts a track; a track unseen
-for more than `max_missed` frames ends. No motion model and no appearance: enough for fixed cameras at normal frame
-rates, where a person moves a fraction of their width per frame. Crossing people can swap ids; `spanet ingest`
+the box the track is predicted at: its last box moved by its velocity (per frame, smoothed over frames) times the
+frames since. Pairs below `min_iou` stay unmatched. An unmatched detection starts a track; a track unseen for more
+than `max_missed` frames ends. No appearance: enough for fixed cameras at normal frame rates, where a person moves a
+fraction of their width per frame; the velocity keeps two people walking past each other apart. People walking
+the same way at the same speed through each other can still swap ids; `spanet ingest`
 keeps few crops per track, so a swap costs a mixed track, not a wrong gallery. boxmot's BoT-SORT with `spanet.ReID`
 is the stronger choice where installed (docs/video.md).
 """
@@ -37,6 +39,15 @@ class _Track:
     box: np.ndarray
     last_seen: int
     hits: int = 1
+    velocity: np.ndarray | None = None  # box change per frame (x0, y0, x1, y1)
+
+    def predicted(self, frame: int) -> np.ndarray:
+        return self.box if self.velocity is None else self.box + self.velocity * (frame - self.last_seen)
+
+    def move(self, box: np.ndarray, frame: int) -> None:
+        step = (box - self.box) / max(1, frame - self.last_seen)
+        self.velocity = step if self.velocity is None else 0.5 * self.velocity + 0.5 * step
+        self.box, self.last_seen, self.hits = box, frame, self.hits + 1
 
 
 class IoUTracker:
@@ -57,13 +68,12 @@ class IoUTracker:
         if self._live and len(dets):
             from scipy.optimize import linear_sum_assignment
 
-            overlap = iou_matrix(np.stack([t.box for t in self._live]), dets[:, :4])
+            overlap = iou_matrix(np.stack([t.predicted(frame) for t in self._live]), dets[:, :4])
             rows, cols = linear_sum_assignment(1.0 - overlap)
             for r, c in zip(rows, cols):
                 if overlap[r, c] >= self.min_iou:
-                    track = self._live[r]
-                    track.box, track.last_seen, track.hits = dets[c, :4], frame, track.hits + 1
-                    ids[c] = track.track_id
+                    self._live[r].move(dets[c, :4], frame)
+                    ids[c] = self._live[r].track_id
                     matched.add(int(c))
         for c in range(len(dets)):
             if c not in matched:
