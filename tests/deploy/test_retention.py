@@ -169,3 +169,26 @@ def test_cli_forget_and_prune(filled: dict, capsys: pytest.CaptureFixture) -> No
     assert main(["gallery", "prune", str(filled["dir"]), "--older-than", "1d"]) == 0  # all of 2024 is older
     assert "removed 8 entries" in capsys.readouterr().out
     assert _traces(filled, list(range(10))) == [False] * 10 and os.path.getsize(filled["dir"] / "index.faiss") < 200
+
+
+def test_forget_and_prune_through_the_api_need_the_token(filled: dict) -> None:
+    pytest.importorskip("fastapi", reason="the service needs the 'serve' extra")
+    from fastapi.testclient import TestClient
+
+    from spanet.deploy.service import create_app
+
+    gallery = _open(filled["dir"])
+    client = TestClient(create_app(gallery=gallery, extractor=object(), token="s3cret"))
+    refused = client.post("/gallery/forget", data={"label": "alice"})
+    assert refused.status_code == 401 and len(gallery) == 10
+    auth = {"Authorization": "Bearer s3cret"}
+    assert client.post("/gallery/forget", data={}, headers=auth).status_code == 400  # no condition: refused
+    done = client.post("/gallery/forget", data={"label": "alice", "cameras": "1"}, headers=auth).json()
+    assert done["deleted"] == 2 and done["where"] == {"cameras": [1], "label": "alice"} and done["gallery_size"] == 8
+    assert client.post("/gallery/prune", data={"older_than": "soon"}, headers=auth).status_code == 400
+    assert client.post("/gallery/prune", data={"older_than": "1d"}, headers=auth).json()["deleted"] == 8
+    assert client.get("/gallery", headers=auth).json()["total"] == 0
+    assert _traces(filled, list(range(10))) == [False] * 10
+    gallery.close()
+    log = [json.loads(line) for line in (filled["dir"] / "audit.jsonl").read_text().splitlines()]
+    assert [(r["action"], r["origin"], r["entries"]) for r in log] == [("forget", "api", 2), ("prune", "api", 8)]
