@@ -26,7 +26,8 @@ __all__ = ["Detector", "HOGDetector", "ONNXDetector", "MOTDetections", "letterbo
 
 
 class Detector(Protocol):
-    """Finds people in one BGR frame; `index` is the frame's 0-based number in its footage."""
+    """Finds people in one BGR frame; `index` is the frame's 0-based number in its footage. `name` tells detectors
+    (and their settings) apart: ingested footage is recorded per detector name."""
 
     name: str
 
@@ -36,8 +37,6 @@ class Detector(Protocol):
 class HOGDetector:
     """OpenCV's default people detector (Dalal-Triggs HOG + linear SVM)."""
 
-    name = "hog"
-
     def __init__(self, *, min_height: int = 128, min_score: float = 0.3, scale: float = 1.05) -> None:
         import cv2
 
@@ -46,6 +45,7 @@ class HOGDetector:
         self.upscale = max(1.0, 128.0 / max(1, min_height))  # its window is 64×128: smaller people need a bigger frame
         self.min_score = min_score
         self.scale = scale
+        self.name = f"hog{min_height}-{min_score:g}"
 
     def detect(self, frame: np.ndarray, index: int) -> np.ndarray:
         import cv2
@@ -65,13 +65,12 @@ class HOGDetector:
 class MOTDetections:
     """Detections read from a MOTChallenge file (its ids are ignored)."""
 
-    name = "mot"
-
     def __init__(self, path: str | os.PathLike[str]) -> None:
         from spanet.tracking.mot import read_tracks
 
         table = read_tracks(path)
         self.path = Path(path)
+        self.name = f"mot-{_digest(self.path)}"
         self._by_frame: dict[int, np.ndarray] = {}
         xyxy = np.column_stack([table.boxes[:, :2], table.boxes[:, :2] + table.boxes[:, 2:], table.scores])
         for frame in np.unique(table.frames):
@@ -97,8 +96,6 @@ def letterbox(frame: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, flo
 class ONNXDetector:
     """A YOLO-style ONNX detector through onnxruntime (see the module docstring for the output layouts)."""
 
-    name = "onnx"
-
     def __init__(self, path: str | os.PathLike[str], *, confidence: float = 0.25, iou: float = 0.45,
                  person_class: int = 0, input_size: tuple[int, int] = (640, 640)) -> None:  # fmt: skip
         import onnxruntime as ort
@@ -118,6 +115,7 @@ class ONNXDetector:
         fixed = [d if isinstance(d, int) and d > 0 else None for d in shape[2:]]
         self.input_size = (fixed[0] or input_size[0], fixed[1] or input_size[1])
         self.confidence, self.iou, self.person_class = confidence, iou, person_class
+        self.name = f"onnx-{_digest(self.path)}-{confidence:g}"
 
     def detect(self, frame: np.ndarray, index: int) -> np.ndarray:
         canvas, scale, (left, top) = letterbox(frame, self.input_size)
@@ -159,3 +157,9 @@ class ONNXDetector:
         xywh = np.column_stack([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]]).tolist()
         kept = cv2.dnn.NMSBoxes(xywh, scores.tolist(), self.confidence, self.iou)
         return np.asarray(kept, dtype=np.int64).reshape(-1)
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
