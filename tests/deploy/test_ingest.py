@@ -202,3 +202,43 @@ def test_unreadable_video_is_one_line(footage: dict, tmp_path: Path, capsys: pyt
             "--camera", "1", str(tmp_path / "broken.mp4"), "--start-time", START, "--quiet"]  # fmt: skip
     assert main(args) == 2
     assert "broken.mp4 cannot be opened" in capsys.readouterr().err and not (tmp_path / "g").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_stops_between_segments_and_a_rerun_finishes(footage: dict, tmp_path: Path) -> None:
+    """A real SIGTERM to `spanet ingest`: exit status 130, whole segments only, index and rows agree."""
+    import os
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    from spanet.cli import main
+
+    gallery_dir = tmp_path / "g"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2] / "src"), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, "-m", "spanet", *_ingest_args(footage, gallery_dir, "--segment-seconds", "0.5")],
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.monotonic() + 120
+    segments = 0
+    while time.monotonic() < deadline and process.poll() is None and segments < 2:
+        time.sleep(0.2)
+        try:
+            with sqlite3.connect(gallery_dir / "entries.sqlite", timeout=1) as db:
+                segments = db.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+        except sqlite3.Error:
+            continue
+    process.send_signal(signal.SIGTERM)
+    _out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err.decode()[-1000:]
+    with sqlite3.connect(gallery_dir / "entries.sqlite") as db:
+        done = db.execute("SELECT COUNT(*) FROM segments").fetchone()[0]
+        in_segments = db.execute("SELECT COALESCE(SUM(entries), 0) FROM segments").fetchone()[0]
+        rows = db.execute("SELECT COUNT(*) FROM entries").fetchone()[0]
+    assert 2 <= done < 48 and rows == in_segments  # only whole segments are in
+    assert main(_ingest_args(footage, gallery_dir, "--segment-seconds", "0.5")) == 0
+    with sqlite3.connect(gallery_dir / "entries.sqlite") as db:
+        assert db.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 48
+        assert db.execute("SELECT COUNT(DISTINCT sha256) FROM entries").fetchone()[0] == db.execute(
+            "SELECT COUNT(*) FROM entries").fetchone()[0]  # nothing twice
