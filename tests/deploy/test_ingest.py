@@ -242,3 +242,32 @@ def test_sigterm_stops_between_segments_and_a_rerun_finishes(footage: dict, tmp_
         assert db.execute("SELECT COUNT(*) FROM segments").fetchone()[0] == 48
         assert db.execute("SELECT COUNT(DISTINCT sha256) FROM entries").fetchone()[0] == db.execute(
             "SELECT COUNT(*) FROM entries").fetchone()[0]  # nothing twice
+
+
+def test_ingest_with_an_onnx_detector(footage: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A tiny YOLOv8-layout ONNX model (built here) that sees one standing person in the middle of every frame."""
+    import warnings
+
+    import torch
+
+    from spanet.cli import main
+
+    anchors = np.zeros((6, 16), np.float32)  # (4 + 2 classes, 16 anchors): cx, cy, w, h, person, other
+    anchors[:, 0] = [32, 32, 8, 24, 0.9, 0.0]  # in the 64×64 input: a 32×96 box at (112, 24) of a 256×144 frame
+
+    class Fixed(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.from_numpy(anchors)[None] + 0.0 * x.mean()
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(Fixed(), (torch.zeros(1, 3, 64, 64),), str(tmp_path / "det.onnx"), dynamo=False)
+        torch.onnx.export(torch.nn.Flatten(), (torch.zeros(1, 3, 64, 64),), str(tmp_path / "bad.onnx"), dynamo=False)
+    seq = footage["foot"] / "cam1"
+    args = ["ingest", "--gallery", str(tmp_path / "g"), "--checkpoint", str(footage["checkpoint"]), "--device", "cpu",
+            "--camera", "1", str(seq), "--start-time", START, "--quiet", "--detector", "onnx"]  # fmt: skip
+    assert main([*args, "--detector-model", str(tmp_path / "det.onnx")]) == 0
+    assert "1 tracks, 4 crops enrolled" in capsys.readouterr().out
+    assert main([*args, "--detector-model", str(tmp_path / "bad.onnx")]) == 2
+    assert "bad.onnx outputs shape [1, 12288]; expected a YOLO-style" in capsys.readouterr().err
+    assert not (tmp_path / "g2").exists()

@@ -214,12 +214,11 @@ def test_onnx_detector_with_a_wrong_output_shape_is_one_line(tmp_path: Path) -> 
     from spanet.tracking.detect import ONNXDetector
 
     frame = np.zeros((64, 64, 3), np.uint8)
-    flat = ONNXDetector(_onnx_detector(tmp_path / "flat.onnx", np.zeros((1, 3), np.float32)))
     with pytest.raises(SpanetError, match=r"flat.onnx outputs shape \[1, 3\]; expected a YOLO-style"):
-        flat.detect(frame, 0)
-    boxes_only = ONNXDetector(_onnx_detector(tmp_path / "boxes.onnx", np.zeros((1, 4, 50), np.float32)))
+        ONNXDetector(_onnx_detector(tmp_path / "flat.onnx", np.zeros((1, 3), np.float32)))  # refused when loaded
     with pytest.raises(SpanetError, match="leave no class 0"):
-        boxes_only.detect(frame, 0)
+        ONNXDetector(_onnx_detector(tmp_path / "boxes.onnx", np.zeros((1, 4, 50), np.float32)))
+    assert ONNXDetector(_onnx_detector(tmp_path / "ok.onnx", _ANCHORS.T[None])).detect(frame, 0).shape == (1, 5)
     (tmp_path / "junk.onnx").write_bytes(b"junk")
     with pytest.raises(SpanetError, match="junk.onnx cannot be loaded"):
         ONNXDetector(tmp_path / "junk.onnx")

@@ -116,6 +116,7 @@ class ONNXDetector:
         self.input_size = (fixed[0] or input_size[0], fixed[1] or input_size[1])
         self.confidence, self.iou, self.person_class = confidence, iou, person_class
         self.name = f"onnx-{_digest(self.path)}-{confidence:g}"
+        self.detect(np.zeros((*self.input_size, 3), dtype=np.uint8), 0)  # a wrong output shape is refused now
 
     def detect(self, frame: np.ndarray, index: int) -> np.ndarray:
         canvas, scale, (left, top) = letterbox(frame, self.input_size)
