@@ -270,4 +270,3 @@ def test_ingest_with_an_onnx_detector(footage: dict, tmp_path: Path, capsys: pyt
     assert "1 tracks, 4 crops enrolled" in capsys.readouterr().out
     assert main([*args, "--detector-model", str(tmp_path / "bad.onnx")]) == 2
     assert "bad.onnx outputs shape [1, 12288]; expected a YOLO-style" in capsys.readouterr().err
-    assert not (tmp_path / "g2").exists()
