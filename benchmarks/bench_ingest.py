@@ -123,6 +123,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="4 s footage and a 10k gallery")
     parser.add_argument("--gallery-size", type=int, default=100_000)
     parser.add_argument("--stem", default="ingest", help="results file name (default: ingest)")
+    parser.add_argument("--search-only", action="store_true", help="keep the ingest rows of the results file")
     args = parser.parse_args()
     import torch
 
@@ -132,7 +133,9 @@ def main() -> None:
     seconds, size = (4.0, 10_000) if args.quick else (20.0, args.gallery_size)
     results: dict = {"date": dt.date.today().isoformat(), "torch_threads": torch.get_num_threads(), "ingest": []}
     with tempfile.TemporaryDirectory() as tmp:
-        for people in (5, 20):
+        if args.search_only:
+            results["ingest"] = json.loads((RESULTS / f"{args.stem}.json").read_text())["ingest"]
+        for people in () if args.search_only else (5, 20):
             for detector in ("gt", "hog"):
                 results["ingest"].append(bench_ingest(args.checkpoint, people=people, seconds=seconds,
                                                       detector=detector, work=Path(tmp)))  # fmt: skip

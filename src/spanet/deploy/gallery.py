@@ -123,8 +123,8 @@ class SQLiteStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, image TEXT NOT NULL, "
             "sha256 TEXT NOT NULL, camera INTEGER, timestamp TEXT, label TEXT, source TEXT, "
-            "fingerprint TEXT NOT NULL, feature BLOB NOT NULL)"
-        )
+            "fingerprint TEXT NOT NULL, track INTEGER, time REAL, feature BLOB NOT NULL)"
+        )  # filter columns before the large vector: reading them never walks the vector's overflow pages
         self._db.execute("CREATE INDEX IF NOT EXISTS entries_camera ON entries (camera)")
         self._db.execute("CREATE INDEX IF NOT EXISTS entries_label ON entries (label)")
         self._db.execute("PRAGMA secure_delete=ON")  # deleted rows' bytes are overwritten, not left in free pages
@@ -265,7 +265,7 @@ def _migrate(db: sqlite3.Connection) -> None:
             for entry_id, stamp in db.execute("SELECT id, timestamp FROM entries WHERE timestamp IS NOT NULL").fetchall():
                 db.execute("UPDATE entries SET time = ? WHERE id = ?", (to_seconds(stamp), entry_id))
         db.execute("CREATE INDEX IF NOT EXISTS entries_track ON entries (track)")
-        db.execute("CREATE INDEX IF NOT EXISTS entries_time ON entries (time)")
+        db.execute("CREATE INDEX IF NOT EXISTS entries_time_camera ON entries (time, camera)")  # covers time + camera filters
         db.execute("CREATE TABLE IF NOT EXISTS segments (key TEXT PRIMARY KEY, entries INTEGER NOT NULL)")
         db.execute("COMMIT")
     except BaseException:
