@@ -82,7 +82,7 @@ def main() -> None:
                 tracks, truth = footage_tracks(embed, tmp / f"test{seed}", tmp / f"t{seed}_{fragmented}", fragmented=fragmented)
                 quantile, labelled = chosen[fragmented]
                 row = {"seed": seed, "tracks": "fragmented" if fragmented else "gt tracks",
-                       "default_q0.02": evaluate(tracks, truth, threshold_from_cannot_links(tracks)),
+                       "q0.02": evaluate(tracks, truth, threshold_from_cannot_links(tracks, quantile=0.02)),
                        f"chosen_q{quantile}": evaluate(tracks, truth, threshold_from_cannot_links(tracks, quantile=quantile)),
                        "old_fixed_1.0": evaluate(tracks, truth, 1.0), "labelled_calibration": evaluate(tracks, truth, labelled)}  # fmt: skip
                 results["test"].append(row)

@@ -77,7 +77,7 @@ def _register_associate(subparsers: argparse._SubParsersAction) -> None:
     cut.add_argument(
         "--threshold", type=float, metavar="T",
         help="largest squared distance (0-4, between unit vectors) at which clusters merge (default: derived from "
-        "the footage: the 2nd percentile of distances between tracks of one camera seen at the same time, i.e. "
+        "the footage: the 0.5th percentile of distances between tracks of one camera seen at the same time, i.e. "
         "known different people; docs/video.md)",
     )  # fmt: skip
     cut.add_argument("--calibration", type=Path, metavar="FILE", help="JSON file with a 'threshold' key")
@@ -112,7 +112,7 @@ def _run_associate(args: argparse.Namespace) -> int:
 
     threshold = _threshold(args)
     source = ("--threshold" if args.threshold is not None else f"--calibration {args.calibration}" if threshold is not None
-              else "derived from this footage: the 2nd percentile of distances between tracks known to be different "
+              else "derived from this footage: the 0.5th percentile of distances between tracks known to be different "
               "people (one camera, same time)")  # fmt: skip
     reid = ReID(args.checkpoint, device=args.device, batch_size=args.batch_size)
     result = associate(

@@ -167,7 +167,9 @@ def pairwise_precision_recall(labels: np.ndarray, truth: np.ndarray) -> tuple[fl
     return (hits / predicted if predicted else 1.0), (hits / actual if actual else 1.0)
 
 
-DEFAULT_QUANTILE = 0.02  # docs/video.md: measured on held-out synthetic footage
+# chosen on calibration footage (synth-video seed 100) by benchmarks/bench_association_default.py, measured on other
+# footage: docs/video.md
+DEFAULT_QUANTILE = 0.005
 
 
 def threshold_from_cannot_links(tracks: Seq[TrackFeature], *, quantile: float = DEFAULT_QUANTILE) -> float | None:
