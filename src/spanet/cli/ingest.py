@@ -138,6 +138,10 @@ def run_ingest(args: argparse.Namespace) -> int:
     from spanet.deploy.ingest import IngestOptions, ingest
     from spanet.features import FeatureExtractor
 
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        raise SpanetError("spanet ingest decodes footage with OpenCV: pip install 'spanet[video]'") from None
     from spanet.tracking.video import open_footage
 
     footage = footage_from_args(args)
