@@ -22,6 +22,7 @@ from spanet.checkpoint import checkpoint_input_size, load_model
 from spanet.data.datasets import load_dataset
 from spanet.evaluation.calibration import calibrate_checkpoint
 from spanet.evaluation.evaluate import extract_feature_set
+from spanet.features import ExtractionOptions
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.verification import open_set_identification, pair_distances, verification_metrics
 from spanet.synth.generate import generate_dataset
@@ -45,7 +46,7 @@ def main() -> None:
 
     model, state = load_model(args.checkpoint, map_location="cpu")
     features = extract_feature_set(model, report, input_size=checkpoint_input_size(state, path=args.checkpoint),
-                                   progress=False)
+                                   options=ExtractionOptions(progress=False))
     q_pids, q_cams = _ids(features.query)
     g_pids, g_cams = _ids(features.gallery)
     distances = pairwise_distances(features.query_features, features.gallery_features)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from spanet.runtime import choose_precision
 from spanet.config import load_config
 from spanet.data.datasets import load_dataset
 from spanet.data.loader import build_train_loader, epoch_seed
@@ -36,7 +37,7 @@ def _grad_norm(parameters) -> float:
 
 def _record(model, inputs, targets, *, config) -> tuple[dict, torch.Tensor]:
     """Forward with statistics; returns (record, loss)."""
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(config.train.amp)
+    dtype = choose_precision(config.train.amp, torch.device("cpu")).dtype
     maps: list[torch.Tensor] = []
     hooks = [getattr(model.backbone, f"layer{i}").register_forward_hook(lambda m, i, o: maps.append(o)) for i in (1, 2, 3, 4)]
     with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
@@ -72,7 +73,7 @@ def main() -> None:
     dataset = load_dataset("synthetic", args.data_root)
     torch.manual_seed(config.train.seed)
     model = build_model(config.model, num_classes=dataset.num_train_ids)
-    if config.train.channels_last:
+    if choose_precision(config.train.amp, torch.device("cpu"), channels_last=config.train.channels_last).channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.optim)
     heads = [p for n, p in model.named_parameters() if not n.startswith("backbone.")]

@@ -13,11 +13,11 @@ from PIL import Image
 from spanet.data.datasets import Sample
 from spanet.data.transforms import build_transforms
 from spanet.errors import SpanetError
-from spanet.features import extract_features
+from spanet.features import ExtractionOptions, extract_features
 
 
-def _features(*args, **kwargs) -> np.ndarray:
-    return extract_features(*args, **kwargs).features
+def _features(model, images, *, input_size, **options) -> np.ndarray:
+    return extract_features(model, images, input_size=input_size, options=ExtractionOptions(**options)).features
 
 INPUT_SIZE = (64, 32)
 
@@ -104,8 +104,8 @@ def test_model_mode_is_restored_and_errors_are_clear(model, images) -> None:
 def test_unreadable_inputs_are_skipped_and_listed_when_asked(model, images, tmp_path) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not a jpeg")
-    result = extract_features(model, [images[0], broken, images[1]], input_size=INPUT_SIZE, batch_size=2,
-                              skip_unreadable=True, progress=False)
+    result = extract_features(model, [images[0], broken, images[1]], input_size=INPUT_SIZE,
+                              options=ExtractionOptions(batch_size=2, progress=False), skip_unreadable=True)
     assert result.paths == (str(images[0]), str(images[1])) and result.indices == (0, 2)
     assert [path for path, _ in result.failures] == [str(broken)] and "cannot read" in result.failures[0][1]
     np.testing.assert_allclose(result.features, _features(model, images[:2], input_size=INPUT_SIZE, progress=False),
@@ -115,7 +115,7 @@ def test_unreadable_inputs_are_skipped_and_listed_when_asked(model, images, tmp_
 def test_pictures_in_memory_match_their_files(model, images) -> None:
     picture = Image.open(images[0]).convert("RGB")
     mixed = [picture, np.asarray(picture), torch.from_numpy(np.asarray(picture)).permute(2, 0, 1), images[0]]
-    result = extract_features(model, mixed, input_size=INPUT_SIZE, progress=False)
+    result = extract_features(model, mixed, input_size=INPUT_SIZE, options=ExtractionOptions(progress=False))
     assert result.paths[:3] == ("<input 0>", "<input 1>", "<input 2>")
     np.testing.assert_allclose(result.features, np.repeat(result.features[3:], 4, axis=0), atol=1e-6)
 
@@ -133,15 +133,14 @@ def test_extraction_runs_in_float32_unless_amp_is_asked() -> None:
     """Evaluation precision is explicit: no autocast by default, bf16 only when asked (what `evaluate --amp` does)."""
     import torch
 
-    from spanet.features import extract_features
     from spanet.model import SPANet
 
     torch.manual_seed(0)
     model = SPANet(num_classes=3, backbone="resnet18").eval()
     images = torch.rand(2, 3, 64, 32)
     options = dict(input_size=(64, 32), batch_size=2, progress=False)
-    default = extract_features(model, images, **options).features
-    assert np.array_equal(extract_features(model, images, amp="none", **options).features, default)
-    assert np.array_equal(extract_features(model, images, amp=False, **options).features, default)
-    bf16 = extract_features(model, images, amp="bf16", **options).features
+    default = _features(model, images, **options)
+    assert np.array_equal(_features(model, images, amp="none", **options), default)
+    assert np.array_equal(_features(model, images, amp=False, **options), default)
+    bf16 = _features(model, images, amp="bf16", **options)
     assert not np.array_equal(bf16, default) and np.allclose(bf16, default, atol=0.05)

@@ -38,11 +38,12 @@ from torch import nn
 
 from spanet.data.images import as_rgb_image
 from spanet.errors import SpanetError
-from spanet.runtime import resolve_device
+from spanet.runtime import Precision, choose_precision, resolve_device
 
 __all__ = [
     "ImageInput",
     "ExtractionResult",
+    "ExtractionOptions",
     "FeatureFile",
     "extract_features",
     "embed_batch",
@@ -71,70 +72,86 @@ class ExtractionResult:
     indices: tuple[int, ...] = ()
 
 
+@dataclass(frozen=True)
+class ExtractionOptions:
+    """How images become features, carried as one value from the command line down to the embedding loop.
+
+    `amp`: "auto" (float16 on CUDA, bfloat16 on CPUs with native bf16, else float32), "none"/None/False (float32),
+    "bf16", "fp16", True (the device's reduced precision), or an already chosen `Precision`. `channels_last`: NHWC
+    batches; None follows the precision (on with bf16/fp16; see `spanet.runtime.choose_precision`).
+    """
+
+    batch_size: int = 64
+    device: str | torch.device = "cpu"
+    flip: bool = False
+    kind: EmbeddingKind = "parts"
+    amp: bool | str | Precision | None = None
+    channels_last: bool | None = None
+    num_workers: int = 0
+    progress: bool = True
+
+    def precision(self, device: torch.device) -> Precision:
+        """The precision these options ask for, resolved on `device`."""
+        if isinstance(self.amp, Precision):
+            return self.amp if self.channels_last is None else replace(self.amp, channels_last=self.channels_last)
+        return choose_precision(self.amp, device, channels_last=self.channels_last)
+
+
 def extract_features(
     model: nn.Module,
     images: Sequence[ImageInput],
     *,
     input_size: Sequence[int],
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    flip: bool = False,
-    kind: EmbeddingKind = "parts",
-    amp: bool | str | None = None,
-    channels_last: bool = False,
+    options: ExtractionOptions = ExtractionOptions(),
     skip_unreadable: bool = False,
-    num_workers: int = 0,
-    progress: bool = True,
     desc: str = "features",
 ) -> ExtractionResult:
     """Float32 (N, D) features of `images` in their order, batched, in inference mode.
 
-    `input_size` is (height, width) as stored in the checkpoint. The model must already live on `device`; it runs in
-    eval mode and is put back in its previous mode afterwards. Precision: float32 unless `amp` asks for autocast —
-    True (the device's default: float16 on CUDA, bfloat16 on CPU), "bf16" or "fp16" (None, False, "none": float32).
-    `channels_last` feeds NHWC batches (fastest with bf16 on CPUs with oneDNN, best with the model converted too:
-    `model.to(memory_format=torch.channels_last)`). An unreadable input raises `SpanetError` naming it, or with
-    `skip_unreadable` is left out and listed in `failures`.
+    `input_size` is (height, width) as stored in the checkpoint. The model must already live on `options.device`;
+    it runs in eval mode and is put back in its previous mode afterwards. Precision: float32 unless `options.amp`
+    asks for autocast (`ExtractionOptions`); with channels_last batches the model is best converted too
+    (`model.to(memory_format=torch.channels_last)`, as `FeatureExtractor` does). An unreadable input raises
+    `SpanetError` naming it, or with `skip_unreadable` is left out and listed in `failures`.
     """
     from torch.utils.data import DataLoader
     from tqdm.auto import tqdm
 
     from spanet.data.transforms import eval_transform
 
-    if batch_size < 1:
-        raise SpanetError(f"batch size must be at least 1, got {batch_size}")
-    device = resolve_device(device)
+    if options.batch_size < 1:
+        raise SpanetError(f"batch size must be at least 1, got {options.batch_size}")
+    device = resolve_device(options.device)
     model_device = next((p.device for p in model.parameters()), device)
     if model_device.type != device.type:
         raise SpanetError(f"the model is on {model_device} but features were asked for on {device}; move it first")
+    precision = options.precision(device)
     images = list(images)
     inputs = _Inputs(images, eval_transform(input_size), skip_unreadable=skip_unreadable)
     loader = DataLoader(
-        inputs, batch_size=batch_size, shuffle=False, num_workers=num_workers, collate_fn=_collate,
+        inputs, batch_size=options.batch_size, shuffle=False, num_workers=options.num_workers, collate_fn=_collate,
         pin_memory=device.type == "cuda",
     )  # fmt: skip
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp) if isinstance(amp, str) else None
-    use_amp = amp_dtype is not None or amp is True
     rows: list[np.ndarray] = []
     kept: list[int] = []
     failures: list[tuple[str, str]] = []
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=amp_dtype, enabled=use_amp):
-            for batch, indices, failed in tqdm(loader, desc=desc, unit="batch", disable=not progress):
+        with torch.inference_mode(), torch.autocast(device.type, dtype=precision.dtype, enabled=precision.amp != "none"):
+            for batch, indices, failed in tqdm(loader, desc=desc, unit="batch", disable=not options.progress):
                 failures += [(_label(images[i], i), reason) for i, reason in failed]
                 if batch is None:
                     continue
                 batch = batch.to(device, non_blocking=True)
-                if channels_last:
+                if precision.channels_last:
                     batch = batch.contiguous(memory_format=torch.channels_last)
-                feats = embed_batch(model, batch, kind=kind, flip=flip)  # (B, D)
+                feats = embed_batch(model, batch, kind=options.kind, flip=options.flip)  # (B, D)
                 rows.append(feats.float().cpu().numpy())
                 kept += indices
     finally:
         model.train(was_training)
-    dim = rows[0].shape[1] if rows else _embedding_dim(model, kind)
+    dim = rows[0].shape[1] if rows else _embedding_dim(model, options.kind)
     features = np.concatenate(rows) if rows else np.zeros((0, dim), dtype=np.float32)
     labels = tuple(_label(images[i], i) for i in kept)
     return ExtractionResult(features=features, paths=labels, failures=tuple(failures), indices=tuple(kept))
@@ -159,8 +176,8 @@ class FeatureExtractor:
     `checkpoint` is a path to a `spanet train` checkpoint, or an already built SPANet (then `input_size` is
     required). `kind` is passed to `SPANet.embed` ("parts": the paper's test feature, six L2-normalised stripe
     vectors concatenated). Compare features with (squared) Euclidean distance. Runs in float32 unless `amp`
-    (bfloat16 on a CPU, float16 on CUDA, with channels_last batches; a model loaded here is converted to
-    channels_last too).
+    ("auto", "bf16", "fp16" or True, as in `ExtractionOptions`); `channels_last` (None: on with bf16/fp16) feeds NHWC
+    batches and converts a model loaded here.
     """
 
     def __init__(
@@ -172,15 +189,15 @@ class FeatureExtractor:
         kind: EmbeddingKind = "parts",
         input_size: Sequence[int] | None = None,
         flip: bool = False,
-        amp: bool = False,
+        amp: bool | str | None = False,
+        channels_last: bool | None = None,
     ) -> None:
         if batch_size < 1:
             raise SpanetError(f"batch_size must be at least 1, got {batch_size}")
         self.device = resolve_device(device)
-        self.batch_size = batch_size
-        self.kind = kind
-        self.flip = flip
-        self.amp = amp
+        self.precision = choose_precision(amp, self.device, channels_last=channels_last)
+        self.options = ExtractionOptions(batch_size=batch_size, device=self.device, flip=flip, kind=kind,
+                                         amp=self.precision)  # fmt: skip
         if isinstance(checkpoint, torch.nn.Module):
             if input_size is None:
                 raise SpanetError("FeatureExtractor(model, ...) needs input_size=(height, width) when given a model")
@@ -195,11 +212,23 @@ class FeatureExtractor:
             self._model_args = dict(state["model_args"])
             if input_size is None:
                 input_size = checkpoint_input_size(state, path=checkpoint)
-            if amp:  # our own copy: NHWC weights let oneDNN/cuDNN skip a layout change per convolution
+            if self.precision.channels_last:  # our own copy: NHWC weights spare a layout change per convolution
                 self.model = self.model.to(memory_format=torch.channels_last)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.model.to(self.device).eval()
         self._info: dict[str, Any] | None = None
+
+    @property
+    def batch_size(self) -> int:
+        return self.options.batch_size
+
+    @property
+    def kind(self) -> EmbeddingKind:
+        return self.options.kind
+
+    @property
+    def flip(self) -> bool:
+        return self.options.flip
 
     @property
     def feature_dim(self) -> int:
@@ -222,28 +251,31 @@ class FeatureExtractor:
             isinstance(images, torch.Tensor) and images.dim() == 3
         ):
             raise SpanetError("FeatureExtractor expects a list of images; wrap a single image in a list")
-        return self._extract(images, progress=progress, skip_unreadable=False).features
+        return self.extract(images, progress=progress).features
 
     def extract_files(self, paths: Sequence[str | os.PathLike[str]], *, progress: bool = False) -> ExtractionResult:
         """Like calling on paths, but files that cannot be decoded are skipped and reported, never fatal."""
-        return self._extract(paths, progress=progress, skip_unreadable=True)
+        return self.extract(paths, progress=progress, skip_unreadable=True)
+
+    def extract(self, images: Sequence[ImageInput], *, progress: bool = False, skip_unreadable: bool = False,
+                desc: str = "extract") -> ExtractionResult:  # fmt: skip
+        """`extract_features` with this extractor's model and options."""
+        options = replace(self.options, progress=progress)
+        return extract_features(self.model, images, input_size=self.input_size, options=options,
+                                skip_unreadable=skip_unreadable, desc=desc)  # fmt: skip
 
     @torch.inference_mode()
     def embed_tensor(self, batch: torch.Tensor) -> np.ndarray:
         """Features of an already resized and normalised batch (B, 3, H, W) — the ONNX model's input."""
         if batch.dim() != 4 or batch.shape[1] != 3:
             raise SpanetError(f"embed_tensor expects a (B, 3, H, W) batch, got shape {tuple(batch.shape)}")
-        with torch.autocast(self.device.type, enabled=self.amp):
-            features = embed_batch(self.model, batch.to(self.device, torch.float32), kind=self.kind, flip=self.flip)
+        precision = self.precision
+        with torch.autocast(self.device.type, dtype=precision.dtype, enabled=precision.amp != "none"):
+            batch = batch.to(self.device, torch.float32)
+            if precision.channels_last:
+                batch = batch.contiguous(memory_format=torch.channels_last)
+            features = embed_batch(self.model, batch, kind=self.kind, flip=self.flip)
         return features.float().cpu().numpy()
-
-    def _extract(self, images: Sequence[ImageInput], *, progress: bool, skip_unreadable: bool) -> ExtractionResult:
-        return extract_features(
-            self.model, images, input_size=self.input_size, batch_size=self.batch_size, device=self.device,
-            flip=self.flip, kind=self.kind, amp=self.amp, channels_last=self.amp, skip_unreadable=skip_unreadable,
-            progress=progress,
-            desc="extract",
-        )  # fmt: skip
 
 
 def model_info(

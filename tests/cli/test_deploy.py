@@ -80,6 +80,20 @@ def test_search_finds_each_gallery_image_first(workspace: dict[str, Path], built
     assert len(list((tmp_path / "pics").glob("*.png"))) == len(queries)
 
 
+def test_search_honours_amp(workspace: dict[str, Path], built_index: Path, tmp_path: Path) -> None:
+    """`search --amp` decides the query features' precision (it was accepted and ignored): bf16 and float32 queries
+    give different distances to the same gallery, float32 twice gives the same."""
+    query = sorted((workspace["gallery"] / "a").glob("*.jpg"))[0]
+    distances = {}
+    for name, amp in (("fp32", "none"), ("again", "none"), ("bf16", "bf16")):
+        out = tmp_path / f"{name}.json"
+        assert main(["search", "--index", str(built_index), "--checkpoint", str(workspace["checkpoint"]), str(query),
+                     "--top-k", "3", "--amp", amp, "--json", str(out), "--quiet"]) == 0  # fmt: skip
+        distances[name] = [m["distance"] for m in json.loads(out.read_text())[0]["matches"]]
+    assert distances["fp32"] == distances["again"] and distances["bf16"] != distances["fp32"]
+    assert distances["bf16"] == pytest.approx(distances["fp32"], abs=0.05)
+
+
 def test_search_with_another_checkpoint_is_refused(workspace: dict[str, Path], built_index: Path, capsys) -> None:
     query = next((workspace["gallery"] / "a").glob("*.jpg"))
     code = main(["search", "--index", str(built_index), "--checkpoint", str(workspace["other_checkpoint"]), str(query), "--quiet"])

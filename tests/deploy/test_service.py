@@ -28,7 +28,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("service")
     checkpoint = make_checkpoint(root / "model.pt")
     images = write_images(root / "imgs", NAMES)
-    extractor = FeatureExtractor(checkpoint, device="cpu")
+    extractor = FeatureExtractor(checkpoint, device="cpu", amp="auto")  # as `spanet serve` and `spanet search` run
     gallery = Gallery.open(root / "gallery", model_info=extractor.info, create=True)
     enrol_files(gallery, extractor, images)
     gallery.close()

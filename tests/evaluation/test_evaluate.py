@@ -7,12 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from builders import make_checkpoint
 from spanet.cli import main
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.metrics import rank_metrics
 from spanet.features import load_features
+from spanet.runtime import choose_precision
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +69,8 @@ def test_default_out_dir_is_beside_the_checkpoint_and_no_rerank_key(tiny_market,
     assert set(json.loads(json_path.read_text())) == {"plain"}
     assert (checkpoint.parent / "eval" / "metrics.json").is_file()
     written = json.loads((checkpoint.parent / "eval" / "metrics.json").read_text())
-    assert written["metric"] == "cosine" and written["amp"] is False  # float32 unless --amp
+    auto = choose_precision("auto", torch.device("cpu")).amp  # bf16 on CPUs with native bf16, else "none" (fp32)
+    assert written["metric"] == "cosine" and written["amp"] == auto
 
 
 def test_user_mistakes_are_one_line_errors(tiny_market, tmp_path, capsys) -> None:
@@ -84,8 +87,10 @@ def test_evaluate_model_returns_plain_metrics_for_the_training_loop(tiny_market,
     from spanet.evaluation.evaluate import evaluate_model
 
     model, state = load_model(checkpoint)
+    from spanet.features import ExtractionOptions
+
     result = evaluate_model(model, load_dataset("synthetic", tiny_market), input_size=state["input_size"],
-                            batch_size=32, progress=False)  # fmt: skip
+                            options=ExtractionOptions(batch_size=32, progress=False))  # fmt: skip
     assert result.reranked is None and result.distances is None
     assert result.rank1 == result.plain.rank(1) and result.mAP == result.plain.mAP
     assert 0.0 <= result.mINP <= 1.0 and 0.0 < result.mAP <= 1.0
@@ -126,9 +131,9 @@ def test_evaluating_another_checkpoint_into_the_same_folder_is_refused(tiny_mark
 
 
 def test_amp_evaluation_is_close_to_fp32(tiny_market, checkpoint, tmp_path) -> None:
-    """`--amp` (bf16 + channels_last on a CPU): the same protocol, metrics within a few points on this tiny set."""
+    """`--amp bf16` (+ channels_last on a CPU): the same protocol, metrics within a few points on this tiny set."""
     results = {}
-    for name, extra in (("fp32", []), ("amp", ["--amp"])):
+    for name, extra in (("fp32", ["--amp", "none"]), ("amp", ["--amp", "bf16"])):
         json_path = tmp_path / f"{name}.json"
         code = main(["evaluate", "--checkpoint", str(checkpoint), "--dataset", "synthetic", "--data-root",
                      str(tiny_market), "--json", str(json_path), "--out", str(tmp_path / name), "--device", "cpu",

@@ -39,6 +39,7 @@ def tiny_config(root: Path, *extra: str):
             "optim.epochs=2",
             "optim.milestones=[1]",
             "train.device=cpu",
+            "train.amp=none",  # float32 on every host (auto would pick bf16 on some), as the exactness tests expect
             "train.eval_every=0",
             "train.log_every=1",
             "train.max_steps_per_epoch=2",
@@ -196,7 +197,8 @@ def test_bf16_autocast_and_channels_last_on_cpu(tiny_market: Path, tmp_path: Pat
     config = tiny_config(tiny_market, "train.amp=bf16", "train.channels_last=true", "optim.epochs=1",
                          "train.max_steps_per_epoch=1")  # fmt: skip
     summary = train_module.train(config, output_dir=tmp_path)
-    record = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+    run, record = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()[:2]]
+    assert run["type"] == "run" and run["precision"]["amp"] == "bf16" and run["precision"]["channels_last"]
     assert record["type"] == "step" and torch.isfinite(torch.tensor(record["loss"]))
     assert summary["model"].state_dict()  # trained in bf16 autocast, weights stay fp32
     assert all(p.dtype == torch.float32 for p in summary["model"].parameters())

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from spanet.cli.common import add_amp_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -26,8 +27,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto (GPU if any, else CPU), cpu, cuda, cuda:1 … (default: auto)")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 (CPU) / float16 (CUDA) autocast with channels_last: "
-                        "~2-4x faster on CPUs with bf16 support; features differ slightly (docs/training.md)")
+    add_amp_arg(parser)
 
 
 def _register_extract(subparsers: argparse._SubParsersAction) -> None:
@@ -42,11 +42,19 @@ def _register_extract(subparsers: argparse._SubParsersAction) -> None:
     )
     _add_model_args(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns")
-    parser.add_argument("--out", type=Path, required=True, metavar="FEATS.npz", help="where to write the features")
+    parser.add_argument("--out", type=Path, required=True, metavar="FEATS.npz",
+                        help="where to write the features (--engine ray: a folder of Parquet shards)")
     parser.add_argument(
         "--kind", default="parts", choices=("parts", "reduced", "global"),
         help="which embedding (default: parts = the paper's 6 L2-normalised stripe features)",
     )
+    scale = parser.add_argument_group("--engine ray (docs/scale.md; needs spanet[ray])")
+    scale.add_argument("--engine", default="torch", choices=("torch", "ray"),
+                       help="torch: this process (default); ray: a pool of model actors with Ray Data, Parquet shards, "
+                       "resumable by shard")
+    scale.add_argument("--workers", type=int, metavar="N", help="model actors (default: one per GPU, else 1)")
+    scale.add_argument("--shard-size", type=int, default=10_000, metavar="N", help="images per shard (default 10000)")
+    scale.add_argument("--ray-address", metavar="ADDR", help="Ray cluster to join (default: a local Ray; auto: this node's)")
     parser.set_defaults(func=_run_extract)
 
 
@@ -127,12 +135,18 @@ def _run_extract(args: argparse.Namespace) -> int:
     from spanet.data.images import collect_images
     from spanet.features import FeatureExtractor, save_features
 
+    if args.engine == "ray":
+        from spanet.cli.scale import run_ray_extract
+
+        return run_ray_extract(args)  # also takes .txt and .parquet lists of paths
     if args.out.suffix != ".npz":
         raise SpanetError(f"--out {args.out} must end in .npz")
     paths = collect_images(args.images)
     extractor = FeatureExtractor(
         args.checkpoint, device=args.device, batch_size=args.batch_size, kind=args.kind, amp=args.amp
     )
+    if not args.quiet:
+        print(extractor.precision.describe(), file=sys.stderr)
     result = extractor.extract_files(paths, progress=not args.quiet and sys.stderr.isatty())
     _report_failures(result.failures)
     if not result.paths:
@@ -182,8 +196,11 @@ def _run_search(args: argparse.Namespace) -> int:
         gallery.set_nprobe(args.nprobe)
     queries = collect_images(args.queries)
     extractor = FeatureExtractor(
-        args.checkpoint, device=args.device, batch_size=args.batch_size, kind=gallery.meta.get("model", {}).get("kind", "parts")
-    )
+        args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
+        kind=gallery.meta.get("model", {}).get("kind", "parts"),
+    )  # fmt: skip
+    if not args.quiet:
+        print(extractor.precision.describe(), file=sys.stderr)
     check_compatible(gallery.meta, extractor.info, index_path=args.index)
     threshold = resolve_threshold(args.threshold, checkpoint=args.checkpoint, info=extractor.info,
                                   calibration=args.calibration)  # fmt: skip

@@ -7,7 +7,7 @@ import json
 import sys
 from pathlib import Path
 
-from spanet.cli.common import add_dataset_args, add_skip_corrupt_arg, dataset_from_args
+from spanet.cli.common import add_amp_arg, add_dataset_args, add_skip_corrupt_arg, dataset_from_args
 
 __all__ = ["register", "run_evaluate"]
 
@@ -54,8 +54,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
     parser.add_argument("--num-workers", type=int, default=0, metavar="N", help="image-loading processes (default 0)")
     parser.add_argument("--device", default="auto", metavar="DEV", help="auto (default: CUDA if available), cpu, cuda")
-    parser.add_argument("--amp", action="store_true", help="bfloat16 autocast + channels_last on a CPU (float16 on "
-                        "CUDA): faster, metrics within ~0.1 points (docs/training.md); default: float32 everywhere")
+    add_amp_arg(parser)
     parser.add_argument("--json", type=Path, metavar="FILE",
                         help='write {"plain": {"rank1", "rank5", "rank10", "mAP", "mINP"}, "reranked": {...}} '
                         "(fractions in [0, 1]) to FILE")
@@ -78,82 +77,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    import torch
-
-    from spanet.checkpoint import checkpoint_input_size, load_model
-    from spanet.data.datasets import require_valid_queries
     from spanet.cli.common import dataset_from_args
-    from spanet.runtime import resolve_device
     from spanet.errors import SpanetError
-    from spanet.evaluation.evaluate import extract_feature_set, format_table, score_features
-    from spanet.evaluation.explain import domain_note
-    from spanet.features import model_info
-    from spanet.run_dir import FEATURES_FILE, RANKED_DIR, check_eval_dir, default_eval_dir, write_metrics
+    from spanet.evaluation.diagnostics import format_verification
+    from spanet.evaluation.evaluate import EvaluationOutputs, evaluate_checkpoint, format_table
+    from spanet.features import ExtractionOptions
+    from spanet.run_dir import RANKED_DIR, check_eval_dir, default_eval_dir
+    from spanet.runtime import choose_precision, resolve_device
 
     if args.batch_size < 1 or args.visualize < 0:
         raise SpanetError("--batch-size must be at least 1 and --visualize at least 0")
     out_dir = args.out if args.out is not None else default_eval_dir(args.checkpoint)
     check_eval_dir(out_dir, checkpoint=args.checkpoint, overwrite=args.overwrite)
     device = resolve_device(args.device)
-    model, checkpoint = load_model(args.checkpoint, map_location=device)
-    input_size = checkpoint_input_size(checkpoint, path=args.checkpoint)
+    precision = choose_precision(args.amp, device)
     dataset = dataset_from_args(args, progress=args.progress)
     if dataset.skipped:
         print(f"left out {len(dataset.skipped)} corrupt image(s): {', '.join(dataset.skipped)}", file=sys.stderr)
-    require_valid_queries(dataset)
-    if args.amp:
-        model = model.to(memory_format=torch.channels_last)
-    features = extract_feature_set(
-        model, dataset, input_size=input_size, batch_size=args.batch_size, device=device, flip=args.flip,
-        kind=args.kind, progress=args.progress, num_workers=args.num_workers, amp=args.amp,  # float32 unless --amp
-        channels_last=args.amp,
-    )  # fmt: skip
-    result = score_features(
-        features, metric=args.metric, rerank=args.rerank, rerank_power=args.rerank_power,
-        keep_distances=args.visualize > 0, progress=args.progress,
-    )
+    options = ExtractionOptions(batch_size=args.batch_size, device=device, flip=args.flip, kind=args.kind,
+                                amp=precision, num_workers=args.num_workers, progress=args.progress)  # fmt: skip
+    outputs = EvaluationOutputs(verification=args.verification, visualize=args.visualize,
+                                visualize_queries=args.visualize_queries, embedding=args.embedding)  # fmt: skip
+    done = evaluate_checkpoint(args.checkpoint, dataset, out_dir=out_dir, options=options, metric=args.metric,
+                               rerank=args.rerank, rerank_power=args.rerank_power, outputs=outputs)  # fmt: skip
+    features = done.features
+    print(f"features in {precision.describe()}", file=sys.stderr)
     print(f"{args.checkpoint} on {dataset.name} ({len(features.query)} query / {len(features.gallery)} gallery images)")
-    print(format_table(result))
-    note = domain_note(checkpoint, dataset=dataset.name, root=dataset.root)
-    if note:
-        print(note)
-
+    print(format_table(done.result))
+    if done.domain_note:
+        print(done.domain_note)
+    if "verification" in done.metrics:
+        print(format_verification(done.metrics["verification"]))
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result.to_json(), indent=2) + "\n")
-    source = {"checkpoint": str(args.checkpoint), "dataset": dataset.name, "flip": args.flip, "kind": args.kind,
-              "rerank_power": args.rerank_power if args.rerank else None, "amp": args.amp,
-              "cross_domain": note}  # fmt: skip
-    metrics = {**result.to_metrics_file(), **_explain(args, features, dataset, out_dir)}
-    metrics_path = write_metrics(out_dir, metrics, source=source)
-    info = model_info(model, model_args=checkpoint["model_args"], input_size=input_size, kind=args.kind,
-                      checkpoint=args.checkpoint)
-    features_path = features.save(out_dir / FEATURES_FILE, info=info)
-    if args.visualize > 0:
-        from spanet.viz.figures import draw_ranked_lists
-
-        drawn = draw_ranked_lists(
-            result.distances, features.query, features.gallery, out_dir=out_dir / RANKED_DIR,
-            top_k=args.visualize, num_queries=args.visualize_queries, seed=0,
-        )  # fmt: skip
-        print(f"ranked lists: {len(drawn)} images in {out_dir / RANKED_DIR}", file=sys.stderr)
-    print(f"wrote {metrics_path} and {features_path}", file=sys.stderr)
+        args.json.write_text(json.dumps(done.result.to_json(), indent=2) + "\n")
+    if done.split_path is not None:
+        print(f"split used: {done.split_path} (re-use it with --dataset list --data-root {done.split_path})",
+              file=sys.stderr)  # fmt: skip
+    if done.ranked:
+        print(f"ranked lists: {len(done.ranked)} images in {out_dir / RANKED_DIR}", file=sys.stderr)
+    print(f"wrote {done.metrics_path} and {done.features_path}", file=sys.stderr)
     return 0
-
-
-def _explain(args: argparse.Namespace, features: object, dataset: object, out_dir: Path) -> dict:
-    """Per-query file, camera pairs, worst queries, verification (printed), and own data's split list."""
-    from spanet.data.own import save_split_list
-    from spanet.evaluation.explain import explain_evaluation, format_verification
-
-    extra = explain_evaluation(
-        features, out_dir=out_dir, metric=args.metric, verification=args.verification,
-        worst=args.visualize_queries if args.visualize > 0 else 0, top_k=max(args.visualize, 1),
-        embedding=args.embedding,
-    )  # fmt: skip
-    if "verification" in extra:
-        print(format_verification(extra["verification"]))
-    split = save_split_list(dataset, out_dir)
-    if split is not None:
-        print(f"split used: {split} (re-use it with --dataset list --data-root {split})", file=sys.stderr)
-    return extra

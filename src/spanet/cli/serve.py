@@ -7,6 +7,7 @@ import os
 import sys
 from pathlib import Path
 
+from spanet.cli.common import add_amp_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -45,10 +46,17 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--device", default="auto", help="auto, cpu, cuda, … (default: auto)")
     build.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: 128)")
     build.add_argument("--quiet", action="store_true", help="no progress bar")
+    build.add_argument("--store", metavar="STORE",
+                       help="where rows and vectors live: sqlite (default for a new folder), milvus:FILE.db (Milvus Lite) or "
+                       "milvus://HOST:PORT (a Milvus server; needs spanet[milvus]); an existing folder remembers its store")
+    add_amp_arg(build)
     build.set_defaults(func=_run_gallery_build)
     from spanet.cli.retention import add_gallery_actions
 
     add_gallery_actions(actions)  # forget, prune
+    from spanet.cli.scale import register_gallery_actions
+
+    register_gallery_actions(actions)  # export / import (Parquet)
 
 
 def _register_serve(subparsers: argparse._SubParsersAction) -> None:
@@ -72,11 +80,16 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding of a new gallery")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, … (default: auto)")
     parser.add_argument("--max-upload-mb", type=float, default=32, metavar="MB", help="request size limit (default 32)")
+    parser.add_argument("--store", metavar="STORE",
+                        help="where rows and vectors live: sqlite (default for a new folder), milvus:FILE.db (Milvus Lite) or "
+                        "milvus://HOST:PORT (a Milvus server; needs spanet[milvus]); an existing folder remembers its store")
+    add_amp_arg(parser)
     parser.set_defaults(func=_run_serve)
 
 
 def _run_gallery_build(args: argparse.Namespace) -> int:
     from spanet.data.images import collect_images
+    from spanet.deploy.backend import open_gallery
     from spanet.deploy.enrol import enrol_files, read_cameras_csv
     from spanet.deploy.gallery import Gallery
     from spanet.features import FeatureExtractor
@@ -84,16 +97,19 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     paths = collect_images(args.images)
     cameras = read_cameras_csv(args.cameras) if args.cameras else None
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
-    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind)
-    gallery = Gallery.open(args.gallery, model_info=extractor.info, create=True)
+    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind, amp=args.amp)
+    if not args.quiet:
+        print(extractor.precision.describe(), file=sys.stderr)
+    gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     try:
         report = enrol_files(gallery, extractor, paths, cameras=cameras, batch_size=args.batch_size,
                              progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
+        size = len(gallery)
     finally:
         gallery.close()
     for path, reason in report.failures[:20]:
         print(f"  skipped {path}: {reason}", file=sys.stderr)
-    print(f"enrolled {len(report.ids)} images into {args.gallery}/ (now {len(gallery)}); "
+    print(f"enrolled {len(report.ids)} images into {args.gallery}/ (now {size}); "
           f"{report.already} already there, {len(report.failures)} unreadable")  # fmt: skip
     return 0
 
@@ -114,14 +130,17 @@ def _run_serve(args: argparse.Namespace) -> int:
                           "(or set SPANET_TOKEN) so that requests without it are refused")  # fmt: skip
     if args.max_upload_mb <= 0:
         raise SpanetError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    from spanet.deploy.backend import open_gallery, parse_store
     from spanet.deploy.gallery import Gallery
     from spanet.deploy.service import Limits, create_app
     from spanet.evaluation.calibration import default_calibration_path
     from spanet.evaluation.verification import load_calibration
     from spanet.features import FeatureExtractor
 
+    parse_store(args.store)  # a mistyped --store is reported before the model loads
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
-    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind)
+    extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind, amp=args.amp)
+    print(extractor.precision.describe(), file=sys.stderr)
     threshold = args.threshold
     if args.calibration is not None:  # checked against the model and the kind even when --threshold wins
         calibrated = float(load_calibration(args.calibration, info=extractor.info)["threshold"])
@@ -129,7 +148,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     if threshold is None and default_calibration_path(args.checkpoint).is_file():  # the one stored with the model
         threshold = float(load_calibration(default_calibration_path(args.checkpoint), info=extractor.info)["threshold"])
     print(_threshold_line(args, threshold), flush=True)
-    gallery = Gallery.open(args.gallery, model_info=extractor.info, create=True)
+    gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     limits = Limits(max_request_bytes=int(args.max_upload_mb * 1024 * 1024))
     # without a token only loopback Host names are served: a web page cannot reach the API by DNS rebinding
     hosts = None if token else sorted({*_LOCAL_HOSTS, "[::1]", args.host})

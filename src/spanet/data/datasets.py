@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt
+from spanet.data.samples import ReidDataset, Sample, first_items, relabel_train
 from spanet.errors import SpanetError
 
 __all__ = [
@@ -39,39 +40,6 @@ __all__ = [
 
 SPLITS = ("train", "query", "gallery")
 SYNTH_MANIFEST = "spanet_synth.json"  # written by `spanet synth` beside the images it renders
-_SHOWN = 5  # how many offending files an error message lists
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One image: absolute path, person id and 0-based camera id."""
-
-    path: str
-    pid: int
-    camid: int
-
-
-@dataclass(frozen=True)
-class ReidDataset:
-    """A dataset split into train / query / gallery, plus what `load_dataset` found wrong but could read anyway.
-
-    `problems` are count mismatches against the known statistics; `skipped` are corrupt files left out because
-    the caller asked for `skip_corrupt`.
-    """
-
-    name: str
-    root: Path
-    train: tuple[Sample, ...]
-    query: tuple[Sample, ...]
-    gallery: tuple[Sample, ...]
-    problems: tuple[str, ...] = ()
-    skipped: tuple[str, ...] = ()
-    protocol: str = "cross-camera"  # or "no-camera" (`spanet.data.protocol`)
-    split_source: str = "split given by the data"  # or how spanet split the identities itself
-
-    @property
-    def num_train_ids(self) -> int:
-        return len({s.pid for s in self.train})
 
 
 class DatasetCountWarning(UserWarning):
@@ -205,7 +173,7 @@ def load_dataset(
     ds = ReidDataset(
         name=name,
         root=folder,
-        train=_relabel(splits["train"]),
+        train=relabel_train(splits["train"]),
         query=tuple(splits["query"]),
         gallery=tuple(splits["gallery"]),
         skipped=tuple(skipped),
@@ -290,7 +258,7 @@ def _read_market_format(name: str, fmt: MarketFormat, root: Path) -> tuple[Path,
     if unparseable:
         raise SpanetError(
             f"{len(unparseable)} image file names in {folder} do not follow the {name} naming (e.g. {fmt.example}: "
-            f"person id, then c + 1-based camera number): {_first(unparseable)}; rename or remove them"
+            f"person id, then c + 1-based camera number): {first_items(unparseable)}; rename or remove them"
         )
     return folder, splits
 
@@ -310,17 +278,11 @@ def _read_list_format(fmt: ListFormat, root: Path) -> tuple[Path, dict[str, list
     if bad_lines:
         raise SpanetError(
             f"{len(bad_lines)} list lines are not `relative/path.jpg label` with the 1-based camera number as the "
-            f"third _ field of the file name (e.g. 0000/0000_000_01_0303morning_0015_0.jpg 0): {_first(bad_lines)}"
+            f"third _ field of the file name (e.g. 0000/0000_000_01_0303morning_0015_0.jpg 0): {first_items(bad_lines)}"
         )
     if missing:
-        raise SpanetError(f"{len(missing)} listed images do not exist: {_first(missing)}; is the folder complete?")
+        raise SpanetError(f"{len(missing)} listed images do not exist: {first_items(missing)}; is the folder complete?")
     return folder, splits
-
-
-def _first(items: list) -> str:
-    """The first few items for an error message, and how many more there are."""
-    more = f" (and {len(items) - _SHOWN} more)" if len(items) > _SHOWN else ""
-    return ", ".join(str(item) for item in items[:_SHOWN]) + more
 
 
 def _first_existing(folder: Path, names: tuple[str, ...]) -> Path:
@@ -352,12 +314,6 @@ def _read_list(list_path: Path, image_dir: Path, bad_lines: list[str], missing: 
             continue
         samples.append(Sample(str(path), pid, camera - 1))
     return samples
-
-
-def _relabel(train: list[Sample]) -> tuple[Sample, ...]:
-    """Map original training ids to 0..N-1 in sorted order, so the same folder always gives the same labels."""
-    labels = {pid: label for label, pid in enumerate(sorted({s.pid for s in train}))}
-    return tuple(Sample(s.path, labels[s.pid], s.camid) for s in train)
 
 
 def _is_official(folder: Path, folders: tuple[str, ...]) -> bool:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from spanet.data.datasets import ReidDataset, Sample, _first, _relabel
+from spanet.data.samples import ReidDataset, Sample, first_items, relabel_train
 from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt
 from spanet.data.protocol import CROSS_CAMERA, NO_CAMERA, check_splits, split_identities, split_query_gallery
 from spanet.errors import SpanetError
@@ -79,7 +79,7 @@ def load_own_dataset(
     protocol = CROSS_CAMERA if raw.has_cameras else NO_CAMERA
     check_splits(train, query, gallery, pool=pool, protocol=protocol, where=str(path))
     return ReidDataset(
-        name=name, root=path, train=_relabel(train), query=tuple(query), gallery=tuple(gallery),
+        name=name, root=path, train=relabel_train(train), query=tuple(query), gallery=tuple(gallery),
         skipped=tuple(skipped), protocol=protocol, split_source=source,
     )  # fmt: skip
 
@@ -178,7 +178,7 @@ def _cameras(root: Path, images: list[Path]) -> list[int] | None:
         listed = _read_camera_table(table)
         missing = [str(image) for image in images if image.resolve() not in listed]
         if missing:
-            raise SpanetError(f"{len(missing)} images are not in {table}: {_first(missing)}; add a path,camera row each")
+            raise SpanetError(f"{len(missing)} images are not in {table}: {first_items(missing)}; add a path,camera row each")
         labels = {name: number for number, name in enumerate(sorted(set(listed.values())))}
         return [labels[listed[image.resolve()]] for image in images]
     matches = [_CAMERA_IN_NAME.search(image.name) for image in images]
@@ -230,10 +230,10 @@ def _read_csv(path: Path) -> _Raw:
     if bad:
         raise SpanetError(
             f"{len(bad)} rows of {path} are not path,pid,camid[,split] (integer ids, split one of "
-            f"{'/'.join(_SPLIT_NAMES)}): {_first(bad)}"
+            f"{'/'.join(_SPLIT_NAMES)}): {first_items(bad)}"
         )
     if missing:
-        raise SpanetError(f"{len(missing)} images listed in {path} do not exist: {_first(missing)}")
+        raise SpanetError(f"{len(missing)} images listed in {path} do not exist: {first_items(missing)}")
     known = {s.camid != -1 for s in samples}
     if len(known) > 1:
         raise SpanetError(f"{path}: some rows have a camid and some do not; give every row a camera or none")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 from dataclasses import replace
 
-from spanet.data.datasets import ReidDataset, Sample
+from spanet.data.samples import ReidDataset, Sample
 from spanet.data.protocol import split_query_gallery
 from spanet.errors import SpanetError
 

@@ -1,8 +1,8 @@
 """ONNX export of the embedding graph, checked against PyTorch before it is trusted.
 
 The exported graph is `model.embed(x, kind)`: input `images` (B, 3, H, W) float32, already resized to the
-checkpoint's input size and normalised with ImageNet mean/std (what `FeatureExtractor.transform` produces);
-output `features` (B, D). The batch axis is dynamic. Export uses the torch.export-based exporter
+checkpoint's input size and normalised with ImageNet mean/std (what `spanet.data.transforms.eval_transform`
+produces); output `features` (B, D). The batch axis is dynamic. Export uses the torch.export-based exporter
 (`dynamo=True`, needs onnxscript); if that fails on some torch version it falls back to the TorchScript exporter.
 After writing, the file is run with onnxruntime on random batches of two different sizes (proving the dynamic
 axis) and the largest absolute difference to PyTorch must stay within `tolerance`, else `SpanetError`.

@@ -36,7 +36,8 @@ import numpy as np
 from spanet.deploy.filters import Where, to_seconds, where_sql
 from spanet.errors import SpanetError
 
-__all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT", "to_seconds"]
+__all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT", "open_folder", "store_image",
+           "to_seconds"]
 
 GALLERY_FORMAT = "spanet-gallery"
 GALLERY_VERSION = 1
@@ -293,23 +294,9 @@ class Gallery:
 
         A gallery made by another model (different fingerprints, kind or dimension) raises `SpanetError`.
         """
-        from spanet.deploy.index import check_compatible
-
         directory = Path(directory)
-        meta_path = directory / _META_FILE
-        if not meta_path.is_file():
-            if not create:
-                raise SpanetError(f"{directory} is not a spanet gallery (no {_META_FILE}); make one with `spanet gallery build`")
-            if directory.exists() and any(directory.iterdir()):
-                raise SpanetError(f"{directory} exists and is not empty; give a new or empty folder for a new gallery")
-            _write_meta(directory, model_info)
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        if meta.get("format") != GALLERY_FORMAT:
-            raise SpanetError(f"{meta_path} is not a spanet gallery description (format {meta.get('format')!r})")
-        check_compatible(meta, model_info, index_path=directory)
-        lock = _lock(directory)
+        meta, lock = open_folder(directory, model_info=model_info, create=create)
         try:
-            (directory / _IMAGES_DIR).mkdir(exist_ok=True)
             store = SQLiteStore(directory / _DB_FILE, feature_dim=int(meta["feature_dim"]))
             strangers = store.fingerprints() - {meta["model"].get("weights_fingerprint")}
             if strangers:
@@ -465,6 +452,19 @@ class Gallery:
         with self._lock:
             return sorted({c for c in self._cameras.values() if c is not None})
 
+    def get(self, entry_ids: Sequence[int]) -> dict[int, Entry]:
+        return self.store.get(entry_ids)
+
+    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int,
+              where: Where | None = None) -> tuple[list[Entry], int]:  # fmt: skip
+        return self.store.query(camera=camera, label=label, limit=limit, offset=offset, where=where)
+
+    def features(self, entry_ids: Sequence[int]) -> np.ndarray:
+        return self.store.features(entry_ids)
+
+    def ids(self) -> np.ndarray:
+        return self.store.ids()
+
     def image_path(self, entry: Entry) -> Path:
         """The file of an entry's image; always inside the gallery's images folder."""
         folder = (self.directory / _IMAGES_DIR).resolve()
@@ -503,18 +503,49 @@ class Gallery:
         return lambda i: (camera is None or cams.get(i) == camera) and (exclude_camera is None or cams.get(i) != exclude_camera)
 
     def _write_image(self, entry: NewEntry) -> str:
-        digest = hashlib.sha256(entry.data).hexdigest()
-        suffix = entry.suffix.lower() if entry.suffix.lower() in _SAFE_SUFFIXES else ".img"
-        name = f"{digest}{suffix}"
-        path = self.directory / _IMAGES_DIR / name
-        if not path.exists():
-            tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")
-            tmp.write_bytes(entry.data)
-            _durable_replace(tmp, path)  # on disk before the row that names it is committed
-        return name
+        return store_image(self.directory / _IMAGES_DIR, entry)
 
 
 _SAFE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+def open_folder(directory: Path, *, model_info: dict[str, Any], create: bool) -> tuple[dict[str, Any], Any]:
+    """The checked `gallery.json` of a gallery folder (written first for a new one) and the folder's lock, with
+    `images/` made: what every backend (`spanet.deploy.backend`) shares."""
+    from spanet.deploy.index import check_compatible
+
+    meta_path = directory / _META_FILE
+    if not meta_path.is_file():
+        if not create:
+            raise SpanetError(f"{directory} is not a spanet gallery (no {_META_FILE}); make one with `spanet gallery build`")
+        if directory.exists() and any(directory.iterdir()):
+            raise SpanetError(f"{directory} exists and is not empty; give a new or empty folder for a new gallery")
+        _write_meta(directory, model_info)
+    meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    if meta.get("format") != GALLERY_FORMAT:
+        raise SpanetError(f"{meta_path} is not a spanet gallery description (format {meta.get('format')!r})")
+    check_compatible(meta, model_info, index_path=directory)
+    lock = _lock(directory)
+    try:
+        (directory / _IMAGES_DIR).mkdir(exist_ok=True)
+    except BaseException:
+        if lock is not None:
+            lock.close()
+        raise
+    return meta, lock
+
+
+def store_image(folder: Path, entry: NewEntry) -> str:
+    """Write an entry's bytes into the images folder as SHA256.suffix (durably, once per content); the file name."""
+    digest = hashlib.sha256(entry.data).hexdigest()
+    suffix = entry.suffix.lower() if entry.suffix.lower() in _SAFE_SUFFIXES else ".img"
+    name = f"{digest}{suffix}"
+    path = folder / name
+    if not path.exists():
+        tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(entry.data)
+        _durable_replace(tmp, path)  # on disk before the row that names it is committed
+    return name
 
 
 def _write_meta(directory: Path, model_info: dict[str, Any]) -> None:

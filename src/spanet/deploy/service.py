@@ -24,8 +24,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from spanet.deploy.backend import GalleryBackend
 from spanet.deploy.filters import where_from_text
-from spanet.deploy.gallery import Entry, Gallery, NewEntry
+from spanet.deploy.gallery import Entry, NewEntry
 from spanet.errors import SpanetError
 
 __all__ = ["Limits", "create_app", "decode_upload"]
@@ -76,7 +77,7 @@ def decode_upload(data: bytes, *, name: str, max_pixels: int, limit: str = "the 
         raise UploadError(400, f"{name}: cannot decode the image ({exc}); the file is truncated or corrupt") from None
 
 
-def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = None, token: str | None = None,
+def create_app(*, gallery: GalleryBackend, extractor: Any, threshold: float | None = None, token: str | None = None,
                limits: Limits = Limits(), allowed_hosts: Sequence[str] | None = None) -> Any:  # fmt: skip
     """The FastAPI application; `extractor` is a `spanet.features.FeatureExtractor` of the gallery's model.
 
@@ -102,7 +103,7 @@ def create_app(*, gallery: Gallery, extractor: Any, threshold: float | None = No
 class _Service:
     """What the routes share: the gallery, the model (one user at a time) and the search batcher."""
 
-    def __init__(self, *, gallery: Gallery, extractor: Any, threshold: float | None, limits: Limits) -> None:
+    def __init__(self, *, gallery: GalleryBackend, extractor: Any, threshold: float | None, limits: Limits) -> None:
         self.gallery = gallery
         self.extractor = extractor
         self.threshold = threshold
@@ -117,12 +118,14 @@ class _Service:
     def _search_batch(self, jobs: list[tuple[Any, ...]]) -> list[Any]:
         """Jobs are (image, (top_k, camera, exclude_camera)) or the same with a `Where` (time window, cameras)."""
         features = self.embed([job[0] for job in jobs])
-        return self.gallery.search_many(features, [job[1] for job in jobs], where=[(job[2:] or (None,))[0] for job in jobs])
+        where = [(job[2:] or (None,))[0] for job in jobs]
+        more = {"where": where} if any(w is not None and not w.empty for w in where) else {}  # plain: the backend call
+        return self.gallery.search_many(features, [job[1] for job in jobs], **more)
 
     def entry(self, entry_id: int) -> Entry:
         from fastapi import HTTPException
 
-        found = self.gallery.store.get([entry_id]).get(entry_id)
+        found = self.gallery.get([entry_id]).get(entry_id)
         if found is None:
             raise HTTPException(404, f"no gallery entry with id {entry_id}")
         return found
@@ -206,7 +209,8 @@ def _add_gallery_routes(app: Any, service: _Service) -> None:
         after: str | None = Query(None, max_length=64), before: str | None = Query(None, max_length=64),
     ) -> dict[str, Any]:  # fmt: skip
         where = where_from_text(cameras=cameras, track=track, after=after, before=before)
-        entries, total = gallery.store.query(camera=camera, label=label, limit=limit, offset=offset, where=where)
+        more = {} if where.empty else {"where": where}  # a plain listing stays the GalleryBackend call
+        entries, total = gallery.query(camera=camera, label=label, limit=limit, offset=offset, **more)
         return {"total": total, "limit": limit, "offset": offset, "entries": [e.to_json() for e in entries]}
 
     @app.get("/image/{entry_id}")

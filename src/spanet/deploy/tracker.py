@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from spanet.errors import SpanetError
-from spanet.features import EmbeddingKind, FeatureExtractor, extract_features
+from spanet.features import EmbeddingKind, FeatureExtractor
 
 __all__ = ["ReID", "crop_boxes", "clip_boxes"]
 
@@ -62,8 +62,8 @@ class ReID:
     >>> embs = reid.get_features(dets[:, :4], frame)   # (N, D) float32, unit rows; zero rows for empty boxes
 
     All boxes of one call go through the model in batches of `batch_size` (one forward pass per batch).
-    `amp` runs in bfloat16 on CPU (float16 on CUDA); `channels_last` stores the weights in NHWC order, which the CPU
-    convolution kernels prefer.
+    `amp` as in `FeatureExtractor` ("auto": float16 on CUDA, bfloat16 on CPUs with native bf16, else float32);
+    `channels_last` (None: on with bf16/fp16) stores the weights in NHWC order, which those kernels prefer.
     """
 
     def __init__(
@@ -73,12 +73,11 @@ class ReID:
         device: str | torch.device = "auto",
         batch_size: int = 32,
         kind: EmbeddingKind = "parts",
-        amp: bool = False,
-        channels_last: bool = False,
+        amp: bool | str = False,
+        channels_last: bool | None = None,
     ) -> None:
-        self.extractor = FeatureExtractor(checkpoint, device=device, batch_size=batch_size, kind=kind, amp=amp)
-        if channels_last:
-            self.extractor.model.to(memory_format=torch.channels_last)
+        self.extractor = FeatureExtractor(checkpoint, device=device, batch_size=batch_size, kind=kind, amp=amp,
+                                          channels_last=channels_last)  # fmt: skip
         self.skipped_boxes = 0  # boxes that had no pixel inside their frame, over all calls
         self.last_skipped = 0  # the same for the latest call
 
@@ -111,11 +110,7 @@ class ReID:
 
     def embed_crops(self, crops: Sequence[np.ndarray]) -> np.ndarray:
         """Unit-length features of RGB crops (H, W, 3) uint8, through the one embedding loop."""
-        ex = self.extractor
-        result = extract_features(
-            ex.model, crops, input_size=ex.input_size, batch_size=ex.batch_size, device=ex.device,
-            kind=ex.kind, amp=ex.amp, progress=False, desc="reid",
-        )  # fmt: skip
+        result = self.extractor.extract(crops, desc="reid")
         norms = np.linalg.norm(result.features, axis=1, keepdims=True)
         return result.features / np.maximum(norms, 1e-12)
 

@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +20,8 @@ from spanet.errors import SpanetError
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.metrics import RankMetrics, rank_metrics
 from spanet.evaluation.rerank import k_reciprocal_rerank_features
-from spanet.features import extract_features, save_features
+from spanet.features import ExtractionOptions, extract_features, save_features
+from spanet.runtime import resolve_device
 
 __all__ = [
     "FeatureSet",
@@ -28,6 +29,9 @@ __all__ = [
     "extract_feature_set",
     "score_features",
     "evaluate_model",
+    "EvaluationOutputs",
+    "CheckpointEvaluation",
+    "evaluate_checkpoint",
     "format_table",
 ]
 
@@ -89,18 +93,7 @@ class EvaluationResult:
 
 
 def extract_feature_set(
-    model: nn.Module,
-    dataset: Any,
-    *,
-    input_size: Sequence[int],
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    flip: bool = False,
-    kind: Literal["parts", "reduced", "global"] = "parts",
-    progress: bool = True,
-    num_workers: int = 0,
-    amp: bool | str | None = None,
-    channels_last: bool = False,
+    model: nn.Module, dataset: Any, *, input_size: Sequence[int], options: ExtractionOptions = ExtractionOptions()
 ) -> FeatureSet:
     """Features of `dataset.query` and `dataset.gallery` (see `spanet.features.extract_features`)."""
     if not dataset.query or not dataset.gallery:
@@ -108,12 +101,10 @@ def extract_feature_set(
             f"dataset {getattr(dataset, 'name', '?')} at {getattr(dataset, 'root', '?')} has "
             f"{len(dataset.query)} query and {len(dataset.gallery)} gallery images; both are needed to evaluate"
         )
-    options = dict(input_size=input_size, batch_size=batch_size, device=device, flip=flip, kind=kind,
-                   progress=progress, num_workers=num_workers, amp=amp, channels_last=channels_last)  # fmt: skip
-    query = extract_features(model, dataset.query, desc="query features", **options).features
-    gallery = extract_features(model, dataset.gallery, desc="gallery features", **options).features
+    query = extract_features(model, dataset.query, input_size=input_size, options=options, desc="query features")
+    gallery = extract_features(model, dataset.gallery, input_size=input_size, options=options, desc="gallery features")
     protocol = getattr(dataset, "protocol", "cross-camera")
-    return FeatureSet(query, gallery, tuple(dataset.query), tuple(dataset.gallery), protocol=protocol)
+    return FeatureSet(query.features, gallery.features, tuple(dataset.query), tuple(dataset.gallery), protocol=protocol)
 
 
 def score_features(
@@ -156,22 +147,13 @@ def evaluate_model(
     dataset: Any,
     *,
     input_size: Sequence[int],
-    batch_size: int = 64,
-    device: str | torch.device = "cpu",
-    flip: bool = False,
-    kind: Literal["parts", "reduced", "global"] = "parts",
+    options: ExtractionOptions = ExtractionOptions(),
     metric: Literal["euclidean", "cosine"] = "euclidean",
     rerank: bool = False,
-    progress: bool = True,
-    num_workers: int = 0,
-    amp: bool | str | None = None,
 ) -> EvaluationResult:
     """Extract query/gallery features of `dataset` with `model` and score them (no files written)."""
-    features = extract_feature_set(
-        model, dataset, input_size=input_size, batch_size=batch_size, device=device, flip=flip, kind=kind,
-        progress=progress, num_workers=num_workers, amp=amp,
-    )  # fmt: skip
-    return score_features(features, metric=metric, rerank=rerank, progress=progress)
+    features = extract_feature_set(model, dataset, input_size=input_size, options=options)
+    return score_features(features, metric=metric, rerank=rerank, progress=options.progress)
 
 
 def format_table(result: EvaluationResult) -> str:
@@ -189,3 +171,86 @@ def format_table(result: EvaluationResult) -> str:
     )
     lines.append(describe_protocol(result.protocol))
     return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class EvaluationOutputs:
+    """What `evaluate_checkpoint` writes beside metrics.json and features.npz."""
+
+    verification: bool = False  # "same person?" metrics and the distance histograms
+    visualize: int = 0  # top-K gallery images drawn for a few queries into ranked/ and the worst ones into worst/
+    visualize_queries: int = 8  # how many (seeded random) queries are drawn with `visualize`
+    embedding: bool = False  # t-SNE scatter of 20 gallery identities (scikit-learn)
+
+
+@dataclass(frozen=True)
+class CheckpointEvaluation:
+    """`evaluate_checkpoint`'s answer: the scores, the features they came from, and the files written."""
+
+    result: EvaluationResult
+    features: FeatureSet
+    metrics: dict[str, Any]  # what metrics.json holds besides its source
+    domain_note: str | None  # set when the checkpoint was trained on other data than it is evaluated on
+    metrics_path: Path
+    features_path: Path
+    ranked: tuple[Path, ...] = ()
+    split_path: Path | None = None  # own data: the split used, re-usable as --dataset list
+
+
+def evaluate_checkpoint(
+    checkpoint: str | Path,
+    dataset: Any,
+    *,
+    out_dir: str | Path,
+    options: ExtractionOptions = ExtractionOptions(),
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    rerank: bool = False,
+    rerank_power: int = 2,
+    outputs: EvaluationOutputs = EvaluationOutputs(),
+) -> CheckpointEvaluation:
+    """Load `checkpoint`, extract and score `dataset`'s query/gallery, write the evaluation folder `out_dir`
+    (metrics.json, features.npz, per-query file and diagnostics, ranked lists) — what `spanet evaluate` does."""
+    from spanet.checkpoint import checkpoint_input_size, load_model
+    from spanet.data.datasets import require_valid_queries
+    from spanet.data.own import save_split_list
+    from spanet.evaluation.diagnostics import domain_note, write_diagnostics
+    from spanet.features import model_info
+    from spanet.run_dir import FEATURES_FILE, RANKED_DIR, write_metrics
+
+    out_dir = Path(out_dir)
+    device = resolve_device(options.device)
+    model, state = load_model(checkpoint, map_location=device)
+    input_size = checkpoint_input_size(state, path=checkpoint)
+    require_valid_queries(dataset)
+    precision = options.precision(device)
+    if precision.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    options = replace(options, device=device, amp=precision)
+    features = extract_feature_set(model, dataset, input_size=input_size, options=options)
+    result = score_features(features, metric=metric, rerank=rerank, rerank_power=rerank_power,
+                            keep_distances=outputs.visualize > 0, progress=options.progress)  # fmt: skip
+    note = domain_note(state, dataset=dataset.name, root=dataset.root)
+    diagnostics = write_diagnostics(
+        features, out_dir=out_dir, metric=metric, verification=outputs.verification,
+        worst=outputs.visualize_queries if outputs.visualize > 0 else 0, top_k=max(outputs.visualize, 1),
+        embedding=outputs.embedding,
+    )  # fmt: skip
+    metrics = {**result.to_metrics_file(), **diagnostics}
+    source = {"checkpoint": str(checkpoint), "dataset": dataset.name, "flip": options.flip, "kind": options.kind,
+              "rerank_power": rerank_power if rerank else None, "amp": precision.amp, "cross_domain": note}  # fmt: skip
+    metrics_path = write_metrics(out_dir, metrics, source=source)
+    info = model_info(model, model_args=state["model_args"], input_size=input_size, kind=options.kind,
+                      checkpoint=checkpoint)  # fmt: skip
+    features_path = features.save(out_dir / FEATURES_FILE, info=info)
+    ranked: list[Path] = []
+    if outputs.visualize > 0:
+        from spanet.viz.figures import draw_ranked_lists
+
+        ranked = draw_ranked_lists(
+            result.distances, features.query, features.gallery, out_dir=out_dir / RANKED_DIR,
+            top_k=outputs.visualize, num_queries=outputs.visualize_queries, seed=0,
+        )  # fmt: skip
+    return CheckpointEvaluation(
+        result=result, features=features, metrics=metrics, domain_note=note, metrics_path=metrics_path,
+        features_path=features_path, ranked=tuple(ranked), split_path=save_split_list(dataset, out_dir),
+    )  # fmt: skip

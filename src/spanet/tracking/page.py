@@ -10,12 +10,15 @@ import html
 from collections import defaultdict
 from collections.abc import Sequence as Seq
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
-from spanet.tracking.associate import TrackFeature
 from spanet.tracking.mot import Sequence
+
+if TYPE_CHECKING:  # associate.py calls write_page: the page needs the type only, not the module at run time
+    from spanet.tracking.associate import TrackFeature
 
 __all__ = ["write_page"]
 

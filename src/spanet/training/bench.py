@@ -16,6 +16,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ import numpy as np
 import torch
 
 from spanet.config import Config, LossConfig, OptimConfig
+from spanet.runtime import choose_precision, cpu_info
 
 __all__ = ["BenchSettings", "TINY", "run_bench", "format_bench", "supported_precisions"]
 
@@ -52,7 +54,8 @@ TINY = BenchSettings(warmup=1, steps=2, compile=False, workers=(0, 1), loader_im
 
 
 def supported_precisions(device: torch.device) -> list[str]:
-    """The autocast modes worth timing here: fp32 always, bf16 where the hardware has it, fp16 on CUDA."""
+    """The autocast modes that run here: fp32 always, bf16 where PyTorch offers it (on a CPU also where it is only
+    emulated, so the bench shows what that costs), fp16 on CUDA."""
     if device.type == "cuda":
         return ["fp32", "bf16", "fp16"] if torch.cuda.is_bf16_supported() else ["fp32", "fp16"]
     return ["fp32", "bf16"] if torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported() else ["fp32"]
@@ -67,32 +70,33 @@ def run_bench(config: Config, *, device: torch.device, settings: BenchSettings =
         torch.backends.cudnn.benchmark = True
     shape = {"batch": batch, "height": height, "width": width}
     train_rows = []
-    for precision in supported_precisions(device):
+    modes = [(precision, layout) for precision in supported_precisions(device) for layout in (False, True)]
+    for precision, layout in modes:
         for compiled in (False, True) if settings.compile else (False,):
-            train_rows.append(_train_speed(model_config, device=device, precision=precision, compiled=compiled,
-                                           settings=settings, **shape))  # fmt: skip
-    autocast = "fp16" if device.type == "cuda" else "bf16"  # what `extract_features(amp=True)` runs
-    embed_rows = [_embed_speed(model_config, device=device, precision=p, settings=settings, **shape)
-                  for p in ("fp32", autocast) if p in supported_precisions(device)]  # fmt: skip
+            train_rows.append(_train_speed(model_config, device=device, precision=precision, channels_last=layout,
+                                           compiled=compiled, settings=settings, **shape))  # fmt: skip
+    embed_rows = [_embed_speed(model_config, device=device, precision=p, channels_last=layout, settings=settings,
+                               **shape) for p, layout in modes]  # fmt: skip
     loader_rows = _loader_speed(config, device=device, settings=settings, **shape)
     fastest = max(row["images_per_s"] for row in train_rows)
     overall = max(_overall_rate(fastest, row) for row in loader_rows)
     bound = "loader" if overall < 0.95 * fastest else "model"
     epochs = {name: {"seconds": images / overall, "bound": bound} for name, images in TRAIN_IMAGES.items()}
+    auto = choose_precision("auto", device)
     return {
         "device": str(device), "torch": torch.__version__, "backbone": model_config.backbone, **shape,
+        "cpu": cpu_info().to_json(), "auto_precision": auto.to_json(),
         "threads": torch.get_num_threads(), "train": train_rows, "embed": embed_rows, "loader": loader_rows,
         "epoch_estimate": epochs, "host_peak_rss_mb": _host_peak_mb(),
     }  # fmt: skip
 
 
-def _train_speed(model_config: Any, *, device: torch.device, precision: str, compiled: bool,
+def _train_speed(model_config: Any, *, device: torch.device, precision: str, channels_last: bool, compiled: bool,
                  settings: BenchSettings, batch: int, height: int, width: int) -> dict[str, Any]:  # fmt: skip
     from spanet.training.loop import StepSettings, build_model, train_step
     from spanet.training.optim import build_optimizer
 
     torch.manual_seed(0)
-    channels_last = precision != "fp32"
     model = build_model(model_config, num_classes=NUM_CLASSES).to(device).train()
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -111,31 +115,32 @@ def _train_speed(model_config: Any, *, device: torch.device, precision: str, com
     warmup_s = time.perf_counter() - started
     rates = _timed(lambda: train_step(runner, optimizer, inputs, targets, settings=step_settings, scaler=scaler),
                    device=device, steps=settings.steps, batch=batch)  # fmt: skip
-    return {"precision": precision, "compiled": compiled, "images_per_s": rates, "warmup_s": warmup_s,
-            "device_peak_mb": _device_peak_mb(device)}  # fmt: skip
+    return {"precision": precision, "channels_last": channels_last, "compiled": compiled, "images_per_s": rates,
+            "warmup_s": warmup_s, "device_peak_mb": _device_peak_mb(device)}  # fmt: skip
 
 
-def _embed_speed(model_config: Any, *, device: torch.device, precision: str, settings: BenchSettings,
-                 batch: int, height: int, width: int) -> dict[str, Any]:  # fmt: skip
-    from spanet.features import extract_features
+def _embed_speed(model_config: Any, *, device: torch.device, precision: str, channels_last: bool,
+                 settings: BenchSettings, batch: int, height: int, width: int) -> dict[str, Any]:  # fmt: skip
+    from spanet.features import ExtractionOptions, extract_features
     from spanet.training.loop import build_model
 
     torch.manual_seed(0)
-    fast = precision != "fp32"
     model = build_model(model_config, num_classes=NUM_CLASSES).to(device).eval()
-    if fast:
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 256, (height, width, 3), dtype=np.uint8) for _ in range(settings.embed_images)]
-    options = dict(input_size=(height, width), batch_size=batch, device=device, amp=fast, channels_last=fast,
-                   progress=False)  # fmt: skip
-    extract_features(model, images[:batch], **options)  # warm-up
-    _reset_device_peak(device)
-    started = time.perf_counter()
-    extract_features(model, images, **options)
+    options = ExtractionOptions(batch_size=batch, device=device, amp="none" if precision == "fp32" else precision,
+                                channels_last=channels_last, progress=False)  # fmt: skip
+    with warnings.catch_warnings():  # emulated bf16 is timed on purpose
+        warnings.simplefilter("ignore", RuntimeWarning)
+        extract_features(model, images[:batch], input_size=(height, width), options=options)  # warm-up
+        _reset_device_peak(device)
+        started = time.perf_counter()
+        extract_features(model, images, input_size=(height, width), options=options)
     _sync(device)
-    return {"precision": precision, "images_per_s": len(images) / (time.perf_counter() - started),
-            "device_peak_mb": _device_peak_mb(device)}  # fmt: skip
+    return {"precision": precision, "channels_last": channels_last,
+            "images_per_s": len(images) / (time.perf_counter() - started), "device_peak_mb": _device_peak_mb(device)}
 
 
 def _loader_speed(config: Config, *, device: torch.device, settings: BenchSettings,
@@ -212,18 +217,23 @@ def _host_peak_mb() -> float:
 def format_bench(result: dict[str, Any]) -> str:
     """The human table: one line per measurement, then the epoch estimates."""
     lines = [f"spanet bench: {result['backbone']} at {result['height']}x{result['width']}, batch {result['batch']}, "
-             f"{result['device']}, torch {result['torch']}, {result['threads']} threads", "",
-             f"{'what':<34}{'images/s':>10}{'device peak MB':>16}"]  # fmt: skip
+             f"{result['device']}, torch {result['torch']}, {result['threads']} threads"]  # fmt: skip
+    if result["device"].startswith("cpu"):
+        cpu = result["cpu"]
+        lines.append(f"CPU kernels {cpu['capability']}, AMX {'yes' if cpu['amx'] else 'no'}, AVX512-BF16 "
+                     f"{'yes' if cpu['avx512_bf16'] else 'no'}: bf16 is {'native' if cpu['native_bf16'] else 'emulated'}")
+    auto = result["auto_precision"]
+    lines += [f"amp auto chooses here: {_mode(auto['amp'], auto['channels_last'])} ({auto['reason']})", "",
+              f"{'what':<34}{'images/s':>10}{'device peak MB':>16}"]  # fmt: skip
 
     def peak(row: dict[str, Any]) -> str:
         return f"{row['device_peak_mb']:>16.0f}" if row.get("device_peak_mb") is not None else f"{'-':>16}"
 
     for row in result["train"]:
-        mode = row["precision"] + ("" if row["precision"] == "fp32" else "+channels_last")
-        name = f"train {mode} {'compiled' if row['compiled'] else 'eager'}"
+        name = f"train {_mode(row['precision'], row['channels_last'])} {'compiled' if row['compiled'] else 'eager'}"
         lines.append(f"{name:<34}{row['images_per_s']:>10.1f}{peak(row)}")
     for row in result["embed"]:
-        name = f"embed {row['precision']}" + ("" if row["precision"] == "fp32" else "+channels_last")
+        name = f"embed {_mode(row['precision'], row['channels_last'])}"
         lines.append(f"{name:<34}{row['images_per_s']:>10.1f}{peak(row)}")
     for row in result["loader"]:
         lines.append(f"{'loader, ' + str(row['workers']) + ' workers (64x128 JPEG)':<34}{row['images_per_s']:>10.1f}{'-':>16}")
@@ -232,3 +242,7 @@ def format_bench(result: dict[str, Any]) -> str:
     for name, estimate in result["epoch_estimate"].items():
         lines.append(f"  {name:<16}{TRAIN_IMAGES[name]:>7} images  {estimate['seconds'] / 60:8.1f} min  ({estimate['bound']}-bound)")
     return "\n".join(lines)
+
+
+def _mode(precision: str, channels_last: bool) -> str:
+    return {"none": "fp32"}.get(precision, precision) + ("+channels_last" if channels_last else "")

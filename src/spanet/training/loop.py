@@ -40,6 +40,7 @@ from spanet.training.optim import build_optimizer, lr_factor
 from spanet.data.own import save_split_list
 from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog, check_output_dir, move_aside
 from spanet.run_dir import remove_stale_temp_files
+from spanet.runtime import Precision, choose_precision, cpu_info
 from spanet.training.step import EpochSpan, StepSettings, TrainingDiverged, train_one_epoch, train_step
 from spanet.training.stopping import StopRequest
 
@@ -79,13 +80,14 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False, overw
     if not config.data.root:
         raise SpanetError("data.root is empty; pass --data-root DIR or set data.root in the config file")
     if config.train.amp == "fp16" and not config.train.device.startswith(("cuda", "auto")):
-        raise SpanetError("train.amp=fp16 needs CUDA; on a CPU use train.amp=bf16 or none")
+        raise SpanetError("train.amp=fp16 needs CUDA; on a CPU use train.amp=auto, bf16 or none")
     dist_info, device = init_distributed(config.train.device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest convolution once
     try:
         if config.train.amp == "fp16" and device.type != "cuda":
-            raise SpanetError("train.amp=fp16 needs CUDA, and none is available; use train.amp=bf16 or none")
+            raise SpanetError("train.amp=fp16 needs CUDA, and none is available; use train.amp=auto, bf16 or none")
+        precision = choose_precision(config.train.amp, device, channels_last=config.train.channels_last)
         dataset = load_dataset(config.data.dataset, config.data.root, skip_corrupt=config.data.skip_corrupt,
                                progress=config.train.progress and dist_info.is_main,
                                test_fraction=config.data.test_fraction, split_seed=config.data.split_seed)
@@ -99,10 +101,9 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False, overw
             dataset, validation = hold_out_identities(dataset, num_ids=config.data.val_ids, seed=config.train.seed)
         check_output_dir(output_dir, resume=resume, overwrite=overwrite)  # every rank, before any rank writes
         barrier(dist_info)
-        return _run(
-            config, dataset, validation, output_dir=output_dir, resume=resume, dist_info=dist_info, device=device,
-            loaded=loaded,
-        )
+        run = _Run(config=config, dataset=dataset, output_dir=output_dir, device=device, dist_info=dist_info,
+                   precision=precision)  # fmt: skip
+        return _run(run, validation=validation, loaded=loaded, resume=resume)
     finally:
         shutdown_distributed(dist_info)
 
@@ -125,101 +126,132 @@ class _RunState:
     validation_pending: bool = False  # a stop came at the end of an epoch due for validation: validate on resume
 
 
-def _run(
-    config: Config,
-    dataset: Any,
-    validation: Any,
-    *,
-    output_dir: Path,
-    resume: bool,
-    dist_info: DistInfo,
-    device: torch.device,
-    loaded: Any = None,
-) -> dict[str, Any]:
-    last_path = output_dir / LAST_CHECKPOINT
-    checkpoint = _prepare_output(config, output_dir, resume=resume, num_classes=dataset.num_train_ids,
+@dataclass
+class _Run:
+    """What one run does not change as it goes: every helper of `_run` reads it instead of a dozen parameters.
+
+    The loader, its steps per epoch, the log and the stop request are set by `_run` once the folder is ready."""
+
+    config: Config
+    dataset: Any
+    output_dir: Path
+    device: torch.device
+    dist_info: DistInfo
+    precision: Precision
+    loader: Any = None
+    steps: int = 0
+    run_log: Any = None
+    stop: Any = None
+
+    def say(self, message: str) -> None:
+        _printer(self.dist_info)(message)
+
+    def save(self, name: str, state: _RunState, *, epoch: int, step: int = 0, resumable: bool = True) -> None:
+        """Write `state` at (epoch, step in epoch) as the run folder's `name` (last.pt or best.pt), from rank 0."""
+        checkpoint = _checkpoint(state, self.config, epoch=epoch, step=step, steps=self.steps, resumable=resumable)
+        _save_if_finite(self.output_dir / name, checkpoint, self.dist_info)
+
+
+def _run(run: _Run, *, validation: Any, loaded: Any, resume: bool) -> dict[str, Any]:
+    config, dist_info = run.config, run.dist_info
+    checkpoint = _prepare_output(config, run.output_dir, resume=resume, num_classes=run.dataset.num_train_ids,
                                  is_main=dist_info.is_main)  # fmt: skip
     if dist_info.is_main:
-        save_split_list(loaded or dataset, output_dir)  # own data: the split used, readable as --dataset list
+        save_split_list(loaded, run.output_dir)  # own data: the split used, readable as --dataset list
     barrier(dist_info)  # rank 0 has checked and created the folder
-    state = _build_state(config, num_classes=dataset.num_train_ids, device=device, checkpoint=checkpoint)
+    state = _build_state(config, num_classes=run.dataset.num_train_ids, device=run.device, checkpoint=checkpoint,
+                         precision=run.precision)  # fmt: skip
     state.validation = validation
-    if dist_info.is_main:
-        state.probe = _attention_probe(state.model, dataset, config, device=device)
-    wrapped = state.model
-    if dist_info.world_size > 1:
-        device_ids = [device.index] if device.type == "cuda" else None
-        wrapped = nn.parallel.DistributedDataParallel(state.model, device_ids=device_ids)
-    if config.train.compile:
-        wrapped = torch.compile(wrapped)  # checkpoints keep saving `state.model`, so their keys do not change
-    loader = build_train_loader(  # one loader for the run: its workers persist across epochs
-        dataset.train, config.data, seed=config.train.seed, rank=dist_info.rank, world_size=dist_info.world_size
+    model = _wrap_model(run, state)
+    run.loader = build_train_loader(  # one loader for the run: its workers persist across epochs
+        run.dataset.train, config.data, seed=config.train.seed, rank=dist_info.rank, world_size=dist_info.world_size
     )
-    steps_per_epoch = _steps_per_epoch(loader, dataset, config)
-    say = _printer(dist_info)
+    run.steps = _steps_per_epoch(run.loader, run.dataset, config)
+    run.say(run.precision.describe())
     if state.epoch >= config.optim.epochs:
-        say(f"{last_path} already holds all {config.optim.epochs} epochs; raise optim.epochs to train further"
-            + ("; evaluating the test split, which did not finish before" if not state.test_metrics
-               and config.train.eval_every > 0 else ""))  # fmt: skip
-    stop = StopRequest(announce=say)
-    run_log = RunLog(output_dir, enabled=dist_info.is_main)
-    interrupted, trained = False, False
+        run.say(f"{run.output_dir / LAST_CHECKPOINT} already holds all {config.optim.epochs} epochs; raise "
+                "optim.epochs to train further" + ("; evaluating the test split, which did not finish before"
+                                                   if not state.test_metrics and config.train.eval_every > 0 else ""))
+    run.stop = StopRequest(announce=run.say)
+    run.run_log = RunLog(run.output_dir, enabled=dist_info.is_main)
+    run.run_log.write({"type": "run", "precision": run.precision.to_json(), "device": str(run.device),
+                       **({"cpu": cpu_info().to_json()} if run.device.type == "cpu" else {}),
+                       "threads": torch.get_num_threads(), "torch": torch.__version__},
+                      step=state.epoch * run.steps)  # fmt: skip
     started = time.perf_counter()
-    with stop.installed():
+    with run.stop.installed():
         try:
-            if state.validation_pending and state.validation is not None:
-                _validate(state, config, epoch=state.epoch, steps=steps_per_epoch, output_dir=output_dir, device=device,
-                          dist_info=dist_info, run_log=run_log)  # fmt: skip
-            for epoch in range(state.epoch, config.optim.epochs):
-                trained = True
-                interrupted = _run_epoch(
-                    wrapped, state, dataset, config, loader=loader, epoch=epoch, steps=steps_per_epoch, output_dir=output_dir,
-                    device=device, dist_info=dist_info, stop=stop, run_log=run_log,
-                    rng=checkpoint["rng"] if checkpoint is not None and epoch == state.epoch else None,
-                )  # fmt: skip
-                if interrupted:  # agreed by all ranks; a local flag alone could leave a DDP peer waiting
-                    break
-            finished = trained or state.epoch >= config.optim.epochs
-            # also when an earlier call trained every epoch but its final test failed or was killed
-            if finished and not interrupted and config.train.eval_every > 0 and not state.test_metrics:
-                _final_test(state, dataset, config, output_dir=output_dir, device=device, dist_info=dist_info,
-                            run_log=run_log, steps=steps_per_epoch)  # fmt: skip
+            interrupted = _train_epochs(run, state, model, rng=checkpoint["rng"] if checkpoint is not None else None)
         finally:
-            run_log.close()
-            shutdown_loader(loader)
+            run.run_log.close()
+            shutdown_loader(run.loader)
     if interrupted:
-        say(
-            f"stopped by {stop.signal_name}; checkpoint saved to {last_path}. Resume with: "
-            f"spanet train --config {output_dir / CONFIG_FILE} --output {output_dir} --resume"
-        )
+        run.say(f"stopped by {run.stop.signal_name}; checkpoint saved to {run.output_dir / LAST_CHECKPOINT}. Resume "
+                f"with: spanet train --config {run.output_dir / CONFIG_FILE} --output {run.output_dir} --resume")
     return {
-        "output_dir": str(output_dir),
+        "output_dir": str(run.output_dir),
         "rank": dist_info.rank,  # under torchrun only rank 0 should report
         "interrupted": interrupted,
         "epochs": config.optim.epochs,
-        "last_checkpoint": str(last_path),
-        "best_checkpoint": str(output_dir / BEST_CHECKPOINT) if state.best_map is not None else None,
+        "last_checkpoint": str(run.output_dir / LAST_CHECKPOINT),
+        "best_checkpoint": str(run.output_dir / BEST_CHECKPOINT) if state.best_map is not None else None,
         "best_mAP": state.best_map,
         "best_epoch": state.best_epoch,
         "final_metrics": state.test_metrics,
         "val_metrics": state.metrics,
+        "precision": run.precision.to_json(),
         "seconds": time.perf_counter() - started,
         "model": state.model,
     }
 
 
+def _train_epochs(run: _Run, state: _RunState, model: nn.Module, *, rng: dict[str, Any] | None) -> bool:
+    """The pending validation, the remaining epochs, then the test split once; True when a stop interrupted."""
+    config = run.config
+    if state.validation_pending and state.validation is not None:
+        _validate(run, state, epoch=state.epoch)
+    interrupted, trained = False, False
+    for epoch in range(state.epoch, config.optim.epochs):
+        trained = True
+        interrupted = _run_epoch(run, state, model, epoch=epoch, rng=rng if epoch == state.epoch else None)
+        if interrupted:  # agreed by all ranks; a local flag alone could leave a DDP peer waiting
+            return True
+    finished = trained or state.epoch >= config.optim.epochs
+    # also when an earlier call trained every epoch but its final test failed or was killed
+    if finished and config.train.eval_every > 0 and not state.test_metrics:
+        _final_test(run, state)
+    return interrupted
+
+
+def _wrap_model(run: _Run, state: _RunState) -> nn.Module:
+    """What the steps call: the model, under DDP when there are several processes, compiled when asked."""
+    if run.dist_info.is_main:
+        state.probe = _attention_probe(state.model, run.dataset, run.config, device=run.device)
+    wrapped = state.model
+    if run.dist_info.world_size > 1:
+        device_ids = [run.device.index] if run.device.type == "cuda" else None
+        wrapped = nn.parallel.DistributedDataParallel(state.model, device_ids=device_ids)
+    if run.config.train.compile:
+        wrapped = torch.compile(wrapped)  # checkpoints keep saving `state.model`, so their keys do not change
+    return wrapped
+
+
 def _build_state(
-    config: Config, *, num_classes: int, device: torch.device, checkpoint: dict[str, Any] | None
+    config: Config, *, num_classes: int, device: torch.device, checkpoint: dict[str, Any] | None,
+    precision: Precision | None = None,
 ) -> _RunState:
-    """Model, optimiser and scaler from the config: fresh (seeded, same weights on every rank) or from `checkpoint`."""
+    """Model, optimiser and scaler from the config: fresh (seeded, same weights on every rank) or from `checkpoint`.
+
+    `precision` defaults to what the config's `train.amp` / `train.channels_last` mean on `device`."""
+    precision = precision or choose_precision(config.train.amp, device, channels_last=config.train.channels_last)
     torch.manual_seed(config.train.seed)
     # a resumed model gets the checkpoint's weights: no ImageNet download (an offline node can resume)
     model_config = config.model if checkpoint is None else dataclasses.replace(config.model, pretrained=None)
     model = build_model(model_config, num_classes=num_classes).to(device)
-    if config.train.channels_last:
+    if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.optim)
-    scaler = torch.amp.GradScaler(device.type, enabled=config.train.amp == "fp16")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision.amp == "fp16")
     state = _RunState(model=model, optimizer=optimizer, scaler=scaler)
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
@@ -237,99 +269,59 @@ def _build_state(
     return state
 
 
-def _run_epoch(
-    model: nn.Module,
-    state: _RunState,
-    dataset: Any,
-    config: Config,
-    *,
-    loader: DataLoader,
-    epoch: int,
-    steps: int,
-    output_dir: Path,
-    device: torch.device,
-    dist_info: DistInfo,
-    stop: StopRequest,
-    run_log: RunLog,
-    rng: dict[str, Any] | None,
-) -> bool:
+def _run_epoch(run: _Run, state: _RunState, model: nn.Module, *, epoch: int, rng: dict[str, Any] | None) -> bool:
     """Train one epoch (or its rest), log it, evaluate when due, checkpoint; True when a stop interrupted the run.
 
     `rng` is the resumed checkpoint's RNG state when this epoch continues an interrupted one.
     """
+    config, dist_info = run.config, run.dist_info
     torch.manual_seed(epoch_seed(config.train.seed, epoch, dist_info.rank))
     skip = state.step_in_epoch if epoch == state.epoch else 0
     if skip and rng is not None and dist_info.world_size == 1:
         restore_rng_state(rng)
-    set_loader_epoch(loader, epoch=epoch, skip_batches=skip)
-    result = _epoch_with_progress(
-        model, state, loader, config=config, span=EpochSpan(epoch=epoch, steps=steps, start_step=skip),
-        device=device, dist_info=dist_info, stop=stop, run_log=run_log,
-    )  # fmt: skip
-    global_step = epoch * steps + result["step"]
+    set_loader_epoch(run.loader, epoch=epoch, skip_batches=skip)
+    result = _epoch_with_progress(run, state, model, span=EpochSpan(epoch=epoch, steps=run.steps, start_step=skip))
+    global_step = epoch * run.steps + result["step"]
     broadcast_buffers(state.model, info=dist_info)
-    last_path = output_dir / LAST_CHECKPOINT
-    if result["step"] < steps and result["stopped"]:
-        _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch, step=result["step"], steps=steps), dist_info)
+    if result["step"] < run.steps and result["stopped"]:
+        run.save(LAST_CHECKPOINT, state, epoch=epoch, step=result["step"])
         return True
     record = {key: result[key] for key in ("loss", "terms", "images_per_s", "seconds")}
     if state.probe is not None and dist_info.is_main:
         record["attention"] = _attention_spread(state)
-    run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
+    run.run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
     last_epoch = epoch + 1 == config.optim.epochs
     due = state.validation is not None and _eval_due(epoch, config.optim.epochs, config.train.eval_every)
     state.validation_pending = due and result["stopped"] and not last_epoch  # stop now; the resume validates first
     # the trained epoch is saved before evaluating it, so a failing evaluation cannot cost the epoch
-    _save_if_finite(last_path, _checkpoint(state, config, epoch=epoch + 1, step=0, steps=steps), dist_info)
+    run.save(LAST_CHECKPOINT, state, epoch=epoch + 1)
     if due and not state.validation_pending:
-        _validate(state, config, epoch=epoch + 1, steps=steps, output_dir=output_dir, device=device,
-                  dist_info=dist_info, run_log=run_log)  # fmt: skip
+        _validate(run, state, epoch=epoch + 1)
     return result["stopped"] and not last_epoch
 
 
-def _validate(
-    state: _RunState,
-    config: Config,
-    *,
-    epoch: int,
-    steps: int,
-    output_dir: Path,
-    device: torch.device,
-    dist_info: DistInfo,
-    run_log: RunLog,
-) -> None:
+def _validate(run: _Run, state: _RunState, *, epoch: int) -> None:
     """Evaluate the held-out identities after `epoch` epochs, keep best.pt on validation mAP, save last.pt."""
-    step = epoch * steps
-    state.metrics = _evaluate(state.model, state.validation, config, device=device, dist_info=dist_info)
+    step = epoch * run.steps
+    state.metrics = _evaluate(run, state.model, state.validation)
     state.validation_pending = False
-    if dist_info.is_main:
-        run_log.write({"type": "val", "epoch": epoch, "step": step, **state.metrics}, step=step)
-        _printer(dist_info)(f"epoch {epoch}: validation rank-1 {state.metrics['rank1']:.2%}  mAP {state.metrics['mAP']:.2%}")
+    if run.dist_info.is_main:
+        run.run_log.write({"type": "val", "epoch": epoch, "step": step, **state.metrics}, step=step)
+        run.say(f"epoch {epoch}: validation rank-1 {state.metrics['rank1']:.2%}  mAP {state.metrics['mAP']:.2%}")
         if state.best_map is None or state.metrics["mAP"] > state.best_map:
             state.best_map, state.best_epoch = state.metrics["mAP"], epoch
-            best = _checkpoint(state, config, epoch=epoch, step=0, steps=steps, resumable=False)
-            _save_if_finite(output_dir / BEST_CHECKPOINT, best, dist_info)
-    _save_if_finite(output_dir / LAST_CHECKPOINT, _checkpoint(state, config, epoch=epoch, step=0, steps=steps), dist_info)
+            run.save(BEST_CHECKPOINT, state, epoch=epoch, resumable=False)
+    run.save(LAST_CHECKPOINT, state, epoch=epoch)
 
 
-def _final_test(
-    state: _RunState,
-    dataset: Any,
-    config: Config,
-    *,
-    output_dir: Path,
-    device: torch.device,
-    dist_info: DistInfo,
-    run_log: RunLog,
-    steps: int,
-) -> None:
+def _final_test(run: _Run, state: _RunState) -> None:
     """The test split, evaluated once on the final model (never used to pick a checkpoint); kept in last.pt."""
-    state.test_metrics = _evaluate(state.model, dataset, config, device=device, dist_info=dist_info)
-    if dist_info.is_main:
-        epoch = config.optim.epochs
-        run_log.write({"type": "test", "epoch": epoch, "step": epoch * steps, **state.test_metrics}, step=epoch * steps)
-        last = _checkpoint(state, config, epoch=epoch, step=0, steps=steps)
-        _save_if_finite(output_dir / LAST_CHECKPOINT, last, dist_info)
+    state.test_metrics = _evaluate(run, state.model, run.dataset)
+    if run.dist_info.is_main:
+        epoch = run.config.optim.epochs
+        step = epoch * run.steps
+        run.run_log.write({"type": "test", "epoch": epoch, "step": step, **state.test_metrics}, step=step)
+        run.save(LAST_CHECKPOINT, state, epoch=epoch)
 
 
 def _attention_probe(model: nn.Module, dataset: Any, config: Config, *, device: torch.device) -> torch.Tensor | None:
@@ -410,24 +402,14 @@ def _prepare_output(
     return checkpoint
 
 
-def _epoch_with_progress(
-    model: nn.Module,
-    state: _RunState,
-    loader: DataLoader,
-    *,
-    config: Config,
-    span: EpochSpan,
-    device: torch.device,
-    dist_info: DistInfo,
-    stop: StopRequest,
-    run_log: RunLog,
-) -> dict[str, Any]:
+def _epoch_with_progress(run: _Run, state: _RunState, model: nn.Module, *, span: EpochSpan) -> dict[str, Any]:
     """`train_one_epoch` with a tqdm bar and a step record every `log_every` steps."""
     from tqdm.auto import tqdm
 
+    config = run.config
     bar = tqdm(
         total=span.steps, initial=span.start_step, desc=f"epoch {span.epoch + 1}/{config.optim.epochs}", unit="step",
-        disable=not (dist_info.is_main and config.train.progress), dynamic_ncols=True, leave=False,
+        disable=not (run.dist_info.is_main and config.train.progress), dynamic_ncols=True, leave=False,
     )  # fmt: skip
 
     def on_step(record: dict[str, Any]) -> None:
@@ -438,34 +420,35 @@ def _epoch_with_progress(
         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2g}", img_s=f"{record['images_per_s']:.1f}")
         if step_in_epoch % max(config.train.log_every, 1) == 0 or step_in_epoch == span.steps:
             global_step = span.epoch * span.steps + step_in_epoch
-            run_log.write({"type": "step", **record, "epoch": span.epoch + 1, "step": global_step}, step=global_step)
+            run.run_log.write({"type": "step", **record, "epoch": span.epoch + 1, "step": global_step}, step=global_step)
 
     settings = StepSettings(
-        loss=config.loss, optim=config.optim, amp=config.train.amp, channels_last=config.train.channels_last,
+        loss=config.loss, optim=config.optim, amp=run.precision.amp, channels_last=run.precision.channels_last,
         read_every=config.train.log_every,
     )
     try:
         return train_one_epoch(
-            model, state.optimizer, loader, settings=settings, span=span, device=device, scaler=state.scaler,
-            dist_info=dist_info, should_stop=stop.requested, on_step=on_step,
+            model, state.optimizer, run.loader, settings=settings, span=span, device=run.device, scaler=state.scaler,
+            dist_info=run.dist_info, should_stop=run.stop.requested, on_step=on_step,
         )  # fmt: skip
     finally:
         bar.close()
 
 
-def _evaluate(model: nn.Module, dataset: Any, config: Config, *, device: torch.device, dist_info: DistInfo) -> dict:
+def _evaluate(run: _Run, model: nn.Module, dataset: Any) -> dict:
     """Rank-1/mAP on query/gallery (`spanet.evaluation.evaluate`), computed by rank 0 while the other ranks wait."""
     metrics: dict[str, float] = {}
-    if dist_info.is_main:
+    config = run.config
+    if run.dist_info.is_main:
         from spanet.evaluation.evaluate import evaluate_model
+        from spanet.features import ExtractionOptions
 
-        result = evaluate_model(
-            model, dataset, input_size=(config.data.height, config.data.width), batch_size=config.train.eval_batch_size,
-            device=device, flip=config.train.eval_flip, progress=config.train.progress,
-            num_workers=config.data.num_workers, amp=config.train.amp,  # the training precision, dtype included
-        )  # fmt: skip
+        options = ExtractionOptions(batch_size=config.train.eval_batch_size, device=run.device,
+                                    flip=config.train.eval_flip, amp=run.precision,  # the training precision
+                                    num_workers=config.data.num_workers, progress=config.train.progress)  # fmt: skip
+        result = evaluate_model(model, dataset, input_size=(config.data.height, config.data.width), options=options)
         metrics = {key: float(getattr(result, key)) for key in ("rank1", "rank5", "rank10", "mAP", "mINP")}
-    barrier(dist_info)
+    barrier(run.dist_info)
     return metrics
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from spanet.evaluation.explain import domain_note
+from spanet.evaluation.diagnostics import domain_note
 
 
 def test_cross_domain_note(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""What `spanet evaluate` adds to the plain metrics: per-query results, camera pairs, worst queries, verification.
+"""Diagnostics: what `spanet evaluate` adds to the plain metrics (per-query results, camera pairs, worst queries,
+verification). Not to be confused with the search page's "explain" (activation maps of a match, `deploy/service.py`).
 
 All of it uses the plain (not re-ranked) distances, the ones a deployed search sees, so thresholds found here mean
 the same as in `spanet search --threshold`. Files written into the evaluation folder: `per_query.csv`,
@@ -9,21 +10,23 @@ the same as in `spanet search --threshold`. Files written into the evaluation fo
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from spanet.evaluation.analysis import camera_pair_matrix, per_query_results, worst_queries, write_per_query_results
 from spanet.evaluation.distance import pairwise_distances
-from spanet.evaluation.evaluate import FeatureSet
 from spanet.evaluation.verification import open_set_identification, pair_distances, verification_metrics
 
-__all__ = ["PER_QUERY_FILE", "explain_evaluation", "domain_note", "format_verification"]
+if TYPE_CHECKING:  # evaluate.evaluate_checkpoint calls this module: the type only, no import back at run time
+    from spanet.evaluation.evaluate import FeatureSet
+
+__all__ = ["PER_QUERY_FILE", "write_diagnostics", "domain_note", "format_verification"]
 
 PER_QUERY_FILE = "per_query.csv"
 
 
-def explain_evaluation(
+def write_diagnostics(
     features: FeatureSet, *, out_dir: str | Path, metric: str = "euclidean", verification: bool = False,
     worst: int = 0, top_k: int = 10, embedding: bool = False,
 ) -> dict[str, Any]:  # fmt: skip
