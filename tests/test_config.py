@@ -177,6 +177,15 @@ def test_epochs_zero_from_the_cli_is_an_error_not_a_silent_success(tmp_path: Pat
     assert not (tmp_path / "run").exists()
 
 
+def test_a_bad_flag_value_is_blamed_on_the_flag_not_on_set(tmp_path: Path, capsys) -> None:
+    """Poor: `--epochs -1` said "--set 'optim.epochs=-1'", an option the user never typed."""
+    from spanet.cli import main
+
+    assert main(["train", "--data-root", str(tmp_path), "--output", str(tmp_path / "run"), "--epochs", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --epochs") and "--set" not in err and "optim.epochs must be ≥ 1" in err
+
+
 def test_yaml_syntax_error_keeps_line_and_column_and_a_folder_is_named(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("optim:\n  lr: 0.1\n  milestones: [40\n")

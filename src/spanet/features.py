@@ -38,6 +38,7 @@ from torch import nn
 
 from spanet.data.images import as_rgb_image
 from spanet.errors import SpanetError
+from spanet.outputs import atomic_path
 from spanet.runtime import Precision, choose_precision, resolve_device
 
 __all__ = [
@@ -349,7 +350,6 @@ def save_features(
     count = len(paths)
     if features.ndim != 2 or features.shape[0] != count:
         raise SpanetError(f"features of shape {features.shape} do not match {count} paths")
-    path.parent.mkdir(parents=True, exist_ok=True)
     arrays = {
         "features": features.astype(np.float32, copy=False),
         "paths": np.array([str(p) for p in paths], dtype=str).reshape(count),
@@ -359,7 +359,8 @@ def save_features(
         "failed": np.array([str(p) for p in failed], dtype=str),
         "model_info": np.array(json.dumps(_plain(info))),
     }
-    np.savez(path, checksum=np.array(_arrays_checksum(arrays)), **arrays)
+    with atomic_path(path, temp_suffix=".tmp.npz") as tmp:  # numpy would add .npz to any other name
+        np.savez(tmp, checksum=np.array(_arrays_checksum(arrays)), **arrays)
     return path
 
 

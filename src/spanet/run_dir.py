@@ -3,9 +3,12 @@
 A run folder is what `spanet train` writes and what `evaluate`, `cam` and `report` add to:
 
 ```
-RUN/config.yaml  log.jsonl  tb/  last.pt  best.pt  report.html  report_files/
-RUN/eval/metrics.json  eval/features.npz  eval/ranked/*.png       (spanet evaluate; eval/ lies beside the checkpoint)
+RUN/config.yaml  log.jsonl  tb/  last.pt  best.pt  report.html  report_files/  split.csv (own data)
+RUN/calibration.json                                               (spanet calibrate; beside the checkpoint)
+RUN/eval/metrics.json  eval/features.npz  eval/per_query.csv  eval/ranked/*.png  eval/worst/*.png  eval/analysis/*.png
+                                                                   (spanet evaluate; eval/ lies beside the checkpoint)
 RUN/cam/*.png  cam/spread.json  cam/spread.csv                      (spanet cam --out RUN/cam)
+ABLATION/ablation.md  ablation.json  runs/ROW/DIGEST/seedN/ (a run folder + result.json)   (spanet ablation)
 ```
 
 Every module that reads or writes one of these names asks this one. Only the main process of a run holds an open
@@ -22,7 +25,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from spanet import outputs
 from spanet.errors import SpanetError
+from spanet.outputs import atomic_path, write_json, write_text
 
 __all__ = [
     "CONFIG_FILE",
@@ -41,7 +46,16 @@ __all__ = [
     "REPORT_FILES_DIR",
     "RunLog",
     "read_log",
+    "SPLIT_FILE",
+    "ANALYSIS_DIR",
+    "WORST_DIR",
+    "PER_QUERY_FILE",
+    "CALIBRATION_FILE",
+    "RESULT_FILE",
+    "ABLATION_TABLE",
+    "ABLATION_JSON",
     "check_output_dir",
+    "failed_start",
     "move_aside",
     "remove_stale_temp_files",
     "default_eval_dir",
@@ -66,6 +80,14 @@ SPREAD_FILE = "spread.json"
 SPREAD_CSV = "spread.csv"
 REPORT_FILE = "report.html"
 REPORT_FILES_DIR = "report_files"
+SPLIT_FILE = "split.csv"  # own data (folders/list): the split used, readable with `--dataset list`
+ANALYSIS_DIR = "analysis"  # in eval/: camera pairs, distance histograms, embedding
+WORST_DIR = "worst"  # in eval/: ranked lists of the lowest-AP queries
+PER_QUERY_FILE = "per_query.csv"  # in eval/
+CALIBRATION_FILE = "calibration.json"  # beside the checkpoint (spanet calibrate)
+RESULT_FILE = "result.json"  # an ablation cell's run folder: its final metrics and settings digest
+ABLATION_TABLE = "ablation.md"  # an ablation's output folder
+ABLATION_JSON = "ablation.json"
 _SPREAD_COLUMNS = ("image", "stage", "variant", "class", "class_source", "area_above_half", "entropy",
                    "rows_above_half")  # fmt: skip
 
@@ -134,15 +156,26 @@ def check_output_dir(output_dir: str | Path, *, resume: bool, overwrite: bool) -
         raise SpanetError("resume and overwrite exclude each other: resume continues the run, overwrite starts anew")
     if resume:
         if not (output_dir / LAST_CHECKPOINT).is_file():
-            raise SpanetError(f"--resume: {output_dir / LAST_CHECKPOINT} does not exist; start a new run without --resume")
+            raise SpanetError(f"--resume: {output_dir / LAST_CHECKPOINT} does not exist; start a new run without --resume"
+                              + (" (what the failed first run left is moved aside)" if failed_start(output_dir) else ""))
         return
     held = sorted(p.name for p in output_dir.iterdir()) if output_dir.is_dir() else []
-    if held and not overwrite:
+    if held and not overwrite and not failed_start(output_dir):
         shown = ", ".join(held[:5]) + (" …" if len(held) > 5 else "")
         raise SpanetError(
             f"{output_dir} is not empty ({shown}); pass --resume to continue the run in it, --overwrite to move it "
             "aside and start anew, or choose a new --output"
         )
+
+
+def failed_start(output_dir: str | Path) -> bool:
+    """Whether `output_dir` holds only what a run writes before its first checkpoint (config, log, TensorBoard, the
+    split list): a first run that failed, e.g. on a corrupt image. A new run may start there (moving it aside)."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return False
+    held = {p.name for p in output_dir.iterdir()}
+    return bool(held) and held <= {CONFIG_FILE, LOG_FILE, TB_DIR, SPLIT_FILE}
 
 
 def remove_stale_temp_files(output_dir: str | Path) -> list[Path]:
@@ -157,17 +190,7 @@ def remove_stale_temp_files(output_dir: str | Path) -> list[Path]:
 
 def move_aside(output_dir: str | Path) -> Path | None:
     """Rename a non-empty folder to `<name>.replaced-<time>` (never deleted); return the new name, or None."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir() or not any(output_dir.iterdir()):
-        return None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    target = output_dir.with_name(f"{output_dir.name}.replaced-{stamp}")
-    suffix = 1
-    while target.exists():
-        suffix += 1
-        target = output_dir.with_name(f"{output_dir.name}.replaced-{stamp}-{suffix}")
-    output_dir.rename(target)
-    return target
+    return outputs.move_aside(output_dir) if Path(output_dir).is_dir() else None
 
 
 def default_eval_dir(checkpoint: str | Path) -> Path:
@@ -198,10 +221,7 @@ def check_eval_dir(eval_dir: str | Path, *, checkpoint: str | Path, overwrite: b
 def write_metrics(eval_dir: str | Path, metrics: Mapping[str, Any], *, source: Mapping[str, Any]) -> Path:
     """Write `eval_dir/metrics.json`: an evaluation's metrics (`EvaluationResult.to_metrics_file()`) and what made
     them (`source`: checkpoint, dataset, flip, kind)."""
-    path = Path(eval_dir) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({**metrics, **source}, indent=2, default=_plain) + "\n", encoding="utf-8")
-    return path
+    return write_json(Path(eval_dir) / METRICS_FILE, {**metrics, **source}, default=_plain)
 
 
 def read_metrics(eval_dir: str | Path) -> dict[str, Any]:
@@ -212,10 +232,8 @@ def read_metrics(eval_dir: str | Path) -> dict[str, Any]:
 def write_spread(cam_dir: str | Path, spread: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> Path:
     """Write `cam_dir/spread.json` (summary and variants) and `cam_dir/spread.csv` (one row per image × stage × variant)."""
     cam_dir = Path(cam_dir)
-    cam_dir.mkdir(parents=True, exist_ok=True)
-    path = cam_dir / SPREAD_FILE
-    path.write_text(json.dumps(spread, indent=2, default=_plain), encoding="utf-8")
-    with open(cam_dir / SPREAD_CSV, "w", newline="", encoding="utf-8") as handle:
+    path = write_text(cam_dir / SPREAD_FILE, json.dumps(spread, indent=2, default=_plain))
+    with atomic_path(cam_dir / SPREAD_CSV) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(_SPREAD_COLUMNS))
         writer.writeheader()
         writer.writerows(records)

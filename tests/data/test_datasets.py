@@ -139,6 +139,15 @@ def test_unparseable_file_names_listed(tmp_path: Path) -> None:
     assert "person0.jpg" in message and "(and 2 more)" in message and "0002_c1s1_000451_03.jpg" in message
 
 
+def test_png_files_with_market_names_are_blamed_on_their_format_not_their_names(tmp_path: Path) -> None:
+    """Poor: check-data said the .png files "do not follow the naming" although only their format differed."""
+    pngs = {split: [name.replace(".jpg", ".png") for name in names] for split, names in MARKET_FILES.items()}
+    write_market(tmp_path, pngs)
+    with pytest.raises(SpanetError, match=r"are \.png files, but market1501 file names end in \.jpg") as info:
+        load_dataset("market1501", tmp_path)
+    assert "naming" not in str(info.value) and "0007_c1s1_000001_00.png" in str(info.value)
+
+
 def test_non_image_files_are_ignored(tmp_path: Path) -> None:
     root = write_market(tmp_path)
     (root / "bounding_box_test" / "Thumbs.db").write_bytes(b"\x00\x01")

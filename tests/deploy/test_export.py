@@ -47,14 +47,16 @@ def test_onnx_output_is_the_extractor_feature(exported, checkpoint: Path) -> Non
     np.testing.assert_allclose(onnx_features, torch_features, atol=1e-4)
 
 
-def test_tolerance_failure_is_an_error(checkpoint: Path, tmp_path: Path) -> None:
+def test_tolerance_failure_is_an_error(checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import spanet.deploy.export
     from spanet.checkpoint import load_model
 
     model, _ = load_model(checkpoint)
     good = tmp_path / "m.onnx"
     good.write_bytes(b"a good model from before")
+    monkeypatch.setattr(spanet.deploy.export, "verify_onnx", lambda *a, **k: {2: 0.5, 3: 0.25})  # a bad export
     with pytest.raises(SpanetError, match="differs from PyTorch"):
-        export_onnx(model, good, input_size=INPUT_SIZE, kind="global", tolerance=-1.0)
+        export_onnx(model, good, input_size=INPUT_SIZE, kind="global", tolerance=1e-4)
     assert good.read_bytes() == b"a good model from before"  # a failed export replaces nothing
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx"]  # and leaves no temporary file
 
@@ -86,3 +88,25 @@ def test_metadata_json_beside_the_onnx_file(exported, checkpoint: Path) -> None:
     info = FeatureExtractor(checkpoint, device="cpu").info
     assert meta["weights_fingerprint"] == info["weights_fingerprint"]
     assert meta["args_fingerprint"] == info["args_fingerprint"]
+
+
+def test_a_negative_tolerance_is_refused_before_exporting(checkpoint: Path, tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """Poor: `--tolerance -1` was accepted, the export then 'differed' and the advice blamed the exporter."""
+    from spanet.cli import main
+
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "m.onnx"), "--tolerance", "-1"]) == 2
+    assert "--tolerance must be a number >= 0" in capsys.readouterr().err and list(tmp_path.iterdir()) == []
+
+
+def test_an_opset_the_exporters_cannot_write_is_an_error_not_a_traceback_and_another_opset(
+    checkpoint: Path, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Poor: `export --opset 11` printed an onnxscript traceback and exited 0 with an opset-18 file."""
+    from spanet.cli import main
+
+    out = tmp_path / "m.onnx"
+    assert main(["export", "--checkpoint", str(checkpoint), "--out", str(out), "--opset", "11"]) == 2
+    captured = capfd.readouterr()
+    assert "Traceback" not in captured.err + captured.out and "opset 11" in captured.err
+    assert not out.exists()

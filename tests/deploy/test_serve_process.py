@@ -53,8 +53,7 @@ def test_kill_9_during_enrolment(tmp_path: Path, checkpoint: Path) -> None:
     confirmed: list[int] = []
     stop = threading.Event()
 
-    def enrol_forever() -> None:
-        seed = 0
+    def enrol_forever(seed: int) -> None:  # each thread its own images: the same bytes again are not enrolled twice
         with httpx.Client(base_url=url, timeout=10) as client:
             while not stop.is_set():
                 files = [("files", (f"{seed}_{i}.png", _png(seed * 10 + i), "image/png")) for i in range(3)]
@@ -66,7 +65,7 @@ def test_kill_9_during_enrolment(tmp_path: Path, checkpoint: Path) -> None:
                 if response.status_code == 200:
                     confirmed.extend(response.json()["ids"])
 
-    workers = [threading.Thread(target=enrol_forever) for _ in range(2)]
+    workers = [threading.Thread(target=enrol_forever, args=(start,)) for start in (0, 100_000)]
     for worker in workers:
         worker.start()
     try:

@@ -226,3 +226,17 @@ def test_many_large_images_in_one_request_are_refused_before_decoding_them_all(s
     for entry_id in ok.json()["ids"]:
         client.delete(f"/gallery/{entry_id}")
     gallery.close()
+
+
+def test_a_retried_enrolment_enrols_nothing_twice(setup) -> None:
+    """Poor: a client retry of POST /gallery enrolled the same bytes again (`gallery build` de-duplicates)."""
+    client, gallery = _client(setup)
+    files = [("files", ("r.png", _png(colour=(10, 200, 90)), "image/png"))]
+    form = {"camera": "4", "label": "retry", "timestamp": "2024-06-01T08:00:00"}
+    first = client.post("/gallery", files=files, data=form).json()
+    second = client.post("/gallery", files=files, data=form).json()
+    assert second["ids"] == first["ids"] and second["already_enrolled"] == first["ids"]
+    assert second["gallery_size"] == first["gallery_size"] and first["already_enrolled"] == []
+    other_camera = client.post("/gallery", files=files, data={**form, "camera": "5"}).json()
+    assert other_camera["ids"] != first["ids"] and other_camera["gallery_size"] == first["gallery_size"] + 1
+    gallery.close()

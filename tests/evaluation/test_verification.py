@@ -123,3 +123,12 @@ def test_calibration_file_round_trip_and_fingerprint_check(tmp_path: Path) -> No
         save_calibration(tmp_path / "d.json", {"threshold": 1.0})
     with pytest.raises(SpanetError, match="spanet calibrate"):
         load_calibration(tmp_path / "missing.json")
+
+
+def test_the_unknown_rule_is_one_function_used_by_search_and_service() -> None:
+    from spanet.evaluation.verification import is_unknown, nearest_is_unknown
+
+    assert not is_unknown(0.5, None) and not is_unknown(0.5, 0.5) and is_unknown(0.51, 0.5)
+    assert is_unknown(float("nan"), 0.5)
+    assert nearest_is_unknown([], 0.5) and nearest_is_unknown([0.7, 0.9], 0.5) and not nearest_is_unknown([0.2, 0.9], 0.5)
+    assert not nearest_is_unknown([], None)

@@ -60,6 +60,9 @@ def test_round_trip_with_new_ids(tmp_path: Path) -> None:
         ("1,1,300,4,5,6", "outside the 80x60 frame"),
         ("1,1,-30,4,5,6", "outside the 80x60 frame"),
         ("9,1,3,4,5,6", "frame 9 does not exist"),
+        ("1,1,nan,4,5,6", "box x, y, w, h must be finite"),  # was blamed on the frame and id
+        ("1,1,3,4,inf,6", "box x, y, w, h must be finite"),
+        ("nan,1,3,4,5,6", "frame must be an integer >= 1"),
     ],
 )
 def test_bad_track_line_names_file_and_line(tmp_path: Path, line: str, message: str) -> None:
@@ -69,6 +72,14 @@ def test_bad_track_line_names_file_and_line(tmp_path: Path, line: str, message: 
     with pytest.raises(SpanetError, match=message) as info:
         read_tracks(path, sequence=sequence)
     assert str(info.value).startswith(f"{path}:2:")
+
+
+def test_an_empty_track_file_is_warned_about(tmp_path: Path) -> None:
+    """Poor: associate accepted an empty track file without a word."""
+    path = tmp_path / "tracks.txt"
+    path.write_text("# no boxes\n\n")
+    with pytest.warns(UserWarning, match="holds no boxes"):
+        assert len(read_tracks(path)) == 0
 
 
 def test_missing_frame_file_inside_the_length(tmp_path: Path) -> None:

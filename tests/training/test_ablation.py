@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import spanet.training.loop
 from spanet.training.ablation import ROW_GROUPS, ROWS, format_markdown, resolve_rows, run_ablation
 from spanet.errors import SpanetError
 
@@ -47,7 +48,7 @@ TINY = [
 ]
 
 
-def test_runs_every_row_and_seed_and_resumes(tiny_market: Path, tmp_path: Path) -> None:
+def test_runs_every_row_and_seed_and_resumes(tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     overrides = ["data.dataset=synthetic", f"data.root={tiny_market}", *TINY]
     result = run_ablation(config_path=None, rows=["backbone", "with-sa"], seeds=2, output_dir=tmp_path, overrides=overrides)
 
@@ -56,7 +57,7 @@ def test_runs_every_row_and_seed_and_resumes(tiny_market: Path, tmp_path: Path) 
         assert len(row["rank1"]["values"]) == 2 and len(row["mAP"]["values"]) == 2
         assert all(0.0 <= v <= 100.0 for v in row["rank1"]["values"] + row["mAP"]["values"])
         for seed in range(2):
-            run_dir = tmp_path / "runs" / key / f"seed{seed}"
+            (run_dir,) = (tmp_path / "runs" / key).glob(f"*/seed{seed}")  # runs/ROW/SETTINGS-DIGEST/seedN
             config = yaml.safe_load((run_dir / "config.yaml").read_text())
             assert config["train"]["seed"] == seed
             assert {name: config["model"][name] for name in ROWS[key].flags} == ROWS[key].flags
@@ -69,12 +70,17 @@ def test_runs_every_row_and_seed_and_resumes(tiny_market: Path, tmp_path: Path) 
     markdown = (tmp_path / "ablation.md").read_text()
     assert "| Backbone |" in markdown and "| +SA (full model) |" in markdown and "84.8 / 67.0" in markdown
 
-    # A second call finds every result.json and trains nothing: make training impossible to prove it.
-    (tmp_path / "runs" / "backbone" / "seed1" / "result.json").write_text(json.dumps({"rank1": 0.5, "mAP": 0.25}))
-    again = run_ablation(
-        config_path=None, rows=["backbone"], seeds=2, output_dir=tmp_path, overrides=[*overrides, "data.root=/nonexistent"]
-    )
+    # A second call with the same settings finds every result.json and trains nothing: make training impossible.
+    (result_file,) = (tmp_path / "runs" / "backbone").glob("*/seed1/result.json")
+    stored = json.loads(result_file.read_text())
+    result_file.write_text(json.dumps({**stored, "rank1": 0.5, "mAP": 0.25}))
+    monkeypatch.setattr(spanet.training.loop, "train", _no_training)
+    again = run_ablation(config_path=None, rows=["backbone"], seeds=2, output_dir=tmp_path, overrides=overrides)
     assert again["rows"]["backbone"]["rank1"]["values"][1] == pytest.approx(50.0)
+
+
+def _no_training(*args: object, **kwargs: object) -> None:
+    raise AssertionError("trained although every cell had a result for these settings")
 
 
 def test_markdown_shows_mean_and_std() -> None:
@@ -126,10 +132,43 @@ def test_variants_run_the_same_rows_under_each_reading(tiny_market: Path, tmp_pa
     tiny = [item for key in TINY for item in ("--set", key)]
     assert main([*args, *tiny]) == 0
     for label, (attention, pooling) in {"sum": ("softmax", "sum"), "official": ("l1", "mean")}.items():
-        config = yaml.safe_load((tmp_path / label / "runs" / "with-sa" / "seed0" / "config.yaml").read_text())
+        (config_file,) = (tmp_path / label / "runs" / "with-sa").glob("*/seed0/config.yaml")
+        config = yaml.safe_load(config_file.read_text())
         assert (config["model"]["attention"], config["model"]["sa_pooling"]) == (attention, pooling)
         assert (tmp_path / label / "ablation.json").is_file()
     combined = json.loads((tmp_path / "ablation.json").read_text())
     assert list(combined["results"]) == ["sum", "official"]
     markdown = (tmp_path / "ablation.md").read_text()
     assert "Variant `sum` (model.sa_pooling=sum)" in markdown and "Variant `official`" in markdown
+
+
+def test_changed_settings_train_new_cells_and_never_reuse_numbers(tiny_market: Path, tmp_path: Path) -> None:
+    """Bug: a re-run into the same output with changed --set values reused the cells trained with the old values
+    and labelled the table with the new settings."""
+    trained = []
+    real_train = spanet.training.loop.train
+
+    def counting_train(config: object, **kwargs: object) -> dict:
+        trained.append(config)
+        return real_train(config, **kwargs)
+
+    overrides = ["data.dataset=synthetic", f"data.root={tiny_market}", *TINY]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(spanet.training.loop, "train", counting_train)
+        first = run_ablation(config_path=None, rows=["backbone"], seeds=1, output_dir=tmp_path, overrides=overrides)
+        assert len(trained) == 1
+        second = run_ablation(config_path=None, rows=["backbone"], seeds=1, output_dir=tmp_path,
+                              overrides=[*overrides, "optim.lr=0.001"])  # fmt: skip
+        assert len(trained) == 2 and trained[1].optim.lr == 0.001
+        again = run_ablation(config_path=None, rows=["backbone"], seeds=1, output_dir=tmp_path, overrides=overrides)
+        assert len(trained) == 2  # the first settings' cell is still there and is reused
+    assert first["rows"]["backbone"]["settings"] != second["rows"]["backbone"]["settings"]
+    assert again["rows"]["backbone"] == first["rows"]["backbone"]
+    assert len(list((tmp_path / "runs" / "backbone").iterdir())) == 2
+
+
+def test_one_seed_shows_no_spread_instead_of_plus_minus_zero() -> None:
+    row = {"label": "Backbone", "table": 2, "flags": ROWS["backbone"].flags, "paper": {"rank1": 84.8, "mAP": 67.0},
+           "rank1": {"values": [50.0], "mean": 50.0, "std": None}, "mAP": {"values": [40.0], "mean": 40.0, "std": None}}
+    text = format_markdown({"seeds": 1, "rows": {"backbone": row}})
+    assert "± 0.0" not in text and "50.0 (1 seed, no spread)" in text

@@ -158,5 +158,10 @@ def test_run_cam_with_compare_model_and_errors(tmp_path: Path) -> None:
                       compare_model=_tiny_model(sa_ds=False), compare_label="no_sa.pt", progress=False)
     assert summary.variants["without_sa"] == "without SA: no_sa.pt"
     assert len(summary.figures) == 1
+    # Poor: a --compare model WITH attention was labelled "without SA"
+    with pytest.warns(UserWarning, match="has spatial attention as well"):
+        summary = run_cam(_tiny_model(), images, out_dir=tmp_path / "cam2", input_size=(64, 32),
+                          compare_model=_tiny_model(), compare_label="also_sa.pt", progress=False)  # fmt: skip
+    assert summary.variants["without_sa"] == "also_sa.pt (also with SA)"
     with pytest.raises(SpanetError, match="unknown"):
         run_cam(_tiny_model(), images, out_dir=tmp_path / "x", input_size=(64, 32), stages=["stage9"])

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from spanet.cli.common import add_device_arg, add_overwrite_arg
+
 __all__ = ["register", "run_bench_command"]
 
 _EPILOG = """\
@@ -32,8 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--config", type=Path, required=True, metavar="FILE", help="YAML config whose model, input "
                         "size and batch are measured")  # fmt: skip
-    parser.add_argument("--device", default="auto", metavar="DEV", help="auto (default: CUDA if present), cpu, cuda:N")
+    add_device_arg(parser)
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the numbers as JSON ('-': stdout only)")
+    add_overwrite_arg(parser, what="--json file")
     parser.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile timings")
     parser.add_argument("--steps", type=int, default=5, metavar="N", help="timed training steps per case (default 5)")
     parser.add_argument("--tiny", action="store_true", help="a seconds-long smoke run (resnet18, 64x32, batch 4)")
@@ -48,6 +51,10 @@ def run_bench_command(args: argparse.Namespace) -> int:
     from spanet.runtime import resolve_device
     from spanet.training.bench import TINY, BenchSettings, format_bench, run_bench
 
+    from spanet.outputs import JSON_FILE, guard_file, write_json
+
+    if args.json is not None and str(args.json) != "-":
+        guard_file(args.json, option="--json", kind=JSON_FILE, inputs=[args.config], overwrite=args.overwrite)
     if args.steps < 1:
         raise SpanetError(f"--steps must be at least 1, got {args.steps}")
     config = load_config(args.config, [])
@@ -59,6 +66,5 @@ def run_bench_command(args: argparse.Namespace) -> int:
         return 0
     print(format_bench(result))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(args.json, result)
     return 0

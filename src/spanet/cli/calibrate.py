@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from spanet.cli.common import add_dataset_args
+from spanet.cli.common import (
+    EMBEDDING_CHOICES,
+    add_batch_size_arg,
+    add_checkpoint_arg,
+    add_dataset_args,
+    add_device_arg,
+    add_overwrite_arg,
+)
 
 __all__ = ["register"]
 
@@ -34,25 +41,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(parser)
     add_dataset_args(parser)
     target = parser.add_mutually_exclusive_group(required=True)
     target.add_argument("--target-fpr", type=float, metavar="F", help="pairwise false-accept rate, e.g. 1e-4")
     target.add_argument("--target-fpir", type=float, metavar="F",
                         help="share of strangers matched to someone in a gallery of --gallery-size images, e.g. 0.05")
     parser.add_argument("--gallery-size", type=int, metavar="N", help="with --target-fpir: images in the searched gallery")
-    parser.add_argument("--kind", choices=("parts", "reduced", "global"), default="parts",
+    parser.add_argument("--kind", choices=EMBEDDING_CHOICES, default="parts",
                         help="embedding the threshold is for (default parts; search uses the index's)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="where to write (default: CKPT folder/calibration.json)")
-    parser.add_argument("--device", default="auto", metavar="DEV", help="auto (default), cpu, cuda")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
+    add_overwrite_arg(parser, what="calibration file")
+    add_device_arg(parser)
+    add_batch_size_arg(parser)
     parser.set_defaults(func=run_calibrate)
 
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from spanet.cli.common import dataset_from_args
     from spanet.errors import SpanetError
-    from spanet.evaluation.calibration import calibrate_checkpoint
+    from spanet.evaluation.calibration import calibrate_checkpoint, default_calibration_path
+    from spanet.outputs import JSON_FILE, guard_file
 
     for name in ("target_fpr", "target_fpir"):
         value = getattr(args, name)
@@ -60,10 +69,12 @@ def run_calibrate(args: argparse.Namespace) -> int:
             raise SpanetError(f"--{name.replace('_', '-')} must be between 0 and 1, got {value}")
     if args.target_fpir is not None and (args.gallery_size is None or args.gallery_size < 1):
         raise SpanetError("--target-fpir needs --gallery-size N >= 1 (how many images the searched gallery holds)")
+    out = guard_file(args.out if args.out is not None else default_calibration_path(args.checkpoint), option="--out",
+                     kind=JSON_FILE, inputs=[args.checkpoint, args.data_root], overwrite=args.overwrite)
     dataset = dataset_from_args(args, progress=False)
     record, path = calibrate_checkpoint(
         args.checkpoint, dataset, target_fpr=args.target_fpr, target_fpir=args.target_fpir,
-        gallery_size=args.gallery_size, kind=args.kind, device=args.device, batch_size=args.batch_size, out=args.out,
+        gallery_size=args.gallery_size, kind=args.kind, device=args.device, batch_size=args.batch_size, out=out,
     )  # fmt: skip
     data = record["calibration_data"]
     print(f"threshold {record['threshold']:.6g} (squared euclidean) for {record['target']} on {data['images']} images "

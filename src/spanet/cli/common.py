@@ -3,12 +3,53 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from spanet.data.datasets import ReidDataset
 
-__all__ = ["add_amp_arg", "add_dataset_args", "add_skip_corrupt_arg", "dataset_from_args"]
+__all__ = [
+    "EMBEDDING_CHOICES",
+    "add_amp_arg",
+    "add_checkpoint_arg",
+    "add_device_arg",
+    "add_batch_size_arg",
+    "add_dataset_args",
+    "add_skip_corrupt_arg",
+    "add_overwrite_arg",
+    "writes",
+    "dataset_from_args",
+]
+
+
+# `spanet.model.EMBEDDING_KINDS`, spelled here so that building the parser loads no torch; a test checks they agree
+EMBEDDING_CHOICES: tuple[str, ...] = ("parts", "reduced", "global")
+
+
+def writes(action: argparse.Action) -> argparse.Action:
+    """Mark an argument that names something the command writes but is not called --out/--output/--json (e.g. a
+    gallery folder): tests/cli/test_output_options.py aims every output at a checkpoint."""
+    action.writes = True  # type: ignore[attr-defined]
+    return action
+
+
+def add_checkpoint_arg(parser: argparse.ArgumentParser, *, help: str = "a .pt file from `spanet train`") -> None:
+    """`--checkpoint CKPT` (required)."""
+    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help=help)
+
+
+def add_device_arg(parser: argparse.ArgumentParser, *, default: str | None = "auto") -> None:
+    """`--device DEV`; `default=None` leaves the choice to the config (train.device)."""
+    shown = default or "the config's train.device"
+    parser.add_argument("--device", default=default, metavar="DEV",
+                        help=f"auto (CUDA if present, else CPU), cpu, cuda or cuda:N (default: {shown})")  # fmt: skip
+
+
+def add_batch_size_arg(parser: argparse.ArgumentParser, *, default: int = 64, what: str = "images") -> None:
+    """`--batch-size N`: how many images (or crops) one forward pass takes."""
+    parser.add_argument("--batch-size", type=int, default=default, metavar="N",
+                        help=f"{what} per forward pass (default {default})")  # fmt: skip
 
 
 def add_dataset_args(parser: argparse.ArgumentParser) -> None:
@@ -45,6 +86,16 @@ def add_skip_corrupt_arg(parser: argparse.ArgumentParser) -> None:
         "--skip-corrupt",
         action="store_true",
         help="decode every image first and leave out corrupt ones (listed in the output) instead of stopping",
+    )
+
+
+def add_overwrite_arg(parser: argparse.ArgumentParser, *, what: str) -> None:
+    """`--overwrite`: replace an existing output of the same kind, which is moved aside (never deleted)."""
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help=f"replace an existing {what}: the old one is moved aside to NAME.replaced-TIME (never deleted); "
+        "without it an existing one is refused",
     )
 
 

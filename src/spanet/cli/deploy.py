@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from spanet.cli.common import add_amp_arg
+from spanet.cli.common import (
+    EMBEDDING_CHOICES,
+    add_amp_arg,
+    add_batch_size_arg,
+    add_checkpoint_arg,
+    add_device_arg,
+    add_overwrite_arg,
+)
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -23,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
-    parser.add_argument("--device", default="auto", help="auto (GPU if any, else CPU), cpu, cuda, cuda:1 … (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default: 64)")
+    add_checkpoint_arg(parser)
+    add_device_arg(parser)
+    add_batch_size_arg(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     add_amp_arg(parser)
 
@@ -45,9 +51,10 @@ def _register_extract(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="FEATS.npz",
                         help="where to write the features (--engine ray: a folder of Parquet shards)")
     parser.add_argument(
-        "--kind", default="parts", choices=("parts", "reduced", "global"),
+        "--kind", default="parts", choices=EMBEDDING_CHOICES,
         help="which embedding (default: parts = the paper's 6 L2-normalised stripe features)",
     )
+    add_overwrite_arg(parser, what="features file")
     scale = parser.add_argument_group("--engine ray (docs/scale.md; needs spanet[ray])")
     scale.add_argument("--engine", default="torch", choices=("torch", "ray"),
                        help="torch: this process (default); ray: a pool of model actors with Ray Data, Parquet shards, "
@@ -85,6 +92,7 @@ def _register_index(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--pca", type=int, metavar="D", help="ivfpq: PCA to D dims first, 0 = none (default 256 when D > 1024)")
     build.add_argument("--refine", choices=("none", "sq8", "flat"), help="ivfpq: re-rank candidates (default sq8)")
     build.add_argument("--seed", type=int, default=0, help="seed of the training sample and k-means (default 0)")
+    add_overwrite_arg(build, what="index folder")
     build.set_defaults(func=_run_index_build)
 
 
@@ -109,6 +117,7 @@ def _register_search(subparsers: argparse._SubParsersAction) -> None:
                         help="matches farther than T (squared euclidean) are reported as unknown; auto: the threshold "
                         "from `spanet calibrate` (--calibration, default calibration.json beside the checkpoint)")
     parser.add_argument("--calibration", type=Path, metavar="FILE", help="calibration file for --threshold auto")
+    add_overwrite_arg(parser, what="--json file")
     parser.set_defaults(func=_run_search)
 
 
@@ -123,24 +132,27 @@ def _register_export(subparsers: argparse._SubParsersAction) -> None:
             "if the largest difference to PyTorch exceeds --tolerance."
         ),
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="MODEL.onnx", help="where to write the ONNX model")
-    parser.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding (default: parts)")
+    parser.add_argument("--kind", default="parts", choices=EMBEDDING_CHOICES, help="embedding (default: parts)")
     parser.add_argument("--opset", type=int, metavar="N", help="ONNX opset (default: the exporter's)")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="largest allowed |ONNX − PyTorch| (default 1e-4)")
+    add_overwrite_arg(parser, what="ONNX model")
     parser.set_defaults(func=_run_export)
 
 
 def _run_extract(args: argparse.Namespace) -> int:
     from spanet.data.images import collect_images
     from spanet.features import FeatureExtractor, save_features
+    from spanet.outputs import FEATURES_FILE_KIND, guard_file, guard_folder
 
+    inputs = [args.checkpoint, *args.images]
     if args.engine == "ray":
         from spanet.cli.scale import run_ray_extract
 
+        guard_folder(args.out, option="--out", inputs=inputs)  # its shards are resumed: the folder is its business
         return run_ray_extract(args)  # also takes .txt and .parquet lists of paths
-    if args.out.suffix != ".npz":
-        raise SpanetError(f"--out {args.out} must end in .npz")
+    guard_file(args.out, option="--out", kind=FEATURES_FILE_KIND, inputs=inputs, overwrite=args.overwrite)
     paths = collect_images(args.images)
     extractor = FeatureExtractor(
         args.checkpoint, device=args.device, batch_size=args.batch_size, kind=args.kind, amp=args.amp
@@ -163,7 +175,9 @@ def _run_extract(args: argparse.Namespace) -> int:
 def _run_index_build(args: argparse.Namespace) -> int:
     from spanet.features import load_features
     from spanet.deploy.index import GalleryIndex, choose_params
+    from spanet.outputs import INDEX_FOLDER, guard_folder
 
+    guard_folder(args.out, option="--out", inputs=[args.features], kind=INDEX_FOLDER, overwrite=args.overwrite)
     loaded = load_features(args.features)
     if "gallery" in loaded.splits:
         loaded = loaded.select("gallery")
@@ -187,8 +201,14 @@ def _run_search(args: argparse.Namespace) -> int:
     from spanet.features import FeatureExtractor
     from spanet.deploy.index import GalleryIndex, check_compatible
     from spanet.evaluation.calibration import resolve_threshold
+    from spanet.outputs import JSON_FILE, guard_file, guard_folder, write_json
     from spanet.viz.figures import draw_matches
 
+    inputs = [args.checkpoint, args.index, args.calibration, *args.queries]
+    if args.json is not None:
+        guard_file(args.json, option="--json", kind=JSON_FILE, inputs=inputs, overwrite=args.overwrite)
+    if args.visualize is not None:
+        guard_folder(args.visualize, option="--visualize", inputs=inputs)
     if args.top_k < 1:
         raise SpanetError(f"--top-k must be at least 1, got {args.top_k}")
     gallery = GalleryIndex.load(args.index)
@@ -217,8 +237,7 @@ def _run_search(args: argparse.Namespace) -> int:
             print(f"  {rank:3d}. {match.distance:10.4f}  {match.path}" + ("" if shown["known"] else "  unknown"))
         records.append(record)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(records, indent=2) + "\n", encoding="utf-8")
+        write_json(args.json, records)
         print(f"results written to {args.json}")
     if args.visualize:
         for number, (query, matches) in enumerate(zip(result.paths, all_matches)):
@@ -229,19 +248,24 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 def _search_record(query: str, matches: list, threshold: float | None) -> dict:
-    """JSON of one search; with a threshold, matches beyond it are unknown and so is a query with no match within."""
-    shown = [{"path": m.path, "distance": m.distance, "known": threshold is None or m.distance <= threshold}
-             for m in matches]  # fmt: skip
+    """JSON of one search; with a threshold, matches beyond it are unknown and so is a query with no match within
+    (`spanet.evaluation.verification.is_unknown`, the rule the service applies too)."""
+    from spanet.evaluation.verification import is_unknown, nearest_is_unknown
+
+    shown = [{"path": m.path, "distance": m.distance, "known": not is_unknown(m.distance, threshold)} for m in matches]
     record: dict = {"query": query, "matches": shown}
     if threshold is not None:
         record["threshold"] = threshold
-        record["identity"] = shown[0]["path"] if shown and shown[0]["known"] else "unknown"
+        unknown = nearest_is_unknown([m.distance for m in matches], threshold)
+        record["identity"] = "unknown" if unknown else shown[0]["path"]
     return record
 
 
 def _run_export(args: argparse.Namespace) -> int:
     from spanet.deploy.export import export_checkpoint
+    from spanet.outputs import ONNX_MODEL, guard_file
 
+    guard_file(args.out, option="--out", kind=ONNX_MODEL, inputs=[args.checkpoint], overwrite=args.overwrite)
     report = export_checkpoint(args.checkpoint, args.out, kind=args.kind, opset=args.opset, tolerance=args.tolerance)
     diffs = ", ".join(f"batch {b}: {d:.2e}" for b, d in report.max_abs_diff.items())
     print(

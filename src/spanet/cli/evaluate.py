@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-from spanet.cli.common import add_amp_arg, add_dataset_args, add_skip_corrupt_arg, dataset_from_args
+from spanet.cli.common import (
+    EMBEDDING_CHOICES,
+    add_amp_arg,
+    add_batch_size_arg,
+    add_checkpoint_arg,
+    add_dataset_args,
+    add_device_arg,
+    add_skip_corrupt_arg,
+    dataset_from_args,
+)
 
 __all__ = ["register", "run_evaluate"]
 
@@ -38,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(parser)
     add_dataset_args(parser)
     add_skip_corrupt_arg(parser)
     parser.add_argument("--rerank", action="store_true", help="also report k-reciprocal re-ranked metrics")
@@ -48,12 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--flip", action="store_true", help="average each feature with its mirror image's")
     parser.add_argument("--metric", choices=("euclidean", "cosine"), default="euclidean",
                         help="squared euclidean (default, as the paper's code) or cosine distance")
-    parser.add_argument("--kind", choices=("parts", "reduced", "global"), default="parts",
+    parser.add_argument("--kind", choices=EMBEDDING_CHOICES, default="parts",
                         help="which embedding to use: the 6 stripe features (default, as the paper), the reduced "
                         "256-d stripe features, or their mean")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per batch (default 64)")
+    add_batch_size_arg(parser)
     parser.add_argument("--num-workers", type=int, default=0, metavar="N", help="image-loading processes (default 0)")
-    parser.add_argument("--device", default="auto", metavar="DEV", help="auto (default: CUDA if available), cpu, cuda")
+    add_device_arg(parser)
     add_amp_arg(parser)
     parser.add_argument("--json", type=Path, metavar="FILE",
                         help='write {"plain": {"rank1", "rank5", "rank10", "mAP", "mINP"}, "reranked": {...}} '
@@ -61,7 +69,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, metavar="DIR", help="folder for metrics.json, features.npz, ranked/ "
                         "(default: eval/ beside the checkpoint)")
     parser.add_argument("--overwrite", action="store_true",
-                        help="replace an evaluation of another checkpoint in the output folder (refused otherwise)")
+                        help="replace an evaluation of another checkpoint in the output folder, and an existing "
+                        "--json file (moved aside to FILE.replaced-TIME); refused otherwise")
     parser.add_argument("--visualize", type=int, default=0, metavar="K",
                         help="draw the top-K gallery images for a few queries into OUT/ranked/")
     parser.add_argument("--visualize-queries", type=int, default=8, metavar="N",
@@ -82,12 +91,17 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from spanet.evaluation.diagnostics import format_verification
     from spanet.evaluation.evaluate import EvaluationOutputs, evaluate_checkpoint, format_table
     from spanet.features import ExtractionOptions
+    from spanet.outputs import JSON_FILE, guard_file, guard_folder, write_json
     from spanet.run_dir import RANKED_DIR, check_eval_dir, default_eval_dir
     from spanet.runtime import choose_precision, resolve_device
 
     if args.batch_size < 1 or args.visualize < 0:
         raise SpanetError("--batch-size must be at least 1 and --visualize at least 0")
     out_dir = args.out if args.out is not None else default_eval_dir(args.checkpoint)
+    inputs = [args.checkpoint, args.data_root]
+    guard_folder(out_dir, option="--out", inputs=inputs)
+    if args.json is not None:
+        guard_file(args.json, option="--json", kind=JSON_FILE, inputs=inputs, overwrite=args.overwrite)
     check_eval_dir(out_dir, checkpoint=args.checkpoint, overwrite=args.overwrite)
     device = resolve_device(args.device)
     precision = choose_precision(args.amp, device)
@@ -109,8 +123,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     if "verification" in done.metrics:
         print(format_verification(done.metrics["verification"]))
     if args.json is not None:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(done.result.to_json(), indent=2) + "\n")
+        write_json(args.json, done.result.to_json())
     if done.split_path is not None:
         print(f"split used: {done.split_path} (re-use it with --dataset list --data-root {done.split_path})",
               file=sys.stderr)  # fmt: skip

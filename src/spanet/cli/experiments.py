@@ -7,6 +7,7 @@ from pathlib import Path
 
 from spanet.config import yaml_scalar
 from spanet.errors import SpanetError
+from spanet.run_dir import ABLATION_JSON, ABLATION_TABLE
 from spanet.training.ablation import ROW_GROUPS, ROWS, format_markdown, run_ablation, run_variants
 
 __all__ = ["register"]
@@ -43,6 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_ablation(args: argparse.Namespace) -> int:
+    from spanet.outputs import guard_folder
+
+    guard_folder(args.output, option="--output", inputs=[args.config, args.data_root])
     data_root = args.data_root
     if data_root is None:
         if args.dataset != "synthetic":
@@ -61,12 +65,12 @@ def _run_ablation(args: argparse.Namespace) -> int:
             raise SpanetError("--variant: every variant needs its own label")
         combined = run_variants(config_path=args.config, rows=args.rows, seeds=args.seeds, output_dir=args.output,
                                 variants=variants, overrides=overrides)  # fmt: skip
-        print((args.output / "ablation.md").read_text() if combined else "")
-        print(f"written: {args.output / 'ablation.md'} and {args.output / 'ablation.json'}")
+        print((args.output / ABLATION_TABLE).read_text() if combined else "")
+        print(f"written: {args.output / ABLATION_TABLE} and {args.output / ABLATION_JSON}")
         return 0
     result = run_ablation(
         config_path=args.config, rows=args.rows, seeds=args.seeds, output_dir=args.output, overrides=overrides
     )
     print(format_markdown(result))
-    print(f"written: {args.output / 'ablation.md'} and {args.output / 'ablation.json'}")
+    print(f"written: {args.output / ABLATION_TABLE} and {args.output / ABLATION_JSON}")
     return 0

@@ -8,7 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+from spanet.cli.common import add_overwrite_arg, writes
 from spanet.errors import SpanetError
+from spanet.outputs import PARQUET_FILE, guard_file, guard_folder
 
 __all__ = ["register_gallery_actions", "ray_inputs", "run_ray_extract"]
 
@@ -22,6 +24,7 @@ def register_gallery_actions(actions: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     export.add_argument("gallery", type=Path, metavar="DIR", help="gallery folder")
     export.add_argument("--out", type=Path, required=True, metavar="FILE.parquet", help="the Parquet file to write")
+    add_overwrite_arg(export, what="Parquet file")
     export.set_defaults(func=_run_export)
     load = actions.add_parser(
         "import", help="load Parquet (an export, or `spanet extract --engine ray` shards) into a gallery",
@@ -30,7 +33,7 @@ def register_gallery_actions(actions: argparse._SubParsersAction) -> None:
                      "Refuses files of another model than the gallery's. Images already enrolled are skipped, so an "
                      "interrupted import is finished by running it again."),
     )  # fmt: skip
-    load.add_argument("gallery", type=Path, metavar="DIR", help="gallery folder (created if missing)")
+    writes(load.add_argument("gallery", type=Path, metavar="DIR", help="gallery folder (created if missing)"))
     load.add_argument("files", nargs="+", type=Path, metavar="FILES", help="Parquet files or folders of .parquet shards")
     load.add_argument("--store", metavar="STORE", help="sqlite, milvus:FILE.db or milvus://HOST:PORT for a new folder")
     load.set_defaults(func=_run_import)
@@ -40,8 +43,7 @@ def _run_export(args: argparse.Namespace) -> int:
     from spanet.deploy.backend import open_gallery
     from spanet.deploy.transfer import export_gallery
 
-    if args.out.suffix != ".parquet":
-        raise SpanetError(f"--out {args.out} must end in .parquet")
+    guard_file(args.out, option="--out", kind=PARQUET_FILE, inputs=[args.gallery], overwrite=args.overwrite)
     meta_path = args.gallery / "gallery.json"
     try:
         model_info = json.loads(meta_path.read_text(encoding="utf-8"))["model"]
@@ -60,6 +62,7 @@ def _run_import(args: argparse.Namespace) -> int:
     from spanet.deploy.backend import open_gallery
     from spanet.deploy.transfer import import_gallery, read_model_info
 
+    guard_folder(args.gallery, option="gallery", inputs=args.files)
     files = _parquet_files(args.files)
     gallery = open_gallery(args.gallery, model_info=read_model_info(files), create=True, store=args.store)
     try:

@@ -7,7 +7,14 @@ import os
 import sys
 from pathlib import Path
 
-from spanet.cli.common import add_amp_arg
+from spanet.cli.common import (
+    EMBEDDING_CHOICES,
+    add_amp_arg,
+    add_batch_size_arg,
+    add_checkpoint_arg,
+    add_device_arg,
+    writes,
+)
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -38,13 +45,13 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
             "so an interrupted build is finished by running it again."
         ),
     )
-    build.add_argument("gallery", type=Path, metavar="DIR", help="gallery folder")
+    writes(build.add_argument("gallery", type=Path, metavar="DIR", help="gallery folder"))
     build.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns")
-    build.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(build)
     build.add_argument("--cameras", type=Path, metavar="CSV", help="file,camera rows (matched by file name)")
-    build.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding (default: parts)")
-    build.add_argument("--device", default="auto", help="auto, cpu, cuda, … (default: auto)")
-    build.add_argument("--batch-size", type=int, default=128, metavar="N", help="images per batch (default: 128)")
+    build.add_argument("--kind", default="parts", choices=EMBEDDING_CHOICES, help="embedding (default: parts)")
+    add_device_arg(build)
+    add_batch_size_arg(build, default=128)
     build.add_argument("--quiet", action="store_true", help="no progress bar")
     build.add_argument("--store", metavar="STORE",
                        help="where rows and vectors live: sqlite (default for a new folder), milvus:FILE.db (Milvus Lite) or "
@@ -69,16 +76,17 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
             "(--token or SPANET_TOKEN), sent as 'Authorization: Bearer TOKEN' (the page takes ?token=TOKEN)."
         ),
     )
-    parser.add_argument("--gallery", type=Path, required=True, metavar="DIR", help="gallery folder (created if missing)")
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="the gallery's checkpoint")
+    writes(parser.add_argument("--gallery", type=Path, required=True, metavar="DIR",
+                               help="gallery folder (created if missing)"))  # fmt: skip
+    add_checkpoint_arg(parser, help="the gallery's checkpoint")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument("--token", help="required API token (default: $SPANET_TOKEN; required off 127.0.0.1)")
     parser.add_argument("--threshold", type=float, metavar="D", help="matches farther than D are marked unknown")
     parser.add_argument("--calibration", type=Path, metavar="FILE",
                         help="JSON with a 'threshold' calibrated for this checkpoint (fingerprints checked)")
-    parser.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding of a new gallery")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, … (default: auto)")
+    parser.add_argument("--kind", default="parts", choices=EMBEDDING_CHOICES, help="embedding of a new gallery")
+    add_device_arg(parser)
     parser.add_argument("--max-upload-mb", type=float, default=32, metavar="MB", help="request size limit (default 32)")
     parser.add_argument("--store", metavar="STORE",
                         help="where rows and vectors live: sqlite (default for a new folder), milvus:FILE.db (Milvus Lite) or "
@@ -93,7 +101,9 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     from spanet.deploy.enrol import enrol_files, read_cameras_csv
     from spanet.deploy.gallery import Gallery
     from spanet.features import FeatureExtractor
+    from spanet.outputs import guard_folder
 
+    guard_folder(args.gallery, option="gallery", inputs=[args.checkpoint, args.cameras, *args.images])
     paths = collect_images(args.images)
     cameras = read_cameras_csv(args.cameras) if args.cameras else None
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
@@ -136,7 +146,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     from spanet.evaluation.calibration import default_calibration_path
     from spanet.evaluation.verification import load_calibration
     from spanet.features import FeatureExtractor
+    from spanet.outputs import guard_folder
 
+    guard_folder(args.gallery, option="--gallery", inputs=[args.checkpoint, args.calibration])
     parse_store(args.store)  # a mistyped --store is reported before the model loads
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind, amp=args.amp)

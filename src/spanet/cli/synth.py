@@ -47,8 +47,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_synth(args: argparse.Namespace) -> int:
     """Resolve preset + flags, generate, print a counts table."""
+    from spanet.outputs import guard_folder
     from spanet.synth.generate import SYNTH_PRESETS, generate_dataset
 
+    guard_folder(args.out_dir, option="OUT_DIR")
     options = dict(SYNTH_PRESETS[args.preset])
     options.update({key: getattr(args, key) for key in _OVERRIDES if getattr(args, key) is not None})
     summary = generate_dataset(

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from spanet.cli.common import add_batch_size_arg, add_checkpoint_arg, add_device_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -45,8 +46,10 @@ def _register_synth_video(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_synth_video(args: argparse.Namespace) -> int:
+    from spanet.outputs import guard_folder
     from spanet.synth.video import VideoOptions, generate_video
 
+    guard_folder(args.out_dir, option="OUT")
     options = VideoOptions(
         cameras=args.cameras, people=args.people, seconds=args.seconds, fps=args.fps, width=args.size[0],
         height=args.size[1], seed=args.seed,
@@ -71,7 +74,7 @@ def _register_associate(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--sequences", nargs="+", required=True, type=Path, metavar="DIR", help="sequence folders")
     parser.add_argument("--tracks", nargs="+", required=True, type=Path, metavar="TXT", help="one track file each")
-    parser.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="OUT", help="output folder")
     cut = parser.add_mutually_exclusive_group()
     cut.add_argument(
@@ -82,8 +85,8 @@ def _register_associate(subparsers: argparse._SubParsersAction) -> None:
     )  # fmt: skip
     cut.add_argument("--calibration", type=Path, metavar="FILE", help="JSON file with a 'threshold' key")
     parser.add_argument("--crops-per-track", type=int, default=8, metavar="K", help="boxes embedded per track (8)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
-    parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="crops per forward pass (default: 64)")
+    add_device_arg(parser)
+    add_batch_size_arg(parser, what="crops")
     parser.set_defaults(func=_run_associate)
 
 
@@ -108,8 +111,10 @@ def _threshold(args: argparse.Namespace) -> float | None:
 
 def _run_associate(args: argparse.Namespace) -> int:
     from spanet.deploy.tracker import ReID
+    from spanet.outputs import guard_folder
     from spanet.tracking.associate import associate
 
+    guard_folder(args.out, option="--out", inputs=[args.checkpoint, args.calibration, *args.sequences, *args.tracks])
     threshold = _threshold(args)
     source = ("--threshold" if args.threshold is not None else f"--calibration {args.calibration}" if threshold is not None
               else "derived from this footage: the 0.5th percentile of distances between tracks known to be different "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from spanet.cli.common import add_device_arg
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
@@ -37,11 +38,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--data-root", metavar="DIR", help="dataset folder (overrides data.root)")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="run folder for logs and checkpoints")
     parser.add_argument("--epochs", type=int, metavar="N", help="total epochs (overrides optim.epochs)")
-    parser.add_argument("--device", metavar="DEV", help="auto (default: CUDA if present), cpu, cuda or cuda:N")
+    add_device_arg(parser, default=None)
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last.pt")
     parser.add_argument("--overwrite", action="store_true",
                         help="start anew in a non-empty --output: its content is moved aside to OUTPUT.replaced-TIME "
                         "(never deleted); without --resume or --overwrite a non-empty --output is refused")
+    parser.add_argument("--allow-changed", action="store_true",
+                        help="with --resume: continue even though settings that change what is learned (data, loss, "
+                        "optimiser schedule, seed) differ from the run's; refused otherwise, naming the keys")
     parser.add_argument("--skip-corrupt", action="store_true",
                         help="decode every image first and leave out corrupt ones, listed (sets data.skip_corrupt)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -50,24 +54,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from spanet.config import load_config, yaml_scalar
+    from spanet.config import apply_overrides, config_from_dict, config_to_dict, load_config, yaml_scalar
+    from spanet.outputs import guard_folder
+    from spanet.run_dir import CONFIG_FILE
     from spanet.training.loop import train
 
+    guard_folder(args.output, option="--output", inputs=[args.config, args.data_root])
     config_path = args.config
     if config_path is None and args.resume:
-        config_path = args.output / "config.yaml"
+        config_path = args.output / CONFIG_FILE
         if not config_path.is_file():
             raise SpanetError(f"--resume without --config needs {config_path}; pass --config FILE")
     flags = [
-        ("data.dataset", args.dataset),
-        ("data.root", args.data_root),
-        ("optim.epochs", args.epochs),
-        ("train.device", args.device),
-        ("data.skip_corrupt", True if args.skip_corrupt else None),
+        ("--dataset", "data.dataset", args.dataset),
+        ("--data-root", "data.root", args.data_root),
+        ("--epochs", "optim.epochs", args.epochs),
+        ("--device", "train.device", args.device),
+        ("--skip-corrupt", "data.skip_corrupt", True if args.skip_corrupt else None),
     ]
-    overrides = [*args.overrides, *(f"{key}={yaml_scalar(value)}" for key, value in flags if value is not None)]
-    config = load_config(config_path, overrides)
-    summary = train(config, output_dir=args.output, resume=args.resume, overwrite=args.overwrite)
+    values = config_to_dict(load_config(config_path, args.overrides))
+    for flag, key, value in flags:  # after --set, as before; a bad value is blamed on its flag
+        if value is not None:
+            values = apply_overrides(values, [f"{key}={yaml_scalar(value)}"], source=flag)
+    config = config_from_dict(values, source=str(config_path or "config"))
+    summary = train(config, output_dir=args.output, resume=args.resume, overwrite=args.overwrite,
+                    allow_changed=args.allow_changed)
     if summary["interrupted"]:
         return 130
     if summary["rank"] != 0:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from spanet.cli.common import add_checkpoint_arg, add_device_arg
+
 __all__ = ["register"]
 
 _CAM_EPILOG = """\
@@ -30,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=_CAM_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    cam.add_argument("--checkpoint", type=Path, required=True, metavar="CKPT", help="a .pt file from `spanet train`")
+    add_checkpoint_arg(cam)
     cam.add_argument("--images", nargs="+", required=True, metavar="IMG",
                      help="image files, folders of images or quoted glob patterns")
     cam.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder for the PNGs and spread.json/csv")
@@ -42,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      "predicted class, and says so, when unknown) or the predicted class (default: true)")
     cam.add_argument("--stages", nargs="+", metavar="STAGE",  # checked by run_cam: importing spanet.viz.cam loads torch
                      help="rows to draw, from: stage1, stage2, stage3, global, parts (default: all the model has)")
-    cam.add_argument("--device", default="cpu", metavar="DEV", help="cpu (default) or cuda[:N]")
+    add_device_arg(cam, default="cpu")
     cam.add_argument("--skip-corrupt", action="store_true", help="leave out (and list) images that cannot be decoded")
     cam.set_defaults(func=run_cam_command)
 
@@ -61,7 +63,10 @@ def run_cam_command(args: argparse.Namespace) -> int:
     from spanet.viz.cam import run_cam, train_labels_by_pid
     from spanet.checkpoint import checkpoint_input_size, load_model
     from spanet.data.images import collect_images
+    from spanet.outputs import guard_folder
+    from spanet.run_dir import SPREAD_CSV
 
+    guard_folder(args.out, option="--out", inputs=[args.checkpoint, args.compare, *args.images])
     images = collect_images(args.images)
     if args.skip_corrupt:
         from spanet.data.images import image_problem
@@ -90,7 +95,7 @@ def run_cam_command(args: argparse.Namespace) -> int:
     summary = run_cam(model, images, out_dir=args.out, input_size=checkpoint_input_size(ckpt, path=args.checkpoint), compare_model=compare,
                       compare_label=args.compare.name if args.compare else "", class_mode=args.class_mode,
                       labels_by_pid=labels, stages=args.stages, progress=sys.stderr.isatty())
-    print(f"{len(summary.figures)} figure(s) in {args.out}; spread per image in {args.out / 'spread.csv'}")
+    print(f"{len(summary.figures)} figure(s) in {args.out}; spread per image in {args.out / SPREAD_CSV}")
     if summary.class_note:
         print(summary.class_note)
     print(f"mean spread (higher = more spread out); with_sa = {summary.variants['with_sa']}, "
@@ -103,8 +108,11 @@ def run_cam_command(args: argparse.Namespace) -> int:
 
 
 def run_report_command(args: argparse.Namespace) -> int:
+    from spanet.outputs import HTML_PAGE, guard_file
     from spanet.viz.report import build_report
 
+    if args.out is not None:
+        guard_file(args.out, option="--out", kind=HTML_PAGE, inputs=[args.run_dir], overwrite=True, regenerable=True)
     page = build_report(args.run_dir, out_path=args.out)
     print(f"wrote {page}")
     return 0

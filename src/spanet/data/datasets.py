@@ -19,6 +19,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt
+from spanet.data.names import MARKET_EXAMPLE, MARKET_PATTERN
+from spanet.data.protocol import NO_CAMERA
 from spanet.data.samples import ReidDataset, Sample, first_items, relabel_train
 from spanet.errors import SpanetError
 
@@ -71,11 +73,7 @@ class ListFormat:
     gallery_list: str = "list_gallery.txt"
 
 
-_MARKET = MarketFormat(
-    folders=("Market-1501-v15.09.15",),
-    pattern=r"(?P<pid>-1|\d+)_c(?P<camid>\d+)s\d+_\d+_\d+\.jpe?g",
-    example="0002_c1s1_000451_03.jpg",
-)
+_MARKET = MarketFormat(folders=("Market-1501-v15.09.15",), pattern=MARKET_PATTERN, example=MARKET_EXAMPLE)
 _FORMATS: dict[str, MarketFormat | ListFormat] = {
     "market1501": _MARKET,
     "dukemtmc": MarketFormat(
@@ -195,7 +193,7 @@ NO_VALID_QUERY = (
 def count_valid_queries(ds: ReidDataset) -> int:
     """Queries the ranking protocol can score: a gallery image of the same id from another camera exists (any
     gallery image of the same id under the `no-camera` protocol of own data)."""
-    if ds.protocol == "no-camera":
+    if ds.protocol == NO_CAMERA:
         ids = {s.pid for s in ds.gallery}
         return sum(1 for q in ds.query if q.pid in ids)
     cameras: dict[int, set[int]] = {}
@@ -255,6 +253,13 @@ def _read_market_format(name: str, fmt: MarketFormat, root: Path) -> tuple[Path,
                 unparseable.append(path)
                 continue
             splits[split].append(Sample(str(path), int(match["pid"]), int(match["camid"]) - 1))
+    wrong_suffix = [p for p in unparseable if pattern.fullmatch(p.stem + Path(fmt.example).suffix)]
+    if wrong_suffix:  # the naming is right, the image format is not the one this layout names
+        raise SpanetError(
+            f"{len(wrong_suffix)} images in {folder} are {wrong_suffix[0].suffix} files, but {name} file names end in "
+            f"{Path(fmt.example).suffix} (e.g. {fmt.example}): {first_items(wrong_suffix)}; convert them to "
+            f"{Path(fmt.example).suffix} (their names are right)"
+        )
     if unparseable:
         raise SpanetError(
             f"{len(unparseable)} image file names in {folder} do not follow the {name} naming (e.g. {fmt.example}: "

@@ -16,7 +16,6 @@ become query and gallery by `split_query_gallery`: the Market rule with camera i
 from __future__ import annotations
 
 import csv
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,14 +24,15 @@ import numpy as np
 
 from spanet.data.samples import ReidDataset, Sample, first_items, relabel_train
 from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt
+from spanet.data.names import camera_from_name
 from spanet.data.protocol import CROSS_CAMERA, NO_CAMERA, check_splits, split_identities, split_query_gallery
 from spanet.errors import SpanetError
+from spanet.run_dir import SPLIT_FILE
 
 __all__ = ["load_own_dataset", "write_split_list", "save_split_list", "SPLIT_LIST_NAME"]
 
-SPLIT_LIST_NAME = "split.csv"  # in a run or eval folder: the split used, readable with `--dataset list`
+SPLIT_LIST_NAME = SPLIT_FILE  # in a run or eval folder: the split used, readable with `--dataset list`
 CAMERAS_FILE = "cameras.csv"
-_CAMERA_IN_NAME = re.compile(r"_c(\d+)", re.IGNORECASE)
 _SPLIT_NAMES = ("train", "test", "query", "gallery")
 
 
@@ -181,9 +181,9 @@ def _cameras(root: Path, images: list[Path]) -> list[int] | None:
             raise SpanetError(f"{len(missing)} images are not in {table}: {first_items(missing)}; add a path,camera row each")
         labels = {name: number for number, name in enumerate(sorted(set(listed.values())))}
         return [labels[listed[image.resolve()]] for image in images]
-    matches = [_CAMERA_IN_NAME.search(image.name) for image in images]
-    if all(m is not None and int(m.group(1)) >= 1 for m in matches):
-        return [int(m.group(1)) - 1 for m in matches]
+    numbers = [camera_from_name(image.name) for image in images]
+    if all(n is not None and n >= 1 for n in numbers):
+        return [n - 1 for n in numbers]
     return None
 
 

@@ -12,7 +12,7 @@ import random
 from dataclasses import replace
 
 from spanet.data.samples import ReidDataset, Sample
-from spanet.data.protocol import split_query_gallery
+from spanet.data.protocol import NO_CAMERA, split_query_gallery
 from spanet.errors import SpanetError
 
 __all__ = ["hold_out_identities", "query_gallery_split"]
@@ -31,7 +31,7 @@ def hold_out_identities(dataset: ReidDataset, *, num_ids: int, seed: int) -> tup
     labels = {pid: label for label, pid in enumerate(sorted({s.pid for s in kept}))}
     train = replace(dataset, train=tuple(Sample(s.path, labels[s.pid], s.camid) for s in kept))
     held_samples = [s for s in dataset.train if s.pid in held]
-    if dataset.protocol == "no-camera":  # own data without camera ids: one query per identity, no camera filter
+    if dataset.protocol == NO_CAMERA:  # own data without camera ids: one query per identity, no camera filter
         query, gallery = (tuple(part) for part in split_query_gallery(held_samples, cameras=False))
     else:
         query, gallery = query_gallery_split(held_samples, seed=seed)

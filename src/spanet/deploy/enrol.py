@@ -9,19 +9,18 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spanet.data.names import camera_from_name, person_label_from_name
 from spanet.deploy.gallery import Gallery, NewEntry
 from spanet.errors import SpanetError
 
 __all__ = ["EnrolReport", "camera_from_name", "label_from_name", "read_cameras_csv", "enrol_files"]
 
-_MARKET_NAME = re.compile(r"^(-?\d+)_c(\d+)")
-_CAMERA_IN_NAME = re.compile(r"_c(\d+)")
+label_from_name = person_label_from_name  # the enrolled label of a Market-style file name
 
 
 @dataclass
@@ -31,18 +30,6 @@ class EnrolReport:
     ids: list[int] = field(default_factory=list)
     already: int = 0
     failures: list[tuple[str, str]] = field(default_factory=list)
-
-
-def camera_from_name(name: str) -> int | None:
-    """The camera of a Market-style file name (`0002_c3s1_000551_01.jpg` -> 3), or None."""
-    match = _CAMERA_IN_NAME.search(Path(name).stem)
-    return int(match[1]) if match else None
-
-
-def label_from_name(name: str) -> str | None:
-    """The person id of a Market-style file name (`0002_c3...` -> "0002"); None for junk (-1) and other names."""
-    match = _MARKET_NAME.match(Path(name).name)
-    return match[1] if match and not match[1].startswith("-") else None
 
 
 def read_cameras_csv(path: str | os.PathLike[str]) -> dict[str, int]:

@@ -17,8 +17,10 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import logging
+import math
 import os
-import tempfile
+import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from spanet.errors import SpanetError
+from spanet.outputs import atomic_path, write_json
 
 if TYPE_CHECKING:
     from spanet.model import SPANet
@@ -72,16 +75,14 @@ def export_onnx(
     so a failed export never leaves a bad model behind or replaces a good one.
     """
     out = _check_out(Path(out))
+    _check_tolerance(tolerance)
     out.parent.mkdir(parents=True, exist_ok=True)
     height, width = int(input_size[0]), int(input_size[1])
     from spanet.model import SPANetEmbedder
 
     graph = SPANetEmbedder(model.to("cpu"), kind=kind).eval()
     example = torch.randn(2, 3, height, width, generator=torch.Generator().manual_seed(seed))
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=".tmp.onnx", dir=out.parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
+    with atomic_path(out, temp_suffix=".tmp.onnx") as tmp:  # renamed over `out` only if the check passes
         exporter = _export(graph, example, tmp, opset=opset)
         diffs = verify_onnx(graph, tmp, input_size=(height, width), batch_sizes=check_batch_sizes, seed=seed)
         worst = max(diffs.values())
@@ -91,9 +92,6 @@ def export_onnx(
                 "— try another opset, or report the torch/onnxruntime versions"
             )
         opset_used = _opset_of(tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     with torch.inference_mode():
         feature_dim = int(graph(example[:1]).shape[1])
     return ExportReport(
@@ -113,13 +111,14 @@ def export_checkpoint(
     from spanet.checkpoint import checkpoint_input_size, load_model
 
     out = _check_out(Path(out))
+    _check_tolerance(tolerance)
     if out.exists() and Path(checkpoint).exists() and out.resolve() == Path(checkpoint).resolve():
         raise SpanetError(f"the ONNX output {out} is the checkpoint itself; choose another file name ending in .onnx")
     model, state = load_model(checkpoint, map_location="cpu")
     input_size = checkpoint_input_size(state, path=checkpoint)
     report = export_onnx(model, out, input_size=input_size, kind=kind, opset=opset, tolerance=tolerance)
     metadata = export_metadata(model, state, report=report, kind=kind, checkpoint=checkpoint)
-    metadata_path(report.path).write_text(json.dumps(metadata, indent=2) + "\n")
+    write_json(metadata_path(report.path), metadata)
     return report
 
 
@@ -168,6 +167,12 @@ def _check_out(out: Path) -> Path:
     return out
 
 
+def _check_tolerance(tolerance: float) -> None:
+    """A negative or NaN tolerance fails every export and then blames the exporter; say so before exporting."""
+    if not (math.isfinite(tolerance) and tolerance >= 0):
+        raise SpanetError(f"--tolerance must be a number >= 0 (the largest allowed |ONNX - PyTorch|), got {tolerance}")
+
+
 def verify_onnx(
     graph: torch.nn.Module,
     path: str | os.PathLike[str],
@@ -203,10 +208,14 @@ def _export(graph: torch.nn.Module, example: torch.Tensor, out: Path, *, opset: 
         with _quiet():
             program = torch.onnx.export(graph, (example,), dynamo=True, dynamic_shapes={"x": {0: batch}}, **kwargs)
         program.save(str(out))
-        return "dynamo"
+        if opset is None or _opset_of(out) == opset:
+            return "dynamo"
+        # it converts its own opset to the one asked for, and on failure logs a traceback and keeps its own
+        warnings.warn(f"the dynamo ONNX exporter could not write opset {opset} (it wrote {_opset_of(out)}); trying "
+                      "the TorchScript exporter", stacklevel=2)  # fmt: skip
     except Exception as dynamo_error:  # noqa: BLE001 - any failure of the new exporter means: try the old one
-        first_line = str(dynamo_error).strip().splitlines()[0] if str(dynamo_error).strip() else repr(dynamo_error)
-        warnings.warn(f"dynamo ONNX export failed ({first_line}); falling back to the TorchScript exporter", stacklevel=2)
+        warnings.warn(f"dynamo ONNX export failed ({_first_line(dynamo_error)}); falling back to the TorchScript "
+                      "exporter", stacklevel=2)  # fmt: skip
     try:
         with _quiet():
             torch.onnx.export(
@@ -218,9 +227,19 @@ def _export(graph: torch.nn.Module, example: torch.Tensor, out: Path, *, opset: 
                 **kwargs,
             )
     except Exception as exc:  # noqa: BLE001 - report both exporters' failure as one user-facing message
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
-        raise SpanetError(f"ONNX export to {out} failed with both exporters: {first_line}") from exc
+        asked = f" at opset {opset}" if opset is not None else ""
+        raise SpanetError(f"the ONNX export failed with both exporters{asked}: {_first_line(exc)}"
+                          + ("; pass another --opset, or leave it out" if opset is not None else "")) from exc
+    if opset is not None and _opset_of(out) != opset:
+        raise SpanetError(f"neither ONNX exporter could write opset {opset} (they wrote {_opset_of(out)}); pass "
+                          "another --opset, or leave it out for the exporter's own")  # fmt: skip
     return "torchscript"
+
+
+def _first_line(exc: BaseException) -> str:
+    """The message of an exporter's exception without the graph dump torch appends to it."""
+    text = str(exc).strip()
+    return text.splitlines()[0].split(" [Caused by")[0].strip() if text else repr(exc)
 
 
 def _opset_of(path: Path) -> int | None:
@@ -232,7 +251,31 @@ def _opset_of(path: Path) -> int | None:
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """The dynamo exporter prints its progress to stdout; keep the command's own output readable."""
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+    """The dynamo exporter prints its progress to stdout and logs the tracebacks of what it recovers from (e.g. an
+    opset conversion); keep the command's own output readable: what matters is checked on the file it wrote."""
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        logging.disable(logging.CRITICAL)
+        try:
+            with _native_output_discarded():
+                yield
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+@contextlib.contextmanager
+def _native_output_discarded() -> Iterator[None]:
+    """The TorchScript exporter prints graphs from C++ straight to file descriptors 1 and 2."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
         yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)

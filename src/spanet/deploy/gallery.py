@@ -33,11 +33,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from spanet.data.images import IMAGE_EXTENSIONS
 from spanet.deploy.filters import Where, to_seconds, where_sql
 from spanet.errors import SpanetError
+from spanet.outputs import durable_replace, write_text
 
 __all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT", "open_folder", "store_image",
-           "to_seconds"]
+           "image_name", "existing_ids", "to_seconds"]
 
 GALLERY_FORMAT = "spanet-gallery"
 GALLERY_VERSION = 1
@@ -484,7 +486,7 @@ class Gallery:
         with self._lock:
             tmp = self.directory / f"{_INDEX_FILE}.tmp"
             faiss.write_index(self.index, str(tmp))
-            _durable_replace(tmp, self.directory / _INDEX_FILE)
+            durable_replace(tmp, self.directory / _INDEX_FILE)
             self._dirty = False
 
     def close(self) -> None:
@@ -506,7 +508,7 @@ class Gallery:
         return store_image(self.directory / _IMAGES_DIR, entry)
 
 
-_SAFE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+_SAFE_SUFFIXES = (*IMAGE_EXTENSIONS, ".gif")  # what the service accepts: the readable images and GIF
 
 
 def open_folder(directory: Path, *, model_info: dict[str, Any], create: bool) -> tuple[dict[str, Any], Any]:
@@ -537,15 +539,39 @@ def open_folder(directory: Path, *, model_info: dict[str, Any], create: bool) ->
 
 def store_image(folder: Path, entry: NewEntry) -> str:
     """Write an entry's bytes into the images folder as SHA256.suffix (durably, once per content); the file name."""
-    digest = hashlib.sha256(entry.data).hexdigest()
-    suffix = entry.suffix.lower() if entry.suffix.lower() in _SAFE_SUFFIXES else ".img"
-    name = f"{digest}{suffix}"
+    name = image_name(entry)
     path = folder / name
     if not path.exists():
         tmp = path.with_name(f".{name}.{threading.get_ident()}.tmp")
         tmp.write_bytes(entry.data)
-        _durable_replace(tmp, path)  # on disk before the row that names it is committed
+        durable_replace(tmp, path)  # on disk before the row that names it is committed
     return name
+
+
+def existing_ids(gallery: Any, entries: Sequence[NewEntry]) -> list[int | None]:
+    """Per entry, the id of a stored one with the same bytes, camera, timestamp and label (a client's retry), or
+    None. Uses only what every backend offers (`known_hashes`, `query`)."""
+    known = gallery.known_hashes()
+    return [_existing_id(gallery, entry) if hashlib.sha256(entry.data).hexdigest() in known else None
+            for entry in entries]  # fmt: skip
+
+
+def _existing_id(gallery: Any, entry: NewEntry) -> int | None:
+    name, offset = image_name(entry), 0
+    while True:
+        rows, total = gallery.query(camera=entry.camera, label=entry.label, limit=1000, offset=offset)
+        for row in rows:
+            if row.image == name and row.camera == entry.camera and row.timestamp == entry.timestamp:
+                return row.id
+        offset += len(rows)
+        if not rows or offset >= total:
+            return None
+
+
+def image_name(entry: NewEntry) -> str:
+    """The file name an entry's bytes are stored under: SHA256 of the content, then a safe suffix."""
+    suffix = entry.suffix.lower() if entry.suffix.lower() in _SAFE_SUFFIXES else ".img"
+    return f"{hashlib.sha256(entry.data).hexdigest()}{suffix}"
 
 
 def _write_meta(directory: Path, model_info: dict[str, Any]) -> None:
@@ -557,9 +583,7 @@ def _write_meta(directory: Path, model_info: dict[str, Any]) -> None:
         "index": "flat",
         "model": model_info,
     }
-    tmp = directory / f"{_META_FILE}.tmp"
-    tmp.write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, directory / _META_FILE)
+    write_text(directory / _META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 def _load_index(path: Path, dim: int) -> Any:
@@ -580,21 +604,6 @@ def _load_index(path: Path, dim: int) -> Any:
             raise SpanetError(f"{path} holds {index.d}-d vectors but the gallery's are {dim}-d; delete {path} to rebuild it")
         return index
     return faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
-
-
-def _durable_replace(tmp: Path, path: Path) -> None:
-    """Rename `tmp` over `path` after its bytes reached the disk, then make the rename itself durable."""
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    try:
-        folder = os.open(path.parent, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open folders: the rename is as durable as the platform makes it
-        return
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
 
 
 def _lock(directory: Path) -> Any:

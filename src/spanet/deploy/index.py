@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from spanet.errors import SpanetError
+from spanet.outputs import atomic_path, write_text
 
 __all__ = [
     "INDEX_KINDS",
@@ -269,10 +270,11 @@ class GalleryIndex:
         bad = [p for p in self.paths if "\n" in p or "\r" in p]
         if bad:
             raise SpanetError(f"gallery path {bad[0]!r} contains a line break; rename the file")
-        faiss.write_index(self.index, str(directory / _INDEX_FILE))
-        (directory / _PATHS_FILE).write_text("".join(p + "\n" for p in self.paths), encoding="utf-8")
+        with atomic_path(directory / _INDEX_FILE) as tmp:
+            faiss.write_index(self.index, str(tmp))
+        write_text(directory / _PATHS_FILE, "".join(p + "\n" for p in self.paths))
         meta = {**self.meta, "checksums": {name: _file_sha256(directory / name) for name in (_INDEX_FILE, _PATHS_FILE)}}
-        (directory / _META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+        write_text(directory / _META_FILE, json.dumps(meta, indent=2) + "\n")  # last: it vouches for the others
         return directory
 
     @classmethod

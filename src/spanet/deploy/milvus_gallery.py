@@ -38,8 +38,9 @@ import numpy as np
 from pymilvus import DataType, MilvusClient
 
 from spanet.deploy.store_spec import STORE_FILE, StoreSpec
-from spanet.deploy.gallery import Entry, Hit, NewEntry, _durable_replace, open_folder, store_image
+from spanet.deploy.gallery import Entry, Hit, NewEntry, open_folder, store_image
 from spanet.errors import SpanetError
+from spanet.outputs import write_json
 
 __all__ = ["MilvusGallery", "CONSISTENCY", "filter_expression"]
 
@@ -378,9 +379,7 @@ def _check_collection(client: MilvusClient, record: dict[str, Any], meta: dict[s
 
 
 def _write_record(directory: Path, record: dict[str, Any]) -> None:
-    tmp = directory / f"{STORE_FILE}.tmp"
-    tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    _durable_replace(tmp, directory / STORE_FILE)
+    write_json(directory / STORE_FILE, record)  # atomic and durable (`spanet.outputs`)
 
 
 def _epoch(text: str | None) -> int | None:

@@ -26,8 +26,9 @@ from PIL import Image
 
 from spanet.deploy.backend import GalleryBackend
 from spanet.deploy.filters import where_from_text
-from spanet.deploy.gallery import Entry, NewEntry
+from spanet.deploy.gallery import Entry, NewEntry, existing_ids
 from spanet.errors import SpanetError
+from spanet.evaluation.verification import is_unknown, nearest_is_unknown
 
 __all__ = ["Limits", "create_app", "decode_upload"]
 
@@ -189,10 +190,16 @@ def _add_gallery_routes(app: Any, service: _Service) -> None:
     ) -> dict[str, Any]:
         stamp = _check_timestamp(timestamp)
         decoded = service.read_uploads(files)  # every file is checked before anything is written: all or none
-        features = service.embed([image for image, *_ in decoded])
         entries = [NewEntry(data=data, suffix=suffix, camera=camera, timestamp=stamp, label=label or None, source=name)
                    for _image, data, suffix, name in decoded]  # fmt: skip
-        return {"ids": gallery.add(entries, features), "gallery_size": len(gallery)}
+        ids = existing_ids(gallery, entries)  # a retried request enrols nothing twice
+        new = [i for i, known in enumerate(ids) if known is None]
+        if new:
+            features = service.embed([decoded[i][0] for i in new])
+            for i, entry_id in zip(new, gallery.add([entries[i] for i in new], features)):
+                ids[i] = entry_id
+        already = [entry_id for i, entry_id in enumerate(ids) if i not in new]
+        return {"ids": ids, "already_enrolled": already, "gallery_size": len(gallery)}
 
     @app.delete("/gallery/{entry_id}")
     def delete(entry_id: int = PathParam(ge=1, le=_MAX_ID)) -> dict[str, Any]:
@@ -255,9 +262,10 @@ def _add_search_routes(app: Any, service: _Service) -> None:
         hits = service.searcher.submit((image, (wanted, camera, exclude_camera), where))
         hits = _best_per_track(hits)[:top_k] if group else hits
         limit = service.threshold if threshold is None else threshold
-        matches = [{**_entry_json(h.entry), "distance": h.distance,
-                    "unknown": limit is not None and h.distance > limit} for h in hits]  # fmt: skip
-        return {"matches": matches, "threshold": limit, "unknown": limit is not None and all(m["unknown"] for m in matches)}
+        matches = [{**_entry_json(h.entry), "distance": h.distance, "unknown": is_unknown(h.distance, limit)}
+                   for h in hits]  # fmt: skip
+        return {"matches": matches, "threshold": limit,
+                "unknown": nearest_is_unknown([h.distance for h in hits], limit)}  # fmt: skip
 
     @app.post("/explain/{entry_id}")
     def explain(

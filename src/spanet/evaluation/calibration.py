@@ -13,12 +13,14 @@ from typing import Any
 
 import numpy as np
 
+from spanet.data.protocol import CROSS_CAMERA
 from spanet.errors import SpanetError
+from spanet.run_dir import CALIBRATION_FILE
 from spanet.evaluation.verification import calibrate_threshold, load_calibration, save_calibration
 
 __all__ = ["CALIBRATION_NAME", "default_calibration_path", "calibrate_checkpoint", "resolve_threshold"]
 
-CALIBRATION_NAME = "calibration.json"
+CALIBRATION_NAME = CALIBRATION_FILE
 
 
 def default_calibration_path(checkpoint: str | Path) -> Path:
@@ -43,7 +45,7 @@ def calibrate_checkpoint(
     camids = np.array([s.camid for s in samples])
     chosen = calibrate_threshold(
         features, pids, camids, target_fpr=target_fpr, target_fpir=target_fpir, gallery_size=gallery_size,
-        cross_camera=getattr(dataset, "protocol", "cross-camera") == "cross-camera",
+        cross_camera=getattr(dataset, "protocol", CROSS_CAMERA) == CROSS_CAMERA,
     )  # fmt: skip
     info = extractor.info
     record = {
@@ -52,7 +54,7 @@ def calibrate_checkpoint(
         "feature_kind": kind, "checkpoint": str(checkpoint), "target": chosen["target"],
         "calibration_data": {
             "dataset": dataset.name, "root": str(dataset.root), "images": len(samples),
-            "identities": int(np.unique(pids).size), "protocol": getattr(dataset, "protocol", "cross-camera"),
+            "identities": int(np.unique(pids).size), "protocol": getattr(dataset, "protocol", CROSS_CAMERA),
             "resolved": chosen["resolved"], "achieved": chosen["achieved"],
             **{k: v for k, v in chosen.items() if k.endswith(("_pairs", "_searches"))},
         },

@@ -14,16 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from spanet.data.protocol import CROSS_CAMERA
 from spanet.evaluation.analysis import camera_pair_matrix, per_query_results, worst_queries, write_per_query_results
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.verification import open_set_identification, pair_distances, verification_metrics
+from spanet.run_dir import ANALYSIS_DIR, PER_QUERY_FILE, WORST_DIR
 
 if TYPE_CHECKING:  # evaluate.evaluate_checkpoint calls this module: the type only, no import back at run time
     from spanet.evaluation.evaluate import FeatureSet
 
 __all__ = ["PER_QUERY_FILE", "write_diagnostics", "domain_note", "format_verification"]
 
-PER_QUERY_FILE = "per_query.csv"
 
 
 def write_diagnostics(
@@ -32,7 +33,7 @@ def write_diagnostics(
 ) -> dict[str, Any]:  # fmt: skip
     """Write the per-query file and figures into `out_dir`; return the additions to metrics.json."""
     out_dir = Path(out_dir)
-    cross = features.protocol == "cross-camera"
+    cross = features.protocol == CROSS_CAMERA
     distances = pairwise_distances(features.query_features, features.gallery_features, metric=metric)
     records = per_query_results(distances, features.query, features.gallery, cross_camera=cross)
     write_per_query_results(records, out_dir / PER_QUERY_FILE)
@@ -42,24 +43,24 @@ def write_diagnostics(
     if matrix is not None:
         from spanet.viz.analysis import plot_camera_pairs
 
-        plot_camera_pairs(matrix, out_path=out_dir / "analysis" / "camera_pairs.png")
+        plot_camera_pairs(matrix, out_path=out_dir / ANALYSIS_DIR / "camera_pairs.png")
     if verification:
         extra["verification"] = _verification(features, distances, metric=metric, cross_camera=cross)
         from spanet.viz.analysis import plot_distance_histograms
 
-        plot_distance_histograms(extra["verification"], out_path=out_dir / "analysis" / "distances.png")
+        plot_distance_histograms(extra["verification"], out_path=out_dir / ANALYSIS_DIR / "distances.png")
     if worst > 0:
         from spanet.viz.figures import draw_ranked_lists
 
         chosen = worst_queries(records, worst)
-        draw_ranked_lists(distances, features.query, features.gallery, out_dir=out_dir / "worst", top_k=top_k,
+        draw_ranked_lists(distances, features.query, features.gallery, out_dir=out_dir / WORST_DIR, top_k=top_k,
                           queries=chosen)  # fmt: skip
         extra["worst_queries"] = [{"index": i, **records[i]} for i in chosen]
     if embedding:
         from spanet.viz.analysis import plot_embedding
 
         g_pids, _ = _ids(features.gallery)
-        plot_embedding(features.gallery_features, g_pids, out_path=out_dir / "analysis" / "embedding.png")
+        plot_embedding(features.gallery_features, g_pids, out_path=out_dir / ANALYSIS_DIR / "embedding.png")
     return extra
 
 

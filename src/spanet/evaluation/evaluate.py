@@ -73,12 +73,16 @@ class EvaluationResult:
     metric: str = "euclidean"
     distances: np.ndarray | None = field(default=None, repr=False)
     protocol: str = "cross-camera"
+    notes: tuple[str, ...] = ()  # what is undefined or clipped (rank-k beyond the gallery, re-ranking's k1)
 
-    def to_json(self) -> dict[str, dict[str, float]]:
-        """`{"plain": {"rank1", "rank5", "rank10", "mAP", "mINP"}, "reranked": {...}}` as fractions."""
-        out = {"plain": self.plain.summary()}
+    def to_json(self) -> dict[str, Any]:
+        """`{"plain": {"rank1", "rank5", "rank10", "mAP", "mINP"}, "reranked": {...}}` as fractions; an undefined
+        rank is null and explained under "notes"."""
+        out: dict[str, Any] = {"plain": self.plain.summary()}
         if self.reranked is not None:
             out["reranked"] = self.reranked.summary()
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
     def to_metrics_file(self) -> dict[str, Any]:
@@ -134,12 +138,26 @@ def score_features(
             k1=k1, k2=k2, lambda_value=lambda_value, metric=metric, power=rerank_power, progress=progress,
         )  # fmt: skip
         reranked = rank_metrics(distances, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)
-    summary = plain.summary()
     return EvaluationResult(
-        rank1=summary["rank1"], rank5=plain.rank(min(5, max_rank)), rank10=plain.rank(min(10, max_rank)),
-        mAP=summary["mAP"], mINP=summary["mINP"], plain=plain, reranked=reranked, metric=metric,
+        rank1=plain.rank(1), rank5=plain.rank(min(5, max_rank)), rank10=plain.rank(min(10, max_rank)),
+        mAP=plain.mAP, mINP=plain.mINP, plain=plain, reranked=reranked, metric=metric,
         distances=distances if keep_distances else None, protocol=features.protocol,
+        notes=_undefined_notes(plain, k1=k1 if rerank else None),
     )  # fmt: skip
+
+
+def _undefined_notes(plain: RankMetrics, *, k1: int | None) -> tuple[str, ...]:
+    """Say which numbers mean nothing on this gallery, instead of printing them as 100 % or as re-ranked."""
+    notes = []
+    gallery = plain.gallery_size
+    undefined = plain.undefined_ranks()
+    if undefined:
+        names = ", ".join(f"rank-{k}" for k in undefined)
+        notes.append(f"{names} undefined: the gallery holds {gallery} image(s), fewer than k (reported as n/a, not 100 %)")
+    if k1 is not None and gallery is not None and k1 >= gallery:
+        notes.append(f"re-ranking's k1={k1} is not smaller than the gallery ({gallery} images): its neighbour sets "
+                     "are clipped to the whole gallery, so the re-ranked numbers may equal the plain ones")  # fmt: skip
+    return tuple(notes)
 
 
 def evaluate_model(
@@ -163,13 +181,15 @@ def format_table(result: EvaluationResult) -> str:
     lines = [f"{'':<10}" + "".join(f"{c:>9}" for c in ("rank-1", "rank-5", "rank-10", "mAP", "mINP"))]
     for name, metrics in rows:
         summary = metrics.summary()
-        cells = (f"{100 * summary[c]:>9.2f}" if c in summary else f"{'-':>9}" for c in columns)
+        cells = (f"{100 * summary[c]:>9.2f}" if summary.get(c) is not None else f"{'n/a' if c in summary else '-':>9}"
+                 for c in columns)  # fmt: skip
         lines.append(f"{name:<10}" + "".join(cells))
     lines.append(
         f"({result.plain.num_valid_queries} queries scored, {result.plain.num_skipped_queries} skipped without a "
         f"true match; {result.metric} distance)"
     )
     lines.append(describe_protocol(result.protocol))
+    lines.extend(f"note: {note}" for note in result.notes)
     return "\n".join(lines)
 
 

@@ -27,23 +27,38 @@ _MAX_CANDIDATES = 4_000_000
 
 @dataclass(frozen=True, eq=False)
 class RankMetrics:
-    """CMC curve (`cmc[k-1]` = rank-k accuracy, a fraction), mAP, mINP, and how many queries counted."""
+    """CMC curve (`cmc[k-1]` = rank-k accuracy, a fraction), mAP, mINP, and how many queries counted.
+
+    Rank-k with k beyond the gallery size is undefined (every query would count as found: a silent 100 %):
+    `rank(k)` is NaN and `summary()` gives None for it."""
 
     cmc: np.ndarray
     mAP: float
     mINP: float
     num_valid_queries: int
     num_skipped_queries: int
+    gallery_size: int | None = None  # None: unknown (no rank is called undefined)
 
     def rank(self, k: int) -> float:
-        """Rank-k accuracy (fraction of valid queries with a true match in the first k)."""
+        """Rank-k accuracy (fraction of valid queries with a true match in the first k); NaN when k exceeds the
+        gallery size (`undefined_ranks`)."""
         if not 1 <= k <= len(self.cmc):
             raise SpanetError(f"rank-{k} is outside the computed CMC (1..{len(self.cmc)}); raise max_rank")
+        if self.gallery_size is not None and k > self.gallery_size:
+            return float("nan")
         return float(self.cmc[k - 1])
 
-    def summary(self) -> dict[str, float]:
-        """`{"rank1", "rank5", "rank10", "mAP", "mINP"}` as fractions (ranks beyond the CMC length are omitted)."""
-        out = {f"rank{k}": self.rank(k) for k in (1, 5, 10) if k <= len(self.cmc)}
+    def undefined_ranks(self, ks: tuple[int, ...] = (1, 5, 10)) -> list[int]:
+        """The k of `ks` beyond the gallery size."""
+        return [k for k in ks if self.gallery_size is not None and k > self.gallery_size]
+
+    def summary(self) -> dict[str, float | None]:
+        """`{"rank1", "rank5", "rank10", "mAP", "mINP"}` as fractions (ranks beyond the CMC length are omitted, those
+        beyond the gallery size are None: undefined)."""
+        undefined = self.undefined_ranks()
+        out: dict[str, float | None] = {
+            f"rank{k}": None if k in undefined else self.rank(k) for k in (1, 5, 10) if k <= len(self.cmc)
+        }
         out["mAP"] = float(self.mAP)
         out["mINP"] = float(self.mINP)
         return out
@@ -107,7 +122,7 @@ def rank_metrics(
     inp = num_rel[valid] / last_rank[valid]
     return RankMetrics(
         cmc=cmc, mAP=float(ap.mean()), mINP=float(inp.mean()),
-        num_valid_queries=num_valid, num_skipped_queries=num_q - num_valid,
+        num_valid_queries=num_valid, num_skipped_queries=num_q - num_valid, gallery_size=int(distmat.shape[1]),
     )  # fmt: skip
 
 

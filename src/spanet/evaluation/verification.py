@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from spanet.errors import SpanetError
+from spanet.outputs import write_json
 
 __all__ = [
     "FPR_TARGETS",
@@ -31,6 +32,8 @@ __all__ = [
     "calibrate_threshold",
     "save_calibration",
     "load_calibration",
+    "is_unknown",
+    "nearest_is_unknown",
 ]
 
 FPR_TARGETS = (1e-4, 1e-3, 1e-2)
@@ -167,15 +170,23 @@ def calibrate_threshold(
     return {"threshold": threshold, "target": target, "resolved": resolved, "achieved": achieved, **counts}
 
 
+def is_unknown(distance: float, threshold: float | None) -> bool:
+    """The open-set rule every search applies: a match farther than the threshold is an unknown person (and with no
+    threshold every match is known)."""
+    return threshold is not None and not distance <= threshold  # NaN is unknown too
+
+
+def nearest_is_unknown(distances: Sequence[float], threshold: float | None) -> bool:
+    """A query is unknown when it has no match within the threshold (its nearest is beyond, or there is none)."""
+    return threshold is not None and all(is_unknown(d, threshold) for d in distances)
+
+
 def save_calibration(path: str | Path, record: dict[str, Any]) -> Path:
     """Write a calibration file: threshold, metric, model fingerprints, target and what it was calibrated on."""
     missing = [key for key in _CALIBRATION_KEYS if key not in record]
     if missing:
         raise SpanetError(f"calibration record lacks {', '.join(missing)}")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
-    return path
+    return write_json(path, record, default=str)
 
 
 def load_calibration(path: str | Path, *, info: dict[str, Any] | None = None) -> dict[str, Any]:

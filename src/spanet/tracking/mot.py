@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import configparser
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from spanet.data.images import IMAGE_EXTENSIONS
 from spanet.errors import SpanetError
 
 __all__ = ["Sequence", "Tracks", "read_frame", "read_sequence", "read_tracks", "write_tracks"]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,10 @@ def _parse_line(text: str, *, path: Path, number: int) -> tuple[int, int, float,
     except ValueError:
         raise SpanetError(f"{path}:{number}: not a number in {text.strip()!r}") from None
     frame, track_id = values[0], values[1]
-    if not np.isfinite(values[:6]).all() or frame != int(frame) or track_id != int(track_id) or frame < 1:
+    if np.isfinite(values[:2]).all() and not np.isfinite(values[2:6]).all():
+        raise SpanetError(f"{path}:{number}: the box x, y, w, h must be finite numbers (NaN/inf is not a box), got "
+                          f"{text.strip()!r}")  # fmt: skip
+    if not np.isfinite(values[:2]).all() or frame != int(frame) or track_id != int(track_id) or frame < 1:
         raise SpanetError(f"{path}:{number}: frame must be an integer >= 1 and id an integer, got {text.strip()!r}")
     score = values[6] if len(values) > 6 else 1.0
     return int(frame), int(track_id), values[2], values[3], values[4], values[5], score
@@ -143,6 +146,8 @@ def read_tracks(path: str | os.PathLike[str], *, sequence: Sequence | None = Non
             _check_row(row, sequence=sequence, path=path, number=number)
         rows.append(row)
         numbers.append(number)
+    if not rows:
+        warnings.warn(f"track file {path} holds no boxes: its camera contributes no tracks", stacklevel=2)
     table = np.array(rows, dtype=np.float64).reshape(-1, 7)
     return Tracks(
         path=path, frames=table[:, 0].astype(np.int64), ids=table[:, 1].astype(np.int64), boxes=table[:, 2:6],

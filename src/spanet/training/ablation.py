@@ -1,8 +1,10 @@
 """The paper's ablations (Table 2 and Table 3) as a runner: rows × seeds → one Markdown + JSON table.
 
 Each run is an ordinary training run (`spanet.training.loop.train`) whose model switches come from the row, so an ablation
-is exactly as faithful as `spanet train`. Finished runs leave `result.json` and are skipped when the runner is
-started again, so a long ablation can be interrupted and continued.
+is exactly as faithful as `spanet train`. A cell (row × settings) lives in `runs/<row>/<digest>/seed<N>/`, where the
+digest hashes every resolved setting that can change its numbers (`settings_digest`): finished runs leave
+`result.json` and are skipped when the runner is started again with the same settings, so a long ablation can be
+interrupted and continued, while changed `--set` values train new cells and never reuse numbers trained with others.
 """
 
 from __future__ import annotations
@@ -14,7 +16,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from spanet.config import Config, load_config
 from spanet.errors import SpanetError
+from spanet.outputs import write_json, write_text
+from spanet.run_dir import ABLATION_JSON, ABLATION_TABLE, LAST_CHECKPOINT, RESULT_FILE
+from spanet.training.settings import settings_digest
 
 __all__ = ["AblationRow", "ROWS", "ROW_GROUPS", "resolve_rows", "run_ablation", "run_variants", "format_markdown"]
 
@@ -75,36 +81,49 @@ def resolve_rows(names: Sequence[str]) -> list[str]:
     return keys
 
 
-def _run_one(
-    *, config_path: Path | None, overrides: Sequence[str], row: AblationRow, seed: int, run_dir: Path
-) -> dict[str, float]:
-    from spanet.config import load_config
-    from spanet.training.loop import TrainingDiverged, train
-
-    result_file = run_dir / "result.json"
-    if result_file.exists():
-        return json.loads(result_file.read_text())
+def _cell_config(*, config_path: Path | None, overrides: Sequence[str], row: AblationRow, seed: int) -> Config:
+    """The resolved config of one (row, seed) run: the user's config and overrides, then the row's switches."""
     row_overrides = [f"model.{name}={str(value).lower()}" for name, value in row.flags.items()]
     if row.table == 2:
         row_overrides.append("data.erasing_p=0")  # §5.3: Table 2 is trained without random erasing
     config = load_config(config_path, [*overrides, *row_overrides, f"train.seed={seed}"])
     if config.train.eval_every == 0:  # the table needs the final metrics: evaluate the last epoch at least
         config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=config.optim.epochs))
+    return config
+
+
+def _finished(result_file: Path, *, digest: str) -> dict | None:
+    """A finished run's result, if it was trained with the settings of `digest` (a copied or older folder is not)."""
+    if not result_file.is_file():
+        return None
     try:
-        resume = (run_dir / "last.pt").exists()  # continue a run; a run that never saved a checkpoint starts anew
+        result = json.loads(result_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return result if isinstance(result, dict) and result.get("settings") == digest else None
+
+
+def _run_one(*, config: Config, digest: str, run_dir: Path) -> dict:
+    from spanet.training.loop import TrainingDiverged, train
+
+    result_file = run_dir / RESULT_FILE
+    finished = _finished(result_file, digest=digest)
+    if finished is not None:
+        return finished
+    try:
+        resume = (run_dir / LAST_CHECKPOINT).exists()  # continue a run; a run that never saved a checkpoint starts anew
         summary = train(config, output_dir=run_dir, resume=resume, overwrite=not resume)
     except TrainingDiverged as exc:
         # A row that diverges is a result of the ablation, not a reason to stop the other rows.
         print(f"[ablation] {run_dir}: {exc}", flush=True)
-        result = {"rank1": None, "mAP": None, "diverged": str(exc)}
-        run_dir.mkdir(parents=True, exist_ok=True)
-        result_file.write_text(json.dumps(result, indent=2))
+        result = {"rank1": None, "mAP": None, "diverged": str(exc), "settings": digest}
+        write_json(result_file, result)
         return result
     final = summary["final_metrics"]
     if not final:
         raise SpanetError(f"run {run_dir} finished without evaluation metrics; delete the folder and run again")
-    result = {"rank1": float(final["rank1"]), "mAP": float(final["mAP"])}
-    result_file.write_text(json.dumps(result, indent=2))
+    result = {"rank1": float(final["rank1"]), "mAP": float(final["mAP"]), "settings": digest}
+    write_json(result_file, result)
     return result
 
 
@@ -123,20 +142,17 @@ def run_ablation(
     table: dict[str, dict] = {}
     for index, key in enumerate(keys, start=1):
         row = ROWS[key]
-        per_seed = []
+        per_seed, digests = [], set()
         for seed in range(seeds):
             print(f"[ablation] row {index}/{len(keys)} {row.label!r}, seed {seed + 1}/{seeds}", flush=True)
-            per_seed.append(
-                _run_one(
-                    config_path=config_path,
-                    overrides=overrides,
-                    row=row,
-                    seed=seed,
-                    run_dir=output_dir / "runs" / key / f"seed{seed}",
-                )
-            )
+            config = _cell_config(config_path=config_path, overrides=overrides, row=row, seed=seed)
+            digest = settings_digest(config)
+            digests.add(digest)
+            run_dir = output_dir / "runs" / key / digest / f"seed{seed}"
+            per_seed.append(_run_one(config=config, digest=digest, run_dir=run_dir))
         table[key] = {
             "label": row.label,
+            "settings": sorted(digests),  # one digest: every seed was trained with the same settings
             "table": row.table,
             "flags": row.flags,
             "paper": {"rank1": row.paper[0], "mAP": row.paper[1]},
@@ -144,9 +160,8 @@ def run_ablation(
             **{metric: _summary([100.0 * r[metric] for r in per_seed if r[metric] is not None]) for metric in ("rank1", "mAP")},
         }
     result = {"seeds": seeds, "config": str(config_path) if config_path else None, "overrides": list(overrides), "rows": table}
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "ablation.json").write_text(json.dumps(result, indent=2))
-    (output_dir / "ablation.md").write_text(format_markdown(result))
+    write_json(output_dir / ABLATION_JSON, result)
+    write_text(output_dir / ABLATION_TABLE, format_markdown(result))
     return result
 
 
@@ -180,24 +195,25 @@ def run_variants(
         f"## Variant `{label}` ({' '.join(variants[label]) or 'the config as it is'})\n\n{format_markdown(result)}"
         for label, result in results.items()
     ]
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "ablation.json").write_text(json.dumps(combined, indent=2))
-    (output_dir / "ablation.md").write_text("\n".join(sections))
+    write_json(output_dir / ABLATION_JSON, combined)
+    write_text(output_dir / ABLATION_TABLE, "\n".join(sections))
     return combined
 
 
 def _summary(values: list[float]) -> dict:
-    """Mean ± sample std over the seeds that trained (None when every seed diverged)."""
+    """Mean ± sample std over the seeds that trained (None when every seed diverged; the std is None, undefined,
+    with one seed: not 0)."""
     if not values:
         return {"values": [], "mean": None, "std": None}
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    std = statistics.stdev(values) if len(values) > 1 else None
     return {"values": values, "mean": statistics.fmean(values), "std": std}
 
 
 def _cell(summary: dict, *, seeds: int, diverged: int) -> str:
     if summary["mean"] is None:
         return f"diverged ({diverged}/{seeds})"
-    text = f"{summary['mean']:.1f} ± {summary['std']:.1f}"
+    spread = "(1 seed, no spread)" if summary["std"] is None else f"± {summary['std']:.1f}"
+    text = f"{summary['mean']:.1f} {spread}"
     return text + (f" ({diverged}/{seeds} diverged)" if diverged else "")
 
 

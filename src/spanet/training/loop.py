@@ -38,6 +38,7 @@ from spanet.errors import SpanetError
 from spanet.data.loader import build_train_loader, epoch_seed, set_loader_epoch, shutdown_loader
 from spanet.training.optim import build_optimizer, lr_factor
 from spanet.data.own import save_split_list
+from spanet.training.settings import check_resume_settings
 from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog, check_output_dir, move_aside
 from spanet.run_dir import remove_stale_temp_files
 from spanet.runtime import Precision, choose_precision, cpu_info
@@ -65,12 +66,15 @@ def build_model(model_config: ModelConfig, *, num_classes: int) -> nn.Module:
     return SPANet(num_classes=num_classes, **dataclasses.asdict(model_config))
 
 
-def train(config: Config, *, output_dir: str | Path, resume: bool = False, overwrite: bool = False) -> dict[str, Any]:
+def train(
+    config: Config, *, output_dir: str | Path, resume: bool = False, overwrite: bool = False, allow_changed: bool = False
+) -> dict[str, Any]:
     """Run (or continue) a training run into `output_dir`; return a summary with the trained model.
 
     Writes `config.yaml`, `log.jsonl`, `tb/`, `last.pt` every epoch and, with `data.val_ids > 0`, `best.pt`
     (highest validation mAP).
     A non-empty `output_dir` is refused unless `resume` (continue it) or `overwrite` (move it aside first).
+    A resume with changed settings that change what is learned is refused unless `allow_changed`.
     Under torchrun every process trains its share of each batch; only rank 0 writes files and prints.
     """
     from spanet.data.datasets import load_dataset, require_valid_queries
@@ -100,6 +104,8 @@ def train(config: Config, *, output_dir: str | Path, resume: bool = False, overw
         if config.data.val_ids > 0:
             dataset, validation = hold_out_identities(dataset, num_ids=config.data.val_ids, seed=config.train.seed)
         check_output_dir(output_dir, resume=resume, overwrite=overwrite)  # every rank, before any rank writes
+        if resume:
+            check_resume_settings(output_dir, config, allow_changed=allow_changed)
         barrier(dist_info)
         run = _Run(config=config, dataset=dataset, output_dir=output_dir, device=device, dist_info=dist_info,
                    precision=precision)  # fmt: skip

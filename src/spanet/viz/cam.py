@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import copy
 import math
-import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from spanet.data.names import person_id_from_name
 from spanet.errors import SpanetError
 
 __all__ = [
@@ -57,7 +58,6 @@ __all__ = [
 CAM_STAGES: tuple[str, ...] = ("stage1", "stage2", "stage3", "global", "parts")
 _STAGE_LABELS = {"stage1": "stage 1 (DS)", "stage2": "stage 2 (DS)", "stage3": "stage 3 (DS)",
                  "global": "stage 4 (global)", "parts": "stage 4 (parts)"}
-_PID_IN_NAME = re.compile(r"^(\d+)_")
 
 
 @dataclass(frozen=True)
@@ -232,6 +232,17 @@ def has_attention(model: nn.Module) -> bool:
     return model.sa_parts is not None or any(h.sa_ds is not None for h in model.ds_heads)
 
 
+def _compare_title(compare_model: nn.Module, label: str) -> str:
+    """The right column's title: "without SA" only when the compared model really has none."""
+    name = label or "compare checkpoint"
+    if not has_attention(compare_model):
+        return f"without SA: {name}"
+    warnings.warn(f"the compared model {name} has spatial attention as well; its column is titled so, not "
+                  "'without SA' (compare with a checkpoint trained with model.sa_ds=false model.sa_parts=false)",
+                  stacklevel=3)  # fmt: skip
+    return f"{name} (also with SA)"
+
+
 def upsample(cam: Tensor, *, size: tuple[int, int]) -> Tensor:
     """Bilinear resize of a (h, w) map to `size` = (H, W)."""
     return F.interpolate(cam[None, None].float(), size=size, mode="bilinear", align_corners=False)[0, 0]
@@ -299,8 +310,8 @@ def train_labels_by_pid(checkpoint: Mapping[str, Any]) -> tuple[dict[int, int] |
         return None, f"its training data could not be read ({exc})"
     mapping: dict[int, int] = {}
     for sample in dataset.train:
-        match = _PID_IN_NAME.match(Path(sample.path).name)
-        if match is None or mapping.setdefault(int(match[1]), sample.pid) != sample.pid:
+        person = person_id_from_name(sample.path)
+        if person is None or mapping.setdefault(person, sample.pid) != sample.pid:
             return None, f"training file names in {root} do not start with a person id"
     num_classes = (checkpoint.get("model_args") or {}).get("num_classes")
     if num_classes is not None and len(set(mapping.values())) != num_classes:
@@ -380,7 +391,7 @@ def run_cam(
     other = compare_model if compare_model is not None else without_attention(model)
     variants = {
         "with_sa": "with SA" if has_attention(model) else "this model (it has no SA)",
-        "without_sa": f"without SA: {compare_label or 'compare checkpoint'}" if compare_model is not None
+        "without_sa": _compare_title(compare_model, compare_label) if compare_model is not None
         else "same weights, SA off",
     }
     transform = eval_transform(input_size)
@@ -390,9 +401,9 @@ def run_cam(
         picture = read_image(path)
         tensor = transform(picture)
         target, source = None, "predicted"
-        match = _PID_IN_NAME.match(Path(path).name)
-        if class_mode == "true" and labels_by_pid and match and int(match[1]) in labels_by_pid:
-            target, source = labels_by_pid[int(match[1])], f"true (person {int(match[1])})"
+        person = person_id_from_name(path)
+        if class_mode == "true" and labels_by_pid and person in labels_by_pid:
+            target, source = labels_by_pid[person], f"true (person {person})"
             true_count += 1
         main = image_cams(model, tensor, target=target)
         compared = image_cams(other, tensor, target=main.target)

@@ -21,7 +21,10 @@ from pathlib import Path
 from urllib.parse import quote
 
 from spanet.errors import SpanetError
+from spanet.outputs import write_text
 from spanet.run_dir import (
+    ANALYSIS_DIR,
+    WORST_DIR,
     CAM_DIR,
     CONFIG_FILE,
     EVAL_DIR,
@@ -114,6 +117,7 @@ def _metrics_section(metrics: Mapping) -> str:
         + "</tr>" for name, m in variants)
     source = ", ".join(f"{key}: {metrics[key]}" for key in ("checkpoint", "dataset", "kind", "flip") if key in metrics)
     notes = "".join(f" {metrics[key]}." for key in ("protocol", "cross_domain") if metrics.get(key))
+    notes += "".join(f" {note}." for note in metrics.get("notes") or [] if isinstance(note, str))
     return (f"<table><tr><th></th>{head}</tr>{body}</table>"
             f"<p class=\"meta\">{_esc(source + '. ' if source else '')}In percent. \"reranked\" = k-reciprocal "
             f"re-ranking (Zhong et al. 2017).{_esc(notes)}</p>")
@@ -218,8 +222,8 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
     for title, folder, pattern, hint in (
         ("Ranked lists", run / EVAL_DIR / RANKED_DIR, "*.png", "run `spanet evaluate ... --visualize K`"),
         ("Class activation maps", run / CAM_DIR, "*.png", "run `spanet cam --out RUN_DIR/cam ...`"),
-        ("Evaluation analysis", run / EVAL_DIR / "analysis", "*.png", None),  # camera pairs, distance histograms
-        ("Worst queries", run / EVAL_DIR / "worst", "*.png", None),
+        ("Evaluation analysis", run / EVAL_DIR / ANALYSIS_DIR, "*.png", None),  # camera pairs, distance histograms
+        ("Worst queries", run / EVAL_DIR / WORST_DIR, "*.png", None),
     ):
         if hint is None and not folder.is_dir():
             continue  # optional sections: absent in older evaluation folders
@@ -256,5 +260,5 @@ def build_report(run_dir: str | Path, *, out_path: str | Path | None = None) -> 
         f"{toc}{missing_html}{''.join(sections)}{_IMAGE_CHECK_SCRIPT}</body></html>\n"
     )
     page.parent.mkdir(parents=True, exist_ok=True)
-    page.write_text(document, encoding="utf-8")
+    write_text(page, document)
     return page
