@@ -29,6 +29,7 @@ def test_synth_video_then_associate(footage: Path, tmp_path: Path, capsys: pytes
     code = main(["associate", "--sequences", *map(str, sequences), "--tracks", *map(str, tracks), "--checkpoint",
                  str(checkpoint), "--out", str(out), "--crops-per-track", "3", "--device", "cpu"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
+    assert "derived from this footage" in capsys.readouterr().out  # no threshold given: the rule, and it says so
     for sequence, gt in zip(sequences, tracks):
         written, given = read_tracks(out / f"{sequence.name}.txt"), read_tracks(gt)
         assert len(written) == len(given)

@@ -71,3 +71,23 @@ def test_frames_of_another_size_are_an_error(tmp_path: Path) -> None:
     tracks = read_tracks(path, sequence=sequence)
     with pytest.raises(SpanetError, match="000002.png is 50x30 but sequence cam is 40x30"):
         embed_tracks([sequence], [tracks], embed=lambda xyxy, img: np.ones((len(xyxy), 2), np.float32))
+
+
+def test_default_threshold_comes_from_pairs_known_to_be_different_people() -> None:
+    from spanet.tracking.associate import pairwise_precision_recall, threshold_from_cannot_links
+
+    def track(camera: int, first: int, last: int, direction: list[float]) -> TrackFeature:
+        feature = np.asarray(direction, dtype=np.float32) / np.linalg.norm(direction)
+        return TrackFeature(camera=camera, track_id=first, first=first, last=last, feature=feature, crops=1, thumbnail=None)
+
+    # camera 0 sees two people at once (a known different pair, at squared distance 2); camera 1 one of them later
+    tracks = [track(0, 1, 10, [1, 0, 0]), track(0, 5, 15, [0, 1, 0]), track(1, 30, 40, [1, 0.1, 0])]
+    threshold = threshold_from_cannot_links(tracks)
+    assert threshold == pytest.approx(2.0)
+    assert threshold_from_cannot_links(tracks[:1] + tracks[2:]) is None  # nobody seen together: no rule
+    scaled = [TrackFeature(**{**vars(t), "feature": t.feature * 0.5}) for t in tracks]  # another model's scale
+    assert threshold_from_cannot_links(scaled) == pytest.approx(0.5)
+    labels = global_ids(tracks, threshold=0.5 * threshold)
+    assert list(labels) == [1, 2, 1]
+    assert pairwise_precision_recall(np.array([1, 2, 1]), np.array([7, 8, 7])) == (1.0, 1.0)
+    assert pairwise_precision_recall(np.array([1, 1, 1]), np.array([7, 8, 7])) == (pytest.approx(1 / 3), 1.0)

@@ -58,6 +58,9 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
                        "milvus://HOST:PORT (a Milvus server; needs spanet[milvus]); an existing folder remembers its store")
     add_amp_arg(build)
     build.set_defaults(func=_run_gallery_build)
+    from spanet.cli.retention import add_gallery_actions
+
+    add_gallery_actions(actions)  # forget, prune
     from spanet.cli.scale import register_gallery_actions
 
     register_gallery_actions(actions)  # export / import (Parquet)
@@ -140,6 +143,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     from spanet.deploy.backend import open_gallery, parse_store
     from spanet.deploy.gallery import Gallery
     from spanet.deploy.service import Limits, create_app
+    from spanet.evaluation.calibration import default_calibration_path
     from spanet.evaluation.verification import load_calibration
     from spanet.features import FeatureExtractor
     from spanet.outputs import guard_folder
@@ -153,6 +157,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     if args.calibration is not None:  # checked against the model and the kind even when --threshold wins
         calibrated = float(load_calibration(args.calibration, info=extractor.info)["threshold"])
         threshold = calibrated if threshold is None else threshold
+    if threshold is None and default_calibration_path(args.checkpoint).is_file():  # the one stored with the model
+        threshold = float(load_calibration(default_calibration_path(args.checkpoint), info=extractor.info)["threshold"])
+    print(_threshold_line(args, threshold), flush=True)
     gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     limits = Limits(max_request_bytes=int(args.max_upload_mb * 1024 * 1024))
     # without a token only loopback Host names are served: a web page cannot reach the API by DNS rebinding
@@ -165,3 +172,18 @@ def _run_serve(args: argparse.Namespace) -> int:
     finally:
         gallery.close()
     return 0
+
+
+def _threshold_line(args: argparse.Namespace, threshold: float | None) -> str:
+    """Which "unknown person" threshold the service uses and where it comes from (printed at start)."""
+    from spanet.evaluation.calibration import default_calibration_path
+
+    if args.threshold is not None:
+        return f"threshold {threshold:g} (--threshold)"
+    if args.calibration is not None:
+        return f"threshold {threshold:g} (--calibration {args.calibration})"
+    beside = default_calibration_path(args.checkpoint)
+    if beside.is_file():
+        return f"threshold {threshold:g} from {beside} (the calibration stored with this checkpoint; fingerprints checked)"
+    return (f"threshold: none ({beside} does not exist; `spanet calibrate` writes it): every hit is ranked, none is "
+            "marked unknown")

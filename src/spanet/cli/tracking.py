@@ -79,7 +79,9 @@ def _register_associate(subparsers: argparse._SubParsersAction) -> None:
     cut = parser.add_mutually_exclusive_group()
     cut.add_argument(
         "--threshold", type=float, metavar="T",
-        help="largest squared distance (0-4, between unit vectors) at which clusters merge (default: 1.0)",
+        help="largest squared distance (0-4, between unit vectors) at which clusters merge (default: derived from "
+        "the footage: the 0.5th percentile of distances between tracks of one camera seen at the same time, i.e. "
+        "known different people; docs/video.md)",
     )  # fmt: skip
     cut.add_argument("--calibration", type=Path, metavar="FILE", help="JSON file with a 'threshold' key")
     parser.add_argument("--crops-per-track", type=int, default=8, metavar="K", help="boxes embedded per track (8)")
@@ -88,9 +90,9 @@ def _register_associate(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_run_associate)
 
 
-def _threshold(args: argparse.Namespace) -> float:
+def _threshold(args: argparse.Namespace) -> float | None:
     if args.calibration is None:
-        return 1.0 if args.threshold is None else args.threshold
+        return args.threshold
     try:
         record = json.loads(args.calibration.read_text())
         value = float(record["threshold"])
@@ -114,6 +116,9 @@ def _run_associate(args: argparse.Namespace) -> int:
 
     guard_folder(args.out, option="--out", inputs=[args.checkpoint, args.calibration, *args.sequences, *args.tracks])
     threshold = _threshold(args)
+    source = ("--threshold" if args.threshold is not None else f"--calibration {args.calibration}" if threshold is not None
+              else "derived from this footage: the 0.5th percentile of distances between tracks known to be different "
+              "people (one camera, same time)")  # fmt: skip
     reid = ReID(args.checkpoint, device=args.device, batch_size=args.batch_size)
     result = associate(
         args.sequences, args.tracks, embed=reid.get_features, out_dir=args.out, threshold=threshold,
@@ -121,7 +126,8 @@ def _run_associate(args: argparse.Namespace) -> int:
     )  # fmt: skip
     print(
         f"{len(result.tracks)} tracks in {len(args.sequences)} cameras -> {result.identities} identities "
-        f"(threshold {threshold:g}); {reid.skipped_boxes} boxes had no pixels in their frame"
+        f"(threshold {result.threshold:.4g}, {source}); "
+        f"{reid.skipped_boxes} boxes had no pixels in their frame"
     )
     print(f"wrote {', '.join(str(p) for p in result.outputs)} and {result.page}")
     return 0

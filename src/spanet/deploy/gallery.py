@@ -2,8 +2,10 @@
 
 Layout of a gallery folder (spanet owns everything in it):
 - `gallery.json`: format, feature dimension and the model that made the features (fingerprints, as in an index).
-- `entries.sqlite`: one row per entry (id, image file, camera, timestamp, label, source, feature fingerprint and
-  the feature vector itself), SQLite in WAL mode.
+- `entries.sqlite`: one row per entry (id, image file, camera, timestamp, label, source, feature fingerprint, the
+  feature vector itself, the track it came from and its time as UTC seconds), SQLite in WAL mode; a `segments` table
+  names the stretches of footage `spanet ingest` enrolled (docs/video.md). Galleries made before the track and time
+  columns get them on open (time filled from the timestamp).
 - `images/`: the enrolled images, named by the SHA-256 of their bytes.
 - `index.faiss`: a flat (exact) faiss index keyed by entry id (`IndexIDMap2`), a cache of the rows' vectors.
 
@@ -32,11 +34,12 @@ from typing import Any, Protocol
 import numpy as np
 
 from spanet.data.images import IMAGE_EXTENSIONS
+from spanet.deploy.filters import Where, to_seconds, where_sql
 from spanet.errors import SpanetError
 from spanet.outputs import durable_replace, write_text
 
 __all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT", "open_folder", "store_image",
-           "image_name", "existing_ids"]
+           "image_name", "existing_ids", "to_seconds"]
 
 GALLERY_FORMAT = "spanet-gallery"
 GALLERY_VERSION = 1
@@ -45,7 +48,7 @@ _DB_FILE = "entries.sqlite"
 _INDEX_FILE = "index.faiss"
 _IMAGES_DIR = "images"
 _LOCK_FILE = ".lock"
-_ENTRY_COLUMNS = "id, image, camera, timestamp, label, source, fingerprint"
+_ENTRY_COLUMNS = "id, image, camera, timestamp, label, source, fingerprint, track"
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,7 @@ class Entry:
     label: str | None
     source: str | None
     fingerprint: str
+    track: int | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("image", "fingerprint")}
@@ -74,6 +78,7 @@ class NewEntry:
     timestamp: str | None = None
     label: str | None = None
     source: str | None = None
+    track: int | None = None
 
 
 @dataclass(frozen=True)
@@ -85,13 +90,22 @@ class Hit:
 
 
 class GalleryStore(Protocol):
-    """The rows of a gallery. Each method is one transaction; ids are assigned by the store."""
+    """The rows of a gallery. Each method is one transaction; ids are assigned by the store.
 
-    def insert(self, rows: Sequence[tuple[NewEntry, str, str, np.ndarray]]) -> list[int]: ...
+    Filters (`Where`): `cameras` a set of cameras, `after`/`before` UTC seconds (after <= time < before; rows
+    without a time never match a time filter), `track`, `label`, `ids`. `insert` with `segment` records that
+    stretch of footage as enrolled in the same transaction (`segments()` lists them)."""
+
+    def insert(self, rows: Sequence[tuple[NewEntry, str, str, np.ndarray]], *, segment: str | None = None) -> list[int]: ...
     def delete(self, entry_id: int) -> Entry | None: ...
+    def delete_where(self, where: Where) -> list[Entry]: ...
     def get(self, entry_ids: Sequence[int]) -> dict[int, Entry]: ...
-    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int) -> tuple[list[Entry], int]: ...
-    def ids(self) -> np.ndarray: ...
+    def query(self, *, camera: int | None = None, label: str | None = None, limit: int, offset: int,
+              where: Where | None = None) -> tuple[list[Entry], int]: ...  # fmt: skip
+    def ids(self, where: Where | None = None) -> np.ndarray: ...
+    def segments(self) -> set[str]: ...
+    def max_track(self) -> int: ...
+    def vacuum(self) -> None: ...
     def features(self, entry_ids: Sequence[int]) -> np.ndarray: ...
     def cameras(self) -> dict[int, int | None]: ...
     def fingerprints(self) -> set[str]: ...
@@ -112,25 +126,31 @@ class SQLiteStore:
         self._db.execute(
             "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, image TEXT NOT NULL, "
             "sha256 TEXT NOT NULL, camera INTEGER, timestamp TEXT, label TEXT, source TEXT, "
-            "fingerprint TEXT NOT NULL, feature BLOB NOT NULL)"
-        )
+            "fingerprint TEXT NOT NULL, track INTEGER, time REAL, feature BLOB NOT NULL)"
+        )  # filter columns before the large vector: reading them never walks the vector's overflow pages
         self._db.execute("CREATE INDEX IF NOT EXISTS entries_camera ON entries (camera)")
         self._db.execute("CREATE INDEX IF NOT EXISTS entries_label ON entries (label)")
+        self._db.execute("PRAGMA secure_delete=ON")  # deleted rows' bytes are overwritten, not left in free pages
+        _migrate(self._db)
 
-    def insert(self, rows: Sequence[tuple[NewEntry, str, str, np.ndarray]]) -> list[int]:
-        """Insert (entry, image file name, fingerprint, feature) rows in one transaction; their new ids."""
+    def insert(self, rows: Sequence[tuple[NewEntry, str, str, np.ndarray]], *, segment: str | None = None) -> list[int]:
+        """Insert (entry, image file name, fingerprint, feature) rows in one transaction; their new ids. `segment`
+        (a key of ingested footage) is recorded in the same transaction."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 ids = []
                 for new, image, fingerprint, feature in rows:
                     cursor = self._db.execute(
-                        "INSERT INTO entries (image, sha256, camera, timestamp, label, source, fingerprint, feature) "
-                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO entries (image, sha256, camera, timestamp, label, source, fingerprint, feature, "
+                        "track, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (image, Path(image).stem, new.camera, new.timestamp, new.label, new.source, fingerprint,
-                         np.ascontiguousarray(feature, dtype=np.float32).tobytes()),
+                         np.ascontiguousarray(feature, dtype=np.float32).tobytes(), new.track,
+                         to_seconds(new.timestamp)),
                     )  # fmt: skip
                     ids.append(int(cursor.lastrowid))
+                if segment is not None:
+                    self._db.execute("INSERT OR REPLACE INTO segments (key, entries) VALUES (?, ?)", (segment, len(ids)))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
@@ -143,6 +163,39 @@ class SQLiteStore:
             self._db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
         return found[0] if found else None
 
+    def delete_where(self, where: Where) -> list[Entry]:
+        """Delete every row matching `where` (which must restrict something) in one transaction; the deleted rows."""
+        if where.empty:
+            raise SpanetError("refusing to delete every gallery entry: give a condition (id, label, track, camera, time)")
+        clause, params = where_sql(where)
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                found = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries{clause}", params)
+                self._db.execute(f"DELETE FROM entries{clause}", params)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return found
+
+    def segments(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT key FROM segments")}
+
+    def max_track(self) -> int:
+        """The largest track id in use (0 when none): new tracks are numbered after it."""
+        with self._lock:
+            return int(self._db.execute("SELECT COALESCE(MAX(track), 0) FROM entries").fetchone()[0])
+
+    def vacuum(self) -> None:
+        """Rewrite the database file without free pages and empty the write-ahead log, so that deleted rows are in
+        no file of the gallery."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def get(self, entry_ids: Sequence[int]) -> dict[int, Entry]:
         if not entry_ids:
             return {}
@@ -151,24 +204,24 @@ class SQLiteStore:
             rows = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id IN ({marks})", tuple(int(i) for i in entry_ids))
         return {row.id: row for row in rows}
 
-    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int) -> tuple[list[Entry], int]:
-        where, params = [], []
-        if camera is not None:
-            where.append("camera = ?")
-            params.append(camera)
-        if label is not None:
-            where.append("label = ?")
-            params.append(label)
-        clause = f" WHERE {' AND '.join(where)}" if where else ""
+    def query(self, *, camera: int | None = None, label: str | None = None, limit: int, offset: int,
+              where: Where | None = None) -> tuple[list[Entry], int]:  # fmt: skip
+        where = dataclasses.replace(
+            where or Where(), cameras=(camera,) if camera is not None else (where.cameras if where else None),
+            label=label if label is not None else (where.label if where else None),
+        )  # fmt: skip
+        clause, params = where_sql(where)
         with self._lock:
             total = int(self._db.execute(f"SELECT COUNT(*) FROM entries{clause}", params).fetchone()[0])
             rows = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries{clause} ORDER BY id LIMIT ? OFFSET ?",
                               (*params, limit, offset))  # fmt: skip
         return rows, total
 
-    def ids(self) -> np.ndarray:
+    def ids(self, where: Where | None = None) -> np.ndarray:
+        clause, params = where_sql(where)
         with self._lock:
-            return np.array([r[0] for r in self._db.execute("SELECT id FROM entries ORDER BY id")], dtype=np.int64)
+            rows = self._db.execute(f"SELECT id FROM entries{clause} ORDER BY id", params)
+            return np.array([r[0] for r in rows], dtype=np.int64)
 
     def features(self, entry_ids: Sequence[int]) -> np.ndarray:
         out = np.zeros((len(entry_ids), self.feature_dim), dtype=np.float32)
@@ -200,6 +253,27 @@ class SQLiteStore:
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[Entry]:
         return [Entry(*row) for row in self._db.execute(sql, params).fetchall()]
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Add what galleries made by older versions lack: the track and time columns (time filled from the timestamp
+    text) and the segments table. Idempotent; one transaction."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        if "track" not in columns:
+            db.execute("ALTER TABLE entries ADD COLUMN track INTEGER")
+        if "time" not in columns:
+            db.execute("ALTER TABLE entries ADD COLUMN time REAL")
+            for entry_id, stamp in db.execute("SELECT id, timestamp FROM entries WHERE timestamp IS NOT NULL").fetchall():
+                db.execute("UPDATE entries SET time = ? WHERE id = ?", (to_seconds(stamp), entry_id))
+        db.execute("CREATE INDEX IF NOT EXISTS entries_track ON entries (track)")
+        db.execute("CREATE INDEX IF NOT EXISTS entries_time_camera ON entries (time, camera)")  # covers time + camera filters
+        db.execute("CREATE TABLE IF NOT EXISTS segments (key TEXT PRIMARY KEY, entries INTEGER NOT NULL)")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
 
 
 class Gallery:
@@ -238,6 +312,9 @@ class Gallery:
         index = _load_index(directory / _INDEX_FILE, int(meta["feature_dim"]))
         gallery = cls(directory, meta, store, index, lock=lock)
         gallery.reconcile()
+        from spanet.deploy.retention import finish_pending
+
+        finish_pending(gallery)  # a deletion a killed process left half done is completed first
         return gallery
 
     @staticmethod
@@ -279,14 +356,16 @@ class Gallery:
                 path.unlink()
         return {"added": int(missing.size), "removed": int(extra.size), "orphan_files": len(orphans)}
 
-    def add(self, entries: Sequence[NewEntry], features: np.ndarray) -> list[int]:
-        """Enrol `entries` with their features (N, D): image files, rows and index entries, all or none."""
+    def add(self, entries: Sequence[NewEntry], features: np.ndarray, *, segment: str | None = None) -> list[int]:
+        """Enrol `entries` with their features (N, D): image files, rows and index entries, all or none (with the
+        `segment` key of the footage they came from, if given)."""
         features = np.ascontiguousarray(features, dtype=np.float32)
         if features.shape != (len(entries), int(self.meta["feature_dim"])):
             raise SpanetError(f"{len(entries)} entries need ({len(entries)}, {self.meta['feature_dim']}) features, got {features.shape}")
         with self._lock:  # file writes inside the lock too, so a concurrent delete cannot remove a shared file
             names = [self._write_image(entry) for entry in entries]
-            ids = self.store.insert([(e, n, self.fingerprint, f) for e, n, f in zip(entries, names, features)])
+            rows = [(e, n, self.fingerprint, f) for e, n, f in zip(entries, names, features)]
+            ids = self.store.insert(rows, segment=segment) if segment is not None else self.store.insert(rows)
             self.index.add_with_ids(features, np.array(ids, dtype=np.int64))
             self._cameras.update({i: e.camera for i, e in zip(ids, entries)})
             self._dirty = True
@@ -305,14 +384,34 @@ class Gallery:
                 (self.directory / _IMAGES_DIR / entry.image).unlink(missing_ok=True)
         return entry
 
+    def remove_where(self, where: Where) -> list[Entry]:
+        """Delete every entry matching `where`: rows (one transaction), index vectors and image files no remaining
+        entry shares. The index file is rewritten; `spanet.deploy.retention.forget` also vacuums the database."""
+        with self._lock:
+            removed = self.store.delete_where(where)
+            if not removed:
+                return []
+            self.index.remove_ids(np.array([e.id for e in removed], dtype=np.int64))
+            for entry in removed:
+                self._cameras.pop(entry.id, None)
+            self.save_index()
+            referenced = self.store.images()
+            for name in {e.image for e in removed} - referenced:
+                (self.directory / _IMAGES_DIR / name).unlink(missing_ok=True)
+        return removed
+
     def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None,
                exclude_camera: int | None = None) -> list[Hit]:  # fmt: skip
         """The `top_k` nearest entries to one query vector, optionally only one camera's or all but one camera's."""
         return self.search_many(np.reshape(query, (1, -1)), [(top_k, camera, exclude_camera)])[0]
 
-    def search_many(self, queries: np.ndarray, wants: Sequence[tuple[int, int | None, int | None]]) -> list[list[Hit]]:
-        """`search` for each row of `queries` (Q, D) with its (top_k, camera, exclude_camera): one faiss call for all."""
+    def search_many(self, queries: np.ndarray, wants: Sequence[tuple[int, int | None, int | None]], *,
+                    where: Sequence[Where | None] | None = None) -> list[list[Hit]]:  # fmt: skip
+        """`search` for each row of `queries` (Q, D) with its (top_k, camera, exclude_camera): one faiss call for all.
+        `where`, one per query, limits a query to the rows it matches (time window, camera set, track)."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if where is not None and any(w is not None and not w.empty for w in where):
+            return self._search_where(queries, wants, where)
         found: list[list[tuple[int, float]]] = []
         with self._lock:
             total = int(self.index.ntotal)
@@ -329,6 +428,27 @@ class Gallery:
         rows = self.store.get([i for pairs in found for i, _ in pairs])
         return [[Hit(entry=rows[i], distance=d) for i, d in pairs if i in rows] for pairs in found]
 
+    def _search_where(self, queries: np.ndarray, wants: Sequence[tuple[int, int | None, int | None]],
+                      where: Sequence[Where | None]) -> list[list[Hit]]:  # fmt: skip
+        """One faiss search per query over only the ids its `Where` (and camera options) selects."""
+        import faiss
+
+        found = []
+        for row, ((top_k, camera, exclude), condition) in enumerate(zip(wants, where)):
+            allowed = self.store.ids(condition)
+            if camera is not None or exclude is not None:
+                allowed = np.array([i for i in allowed if self._camera_filter(camera, exclude)(int(i))], dtype=np.int64)
+            k = min(top_k, len(allowed))
+            if k == 0:
+                found.append([])
+                continue
+            params = faiss.SearchParameters(sel=faiss.IDSelectorBatch(allowed))
+            with self._lock:
+                distances, ids = self.index.search(queries[row : row + 1], k, params=params)
+            found.append([(int(i), float(d)) for i, d in zip(ids[0], distances[0]) if i >= 0])
+        rows = self.store.get([i for pairs in found for i, _ in pairs])
+        return [[Hit(entry=rows[i], distance=d) for i, d in pairs if i in rows] for pairs in found]
+
     def cameras(self) -> list[int]:
         """The cameras that have at least one entry."""
         with self._lock:
@@ -337,8 +457,9 @@ class Gallery:
     def get(self, entry_ids: Sequence[int]) -> dict[int, Entry]:
         return self.store.get(entry_ids)
 
-    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int) -> tuple[list[Entry], int]:
-        return self.store.query(camera=camera, label=label, limit=limit, offset=offset)
+    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int,
+              where: Where | None = None) -> tuple[list[Entry], int]:  # fmt: skip
+        return self.store.query(camera=camera, label=label, limit=limit, offset=offset, where=where)
 
     def features(self, entry_ids: Sequence[int]) -> np.ndarray:
         return self.store.features(entry_ids)

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from spanet.deploy.backend import GalleryBackend
+from spanet.deploy.filters import where_from_text
 from spanet.deploy.gallery import Entry, NewEntry, existing_ids
 from spanet.errors import SpanetError
 from spanet.evaluation.verification import is_unknown, nearest_is_unknown
@@ -96,6 +97,7 @@ def create_app(*, gallery: GalleryBackend, extractor: Any, threshold: float | No
     _add_error_handlers(app)
     _add_gallery_routes(app, service)
     _add_search_routes(app, service)
+    _add_retention_routes(app, service)
     return app
 
 
@@ -114,9 +116,12 @@ class _Service:
         with self.model_lock:
             return self.extractor(images)
 
-    def _search_batch(self, jobs: list[tuple[Image.Image, tuple[int, int | None, int | None]]]) -> list[Any]:
-        features = self.embed([image for image, _ in jobs])
-        return self.gallery.search_many(features, [want for _, want in jobs])
+    def _search_batch(self, jobs: list[tuple[Any, ...]]) -> list[Any]:
+        """Jobs are (image, (top_k, camera, exclude_camera)) or the same with a `Where` (time window, cameras)."""
+        features = self.embed([job[0] for job in jobs])
+        where = [(job[2:] or (None,))[0] for job in jobs]
+        more = {"where": where} if any(w is not None and not w.empty for w in where) else {}  # plain: the backend call
+        return self.gallery.search_many(features, [job[1] for job in jobs], **more)
 
     def entry(self, entry_id: int) -> Entry:
         from fastapi import HTTPException
@@ -207,8 +212,12 @@ def _add_gallery_routes(app: Any, service: _Service) -> None:
     def listing(
         camera: int | None = Query(None, ge=0, le=_MAX_ID), label: str | None = Query(None, max_length=200),
         limit: int = Query(50, ge=1, le=1000), offset: int = Query(0, ge=0, le=_MAX_ID),
+        track: int | None = Query(None, ge=0, le=_MAX_ID), cameras: str | None = Query(None, max_length=2000),
+        after: str | None = Query(None, max_length=64), before: str | None = Query(None, max_length=64),
     ) -> dict[str, Any]:  # fmt: skip
-        entries, total = gallery.query(camera=camera, label=label, limit=limit, offset=offset)
+        where = where_from_text(cameras=cameras, track=track, after=after, before=before)
+        more = {} if where.empty else {"where": where}  # a plain listing stays the GalleryBackend call
+        entries, total = gallery.query(camera=camera, label=label, limit=limit, offset=offset, **more)
         return {"total": total, "limit": limit, "offset": offset, "entries": [e.to_json() for e in entries]}
 
     @app.get("/image/{entry_id}")
@@ -244,9 +253,14 @@ def _add_search_routes(app: Any, service: _Service) -> None:
         camera: int | None = Form(None, ge=0, le=_MAX_ID),
         exclude_camera: int | None = Form(None, ge=0, le=_MAX_ID),
         threshold: float | None = Form(None, ge=0),
+        cameras: str | None = Form(None, max_length=2000), after: str | None = Form(None, max_length=64),
+        before: str | None = Form(None, max_length=64), group: bool = Form(False),
     ) -> dict[str, Any]:
+        where = where_from_text(cameras=cameras, after=after, before=before)  # bad text: 400 before any decoding
         (image, *_), = service.read_uploads([file])
-        hits = service.searcher.submit((image, (top_k, camera, exclude_camera)))
+        wanted = min(top_k * 8, 1000) if group else top_k  # grouping keeps one hit per track: look further down
+        hits = service.searcher.submit((image, (wanted, camera, exclude_camera), where))
+        hits = _best_per_track(hits)[:top_k] if group else hits
         limit = service.threshold if threshold is None else threshold
         matches = [{**_entry_json(h.entry), "distance": h.distance, "unknown": is_unknown(h.distance, limit)}
                    for h in hits]  # fmt: skip
@@ -270,6 +284,43 @@ def _add_search_routes(app: Any, service: _Service) -> None:
             "distance": float(((features[0] - features[1]) ** 2).sum()),
             "query": pictures[0], "match": pictures[1],
         }  # fmt: skip
+
+
+def _best_per_track(hits: list[Any]) -> list[Any]:
+    """The nearest hit of each track, in distance order; entries without a track are each their own group."""
+    seen: set[int] = set()
+    kept = []
+    for hit in hits:
+        if hit.entry.track is None or hit.entry.track not in seen:
+            kept.append(hit)
+            if hit.entry.track is not None:
+                seen.add(hit.entry.track)
+    return kept
+
+
+def _add_retention_routes(app: Any, service: _Service) -> None:
+    """POST /gallery/forget and /gallery/prune (behind the token like every data route): `deploy.retention`."""
+    from fastapi import Form
+
+    from spanet.deploy.filters import parse_age
+    from spanet.deploy.retention import forget, prune_before
+
+    def answer(report: Any) -> dict[str, Any]:
+        return {"deleted": report.entries, "image_files": report.images, "where": report.where.to_json(),
+                "gallery_size": len(service.gallery)}  # fmt: skip
+
+    @app.post("/gallery/forget")
+    def forget_route(
+        ids: str | None = Form(None, max_length=20000), label: str | None = Form(None, max_length=200),
+        track: int | None = Form(None, ge=0, le=_MAX_ID), cameras: str | None = Form(None, max_length=2000),
+        after: str | None = Form(None, max_length=64), before: str | None = Form(None, max_length=64),
+    ) -> dict[str, Any]:  # fmt: skip
+        where = where_from_text(ids=ids, cameras=cameras, label=label, track=track, after=after, before=before)
+        return answer(forget(service.gallery, where, origin="api"))
+
+    @app.post("/gallery/prune")
+    def prune_route(older_than: str = Form(..., max_length=32)) -> dict[str, Any]:
+        return answer(prune_before(service.gallery, older_than=parse_age(older_than, option="older_than"), origin="api"))
 
 
 def _entry_json(entry: Entry) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from spanet.tracking.mot import Sequence, Tracks, read_frame, read_sequence, rea
 
 __all__ = [
     "TrackFeature", "Association", "sample_rows", "embed_tracks", "cannot_link", "cluster_tracks", "global_ids",
-    "pairwise_f1", "calibrate_threshold",
+    "pairwise_f1", "pairwise_precision_recall", "calibrate_threshold", "threshold_from_cannot_links",
+    "DEFAULT_QUANTILE",
     "associate", "MARKER_FILE",
 ]
 
@@ -155,6 +156,38 @@ def pairwise_f1(labels: np.ndarray, truth: np.ndarray) -> float:
     return 2 * hits / (predicted + actual) if predicted + actual else 1.0
 
 
+def pairwise_precision_recall(labels: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """Of the pairs of tracks put together, the share that are one person (precision), and of the pairs that are one
+    person, the share put together (recall); 1.0 where there is no pair to count."""
+    upper = np.triu(np.ones((len(labels), len(labels)), dtype=bool), k=1)
+    same_pred = (labels[:, None] == labels[None, :]) & upper
+    same_true = (truth[:, None] == truth[None, :]) & upper
+    hits = float((same_pred & same_true).sum())
+    predicted, actual = float(same_pred.sum()), float(same_true.sum())
+    return (hits / predicted if predicted else 1.0), (hits / actual if actual else 1.0)
+
+
+# chosen on calibration footage (synth-video seed 100) by benchmarks/bench_association_default.py, measured on other
+# footage: docs/video.md
+DEFAULT_QUANTILE = 0.005
+
+
+def threshold_from_cannot_links(tracks: Seq[TrackFeature], *, quantile: float = DEFAULT_QUANTILE) -> float | None:
+    """The default cut when none is given: the `quantile` of the distances between tracks KNOWN to be different
+    people — two tracks of one camera at the same time — so that at most that share of known different-person pairs
+    would be merged. It is measured on the footage itself, on the model's own scale; None when the footage has no
+    such pair (nobody is ever seen together with someone else)."""
+    blocked = np.triu(cannot_link(tracks), k=1)
+    usable = np.array([t.crops > 0 for t in tracks], dtype=bool)
+    blocked &= usable[:, None] & usable[None, :]
+    if not blocked.any():
+        return None
+    features = np.stack([t.feature for t in tracks]).astype(np.float64)
+    sq = (features**2).sum(axis=1)
+    dist = np.maximum(sq[:, None] + sq[None, :] - 2 * features @ features.T, 0.0)
+    return float(np.quantile(dist[blocked], quantile))
+
+
 def calibrate_threshold(
     tracks: Seq[TrackFeature], truth: Seq[int], *, candidates: Seq[float] = tuple(np.arange(0.05, 2.01, 0.05))
 ) -> tuple[float, float]:
@@ -192,6 +225,7 @@ class Association:
     ids: np.ndarray
     outputs: list[Path]
     page: Path
+    threshold: float = 0.0  # the cut used (given, or derived from the footage)
 
     @property
     def identities(self) -> int:
@@ -213,13 +247,13 @@ def associate(
     *,
     embed: Embed,
     out_dir: str | os.PathLike[str],
-    threshold: float,
+    threshold: float | None,
     crops_per_track: int = 8,
 ) -> Association:
     """Give every track of every camera a global id; write `OUT/<sequence>.txt` per camera and `OUT/index.html`."""
     if len(sequence_dirs) != len(track_files) or not sequence_dirs:
         raise SpanetError(f"give one --tracks file per --sequences folder (got {len(sequence_dirs)} and {len(track_files)})")
-    if not threshold > 0:
+    if threshold is not None and not threshold > 0:
         raise SpanetError(f"the threshold is a squared distance between unit vectors, in (0, 4]; got {threshold}")
     sequences = [read_sequence(d) for d in sequence_dirs]
     names = [s.name for s in sequences]
@@ -229,6 +263,11 @@ def associate(
     out_dir = Path(out_dir)
     _prepare_out(out_dir)
     tracks = embed_tracks(sequences, tables, embed=embed, crops_per_track=crops_per_track)
+    if threshold is None:
+        threshold = threshold_from_cannot_links(tracks)
+        if threshold is None:
+            raise SpanetError("no threshold given and none can be derived: no two tracks of one camera overlap in time "
+                              "(no pair known to be different people); give --threshold")  # fmt: skip
     ids = global_ids(tracks, threshold=threshold)
     lookup = {(t.camera, t.track_id): int(gid) for t, gid in zip(tracks, ids)}
     outputs = []
@@ -245,4 +284,4 @@ def associate(
                     "last": t.last, "crops": t.crops} for t, g in zip(tracks, ids)],
     }  # fmt: skip
     (out_dir / MARKER_FILE).write_text(json.dumps(summary, indent=1) + "\n")
-    return Association(tracks=tracks, ids=ids, outputs=outputs, page=page)
+    return Association(tracks=tracks, ids=ids, outputs=outputs, page=page, threshold=threshold)
