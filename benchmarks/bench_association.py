@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_association.py --spanet demo/run/best.pt --no-sa demo/run_without_sa/best.pt
 
 Footage: `spanet synth-video` (3 cameras, 24 people, 20 s at 10 fps, 640×360), test seed 0; the threshold of every
-method is calibrated (`calibrate_threshold`, best pairwise F1) on separate footage with seed 100 (other people).
+method is calibrated (`fit_track_threshold`, best pairwise F1) on separate footage with seed 100 (other people).
 Tracks given to `associate`: the ground-truth tracks ("gt tracks": one track per person and camera), and the same cut
 into pieces of at most 2 s ("fragmented": what an imperfect tracker gives; same-camera pieces must be re-joined).
 Metrics: `spanet.tracking.metrics.cross_camera_scores` (motmetrics over all cameras joined into one sequence, so a
@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from spanet.synth.video import VideoOptions, generate_video
-from spanet.tracking.associate import associate, calibrate_threshold, embed_tracks
+from spanet.tracking.associate import associate, fit_track_threshold, embed_tracks
 from spanet.tracking.metrics import cross_camera_scores
 from spanet.tracking.mot import Tracks, read_sequence, read_tracks, write_tracks
 
@@ -84,7 +84,7 @@ def calibrate(embed, footage: Path, work: Path, *, cameras: int, fragmented: boo
     seqs = [read_sequence(s) for s in sequences]
     tables = [read_tracks(f, sequence=s) for f, s in zip(files, seqs)]
     tracks = embed_tracks(seqs, tables, embed=embed, crops_per_track=8)
-    return calibrate_threshold(tracks, [truth_of(t.track_id, fragmented=fragmented) for t in tracks])
+    return fit_track_threshold(tracks, [truth_of(t.track_id, fragmented=fragmented) for t in tracks])
 
 
 def score(footage: Path, out: Path, *, cameras: int) -> dict[str, float]:
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="test footage seeds")
     parser.add_argument("--calib-scale", type=float, default=2.0, help="calibration footage: people and seconds ×")
     args = parser.parse_args()
-    from spanet.deploy.tracker import ReID
+    from spanet.deploy.reid import ReID
 
     methods = {"SPANet": ReID(args.spanet, device="cpu").get_features}
     if args.no_sa:

@@ -24,7 +24,7 @@ import numpy as np
 
 from spanet.synth.video import VideoOptions, generate_video
 from spanet.tracking.associate import (
-    calibrate_threshold, cannot_link, embed_tracks, global_ids, pairwise_precision_recall, threshold_from_cannot_links,
+    fit_track_threshold, cannot_link, embed_tracks, global_ids, pairwise_precision_recall, threshold_from_cannot_links,
 )  # fmt: skip
 from spanet.tracking.mot import read_sequence, read_tracks
 
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--stem", default="association_default")
     args = parser.parse_args()
-    from spanet.deploy.tracker import ReID
+    from spanet.deploy.reid import ReID
 
     embed = ReID(args.checkpoint, device="cpu").get_features
     results: dict = {"checkpoint": str(args.checkpoint), "quantiles": QUANTILES, "calibration": {}, "test": []}
@@ -70,7 +70,7 @@ def main() -> None:
             tracks, truth = footage_tracks(embed, tmp / "calib", tmp / f"calib_{fragmented}", fragmented=fragmented)
             per_q = {q: evaluate(tracks, truth, threshold_from_cannot_links(tracks, quantile=q)) for q in QUANTILES}
             good = [q for q in QUANTILES if per_q[q]["precision"] >= 0.95]
-            labelled, _f1 = calibrate_threshold(tracks, truth)
+            labelled, _f1 = fit_track_threshold(tracks, truth)
             chosen[fragmented] = (max(good) if good else min(QUANTILES), labelled)
             results["calibration"][kind] = {"per_quantile": {str(q): v for q, v in per_q.items()},
                                             "chosen_quantile": chosen[fragmented][0], "labelled_threshold": labelled,

@@ -83,7 +83,7 @@ def main() -> None:
     import boxmot
     from bench_association import ColourHistogram
 
-    from spanet.deploy.tracker import ReID
+    from spanet.deploy.reid import ReID
 
     models = {"none (motion + IoU only)": None, "SPANet": ReID(args.spanet, device="cpu")}
     if args.no_sa:

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from spanet.checkpoint import save_checkpoint
-from spanet.deploy.tracker import ReID
+from spanet.deploy.reid import ReID
 from spanet.model import SPANet
 from spanet.runtime import retain_freed_memory
 

@@ -14,7 +14,7 @@ _LAZY = {
     "SpatialAttention": "spanet.attention",
     "SPANet": "spanet.model",
     "FeatureExtractor": "spanet.features",
-    "ReID": "spanet.deploy.tracker",
+    "ReID": "spanet.deploy.reid",
     "SpanetError": "spanet.errors",
 }
 

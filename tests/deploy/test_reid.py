@@ -10,7 +10,7 @@ from PIL import Image
 
 import spanet
 from builders import make_checkpoint
-from spanet.deploy.tracker import clip_boxes
+from spanet.deploy.reid import clip_boxes
 from spanet.errors import SpanetError
 from spanet.features import FeatureExtractor
 

@@ -104,13 +104,13 @@ def _threshold(args: argparse.Namespace) -> float | None:
         raise SpanetError(
             f"{args.calibration} is a `spanet calibrate` file: its threshold is a distance between image features, "
             "not between pooled unit-length track features (0-4); give --threshold or a file made for associate "
-            "(spanet.tracking.associate.calibrate_threshold on labelled tracks)"
+            "(spanet.tracking.associate.fit_track_threshold on labelled tracks)"
         )
     return value
 
 
 def _run_associate(args: argparse.Namespace) -> int:
-    from spanet.deploy.tracker import ReID
+    from spanet.deploy.reid import ReID
     from spanet.outputs import guard_folder
     from spanet.tracking.associate import associate
 

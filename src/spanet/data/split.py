@@ -15,7 +15,7 @@ from spanet.data.samples import ReidDataset, Sample
 from spanet.data.protocol import NO_CAMERA, split_query_gallery
 from spanet.errors import SpanetError
 
-__all__ = ["hold_out_identities", "query_gallery_split"]
+__all__ = ["hold_out_identities", "draw_query_gallery"]
 
 
 def hold_out_identities(dataset: ReidDataset, *, num_ids: int, seed: int) -> tuple[ReidDataset, ReidDataset]:
@@ -34,7 +34,7 @@ def hold_out_identities(dataset: ReidDataset, *, num_ids: int, seed: int) -> tup
     if dataset.protocol == NO_CAMERA:  # own data without camera ids: one query per identity, no camera filter
         query, gallery = (tuple(part) for part in split_query_gallery(held_samples, cameras=False))
     else:
-        query, gallery = query_gallery_split(held_samples, seed=seed)
+        query, gallery = draw_query_gallery(held_samples, seed=seed)
     if not query:
         raise SpanetError(
             f"data.val_ids={num_ids}: none of the held-out identities has images from two cameras, so no validation "
@@ -45,9 +45,10 @@ def hold_out_identities(dataset: ReidDataset, *, num_ids: int, seed: int) -> tup
     return train, val
 
 
-def query_gallery_split(samples: list[Sample], *, seed: int) -> tuple[tuple[Sample, ...], tuple[Sample, ...]]:
-    """One query per (identity, camera), drawn with `seed`; every other image in the gallery. Queries of an identity
-    seen by one camera only would have no true match, so such identities go to the gallery entirely."""
+def draw_query_gallery(samples: list[Sample], *, seed: int) -> tuple[tuple[Sample, ...], tuple[Sample, ...]]:
+    """One query per (identity, camera), DRAWN at random with `seed` (validation splits); every other image in the
+    gallery. Queries of an identity seen by one camera only would have no true match, so such identities go to the
+    gallery entirely. (`protocol.split_query_gallery` is the deterministic rule for test splits: first image first.)"""
     rng = random.Random(seed)
     by_id_camera: dict[tuple[int, int], list[Sample]] = {}
     for sample in sorted(samples, key=lambda s: s.path):

@@ -26,7 +26,7 @@ from spanet.tracking.mot import Sequence, Tracks, read_frame, read_sequence, rea
 
 __all__ = [
     "TrackFeature", "Association", "sample_rows", "embed_tracks", "cannot_link", "cluster_tracks", "global_ids",
-    "pairwise_f1", "pairwise_precision_recall", "calibrate_threshold", "threshold_from_cannot_links",
+    "pairwise_f1", "pairwise_precision_recall", "fit_track_threshold", "threshold_from_cannot_links",
     "DEFAULT_QUANTILE",
     "associate", "MARKER_FILE",
 ]
@@ -188,7 +188,7 @@ def threshold_from_cannot_links(tracks: Seq[TrackFeature], *, quantile: float = 
     return float(np.quantile(dist[blocked], quantile))
 
 
-def calibrate_threshold(
+def fit_track_threshold(
     tracks: Seq[TrackFeature], truth: Seq[int], *, candidates: Seq[float] = tuple(np.arange(0.05, 2.01, 0.05))
 ) -> tuple[float, float]:
     """The cut (and its pairwise F1) that best recovers the known identities `truth` of labelled tracks, e.g. a
