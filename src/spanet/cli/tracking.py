@@ -4,7 +4,6 @@ cameras)."""
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from spanet.cli.common import add_batch_size_arg, add_checkpoint_arg, add_device_arg
@@ -91,22 +90,9 @@ def _register_associate(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _threshold(args: argparse.Namespace) -> float | None:
-    if args.calibration is None:
-        return args.threshold
-    try:
-        record = json.loads(args.calibration.read_text())
-        value = float(record["threshold"])
-    except FileNotFoundError:
-        raise SpanetError(f"calibration file {args.calibration} does not exist") from None
-    except (ValueError, KeyError, TypeError):
-        raise SpanetError(f"calibration file {args.calibration} must be JSON with a numeric 'threshold' key") from None
-    if "feature_kind" in record:  # written by `spanet calibrate`: image-to-image distances on another scale
-        raise SpanetError(
-            f"{args.calibration} is a `spanet calibrate` file: its threshold is a distance between image features, "
-            "not between pooled unit-length track features (0-4); give --threshold or a file made for associate "
-            "(spanet.tracking.associate.fit_track_threshold on labelled tracks)"
-        )
-    return value
+    from spanet.tracking.associate import read_track_threshold
+
+    return args.threshold if args.calibration is None else read_track_threshold(args.calibration)
 
 
 def _run_associate(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spanet.data.protocol import describe_protocol, sample_ids
+from spanet.data.protocol import CROSS_CAMERA, NO_CAMERA, describe_protocol, sample_ids
 from spanet.errors import SpanetError
 from spanet.evaluation.distance import pairwise_distances
 from spanet.evaluation.metrics import RankMetrics, rank_metrics
@@ -44,7 +44,7 @@ class FeatureSet:
     gallery_features: np.ndarray
     query: tuple[Any, ...]
     gallery: tuple[Any, ...]
-    protocol: str = "cross-camera"  # "no-camera": same-camera filter off (`spanet.data.protocol`)
+    protocol: str = CROSS_CAMERA  # NO_CAMERA: same-camera filter off (`spanet.data.protocol`)
 
     def save(self, path: str | Path, *, info: dict[str, Any]) -> Path:
         """Write the one features `.npz` (`spanet.features`): query rows then gallery rows, with ids and split."""
@@ -72,7 +72,7 @@ class EvaluationResult:
     reranked: RankMetrics | None = None
     metric: str = "euclidean"
     distances: np.ndarray | None = field(default=None, repr=False)
-    protocol: str = "cross-camera"
+    protocol: str = CROSS_CAMERA
     notes: tuple[str, ...] = ()  # what is undefined or clipped (rank-k beyond the gallery, re-ranking's k1)
 
     def to_json(self) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def extract_feature_set(
         )
     query = extract_features(model, dataset.query, input_size=input_size, options=options, desc="query features")
     gallery = extract_features(model, dataset.gallery, input_size=input_size, options=options, desc="gallery features")
-    protocol = getattr(dataset, "protocol", "cross-camera")
+    protocol = getattr(dataset, "protocol", CROSS_CAMERA)
     return FeatureSet(query.features, gallery.features, tuple(dataset.query), tuple(dataset.gallery), protocol=protocol)
 
 
@@ -127,7 +127,7 @@ def score_features(
     """Distances, metrics, and with `rerank` the k-reciprocal re-ranked metrics as well."""
     q_pids, q_camids = sample_ids(features.query)
     g_pids, g_camids = sample_ids(features.gallery)
-    if features.protocol == "no-camera":  # no query shares a camera with the gallery: nothing is filtered out
+    if features.protocol == NO_CAMERA:  # no query shares a camera with the gallery: nothing is filtered out
         q_camids, g_camids = np.full_like(q_camids, -1), np.zeros_like(g_camids)
     distances = pairwise_distances(features.query_features, features.gallery_features, metric=metric)
     plain = rank_metrics(distances, q_pids, g_pids, q_camids, g_camids, max_rank=max_rank)

@@ -27,7 +27,7 @@ from spanet.tracking.mot import Sequence, Tracks, read_frame, read_sequence, rea
 __all__ = [
     "TrackFeature", "Association", "sample_rows", "embed_tracks", "cannot_link", "cluster_tracks", "global_ids",
     "pairwise_f1", "pairwise_precision_recall", "fit_track_threshold", "threshold_from_cannot_links",
-    "DEFAULT_QUANTILE",
+    "DEFAULT_QUANTILE", "read_track_threshold",
     "associate", "MARKER_FILE",
 ]
 
@@ -186,6 +186,27 @@ def threshold_from_cannot_links(tracks: Seq[TrackFeature], *, quantile: float = 
     sq = (features**2).sum(axis=1)
     dist = np.maximum(sq[:, None] + sq[None, :] - 2 * features @ features.T, 0.0)
     return float(np.quantile(dist[blocked], quantile))
+
+
+def read_track_threshold(path: str | Path) -> float:
+    """The cut stored in a JSON file (`{"threshold": T}`) for pooled unit-length track features (scale 0-4).
+
+    A `spanet calibrate` file is refused: its threshold is a distance between image features, on another scale."""
+    path = Path(path)
+    try:
+        record = json.loads(path.read_text())
+        value = float(record["threshold"])
+    except FileNotFoundError:
+        raise SpanetError(f"calibration file {path} does not exist") from None
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError):
+        raise SpanetError(f"calibration file {path} must be JSON with a numeric 'threshold' key") from None
+    if "feature_kind" in record:  # written by `spanet calibrate`: image-to-image distances on another scale
+        raise SpanetError(
+            f"{path} is a `spanet calibrate` file: its threshold is a distance between image features, not between "
+            "pooled unit-length track features (0-4); give --threshold or a file made for associate "
+            "(spanet.tracking.associate.fit_track_threshold on labelled tracks)"
+        )
+    return value
 
 
 def fit_track_threshold(
