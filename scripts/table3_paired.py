@@ -107,15 +107,17 @@ def main() -> None:
     for reading, (plus_dir, minus_dir) in READINGS.items():
         if not (args.out / plus_dir).is_dir():
             continue  # a reading this OUT did not train (scripts/table3_crowd.sh trains three)
-        seeds = sorted(int(p.name[4:]) for p in (args.out / plus_dir).glob("seed*"))
+        plus_seeds, minus_seeds = seed_dirs(args.out / plus_dir), seed_dirs(args.out / minus_dir)
         pairs = []
-        for seed in seeds:
-            plus, minus = (read_run(args.out / d / f"seed{seed}") for d in (plus_dir, minus_dir))
+        for seed in sorted(plus_seeds):
+            if seed not in minus_seeds:
+                continue
+            plus, minus = read_run(plus_seeds[seed]), read_run(minus_seeds[seed])
             if plus is None or minus is None:
                 continue
             if images:
-                for side, d in (("plus", plus_dir), ("minus", minus_dir)):
-                    ckpt = args.out / d / f"seed{seed}" / "last.pt"
+                for side, folder in (("plus", plus_seeds[seed]), ("minus", minus_seeds[seed])):
+                    ckpt = folder / "last.pt"
                     cam_cache.setdefault(ckpt, cam_spread_of(ckpt, images))
                     (plus if side == "plus" else minus)["cam"] = cam_cache[ckpt]
             pairs.append({"seed": seed, "with_sa": plus, "without_sa": minus})
@@ -134,12 +136,28 @@ def main() -> None:
         args.json.write_text(json.dumps(record, indent=1) + "\n")
 
 
+def seed_dirs(row_dir: Path) -> dict[int, Path]:
+    """seed -> run folder of one ablation row: `ROW/DIGEST/seedN` (cells keyed by their settings) or the older
+    `ROW/seedN`. Two digests with the same seed mean two settings in one output folder: refused."""
+    found: dict[int, Path] = {}
+    for folder in sorted([*row_dir.glob("seed*"), *row_dir.glob("*/seed*")]):
+        if not folder.is_dir() or not folder.name[4:].isdigit():
+            continue
+        seed = int(folder.name[4:])
+        if seed in found:
+            raise SystemExit(f"{row_dir}: seed {seed} was trained under two settings ({found[seed]}, {folder}); "
+                             "give each setting its own output folder")  # fmt: skip
+        found[seed] = folder
+    return found
+
+
 def cpu_budget(times_file: Path) -> dict:
     """Totals of OUT/times.tsv (label, seeds, start, end, user s, sys s per `spanet ablation` call)."""
     rows = [line.split("\t") for line in times_file.read_text().splitlines() if line.strip()]
     calls = [{"label": r[0], "seeds": int(r[1]), "wall_s": int(r[3]) - int(r[2]), "cpu_s": float(r[4]) + float(r[5])}
              for r in rows]  # fmt: skip
-    runs = len(list(times_file.parent.glob("*/runs/*/seed*/result.json")))  # every training these calls finished
+    runs = len([*times_file.parent.glob("*/runs/*/seed*/result.json"),
+                *times_file.parent.glob("*/runs/*/*/seed*/result.json")])  # every training these calls finished
     return {"calls": calls, "runs": runs, "wall_min": sum(c["wall_s"] for c in calls) / 60,
             "cpu_min": sum(c["cpu_s"] for c in calls) / 60}  # fmt: skip
 
