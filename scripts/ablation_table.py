@@ -2,7 +2,8 @@
 
     python scripts/ablation_table.py paper=runs/abl/paper official=runs/abl/official sum=runs/abl/sum
 
-Each LABEL=DIR is the --output of one `spanet ablation` run (its runs/<row>/seed<N>/result.json files). Rows without
+Each LABEL=DIR is the --output of one `spanet ablation` run (its runs/<row>/<settings digest>/seed<N>/result.json
+files). Rows without
 any SA layer do not depend on the attention or its pooling, so they are trained once, in the first folder, and
 shown there only. Cells: mean ± sample standard deviation over the seeds of rank-1 / mAP (%), the number of seeds
 when it is not the most common one, and how many seeds diverged.
@@ -20,7 +21,11 @@ from spanet.training.ablation import ROWS
 
 
 def cell(folder: Path, key: str) -> tuple[str, int]:
-    results = [json.loads(p.read_text()) for p in sorted((folder / "runs" / key).glob("seed*/result.json"))]
+    row = folder / "runs" / key  # cells keyed by their settings: ROW/DIGEST/seedN (older outputs: ROW/seedN)
+    files = sorted([*row.glob("seed*/result.json"), *row.glob("*/seed*/result.json")])
+    if len({p.parent.parent for p in row.glob("*/seed*/result.json")}) > 1:
+        raise SystemExit(f"{row} holds runs of several settings; give each setting its own --output")
+    results = [json.loads(p.read_text()) for p in files]
     if not results:
         return "not run", 0
     trained = [r for r in results if r.get("rank1") is not None]
