@@ -93,7 +93,8 @@ def _entries(count: int, *, seed: int = 0, cameras: tuple = (1, 2, 3, None)):
     rng = np.random.default_rng(seed)
     entries = [
         NewEntry(data=rng.bytes(64), suffix=".jpg", camera=cameras[i % len(cameras)],
-                 timestamp=None if i % 5 == 0 else f"2024-05-01T13:{i % 60:02d}:00", label=f"p{i % 7}", source=f"s/{i}.jpg")
+                 timestamp=None if i % 5 == 0 else f"2024-05-01T13:{i % 60:02d}:00", label=f"p{i % 7}", source=f"s/{i}.jpg",
+                 track=None if i % 6 == 5 else 1 + i // 4)
         for i in range(count)
     ]  # fmt: skip
     return entries, rng.normal(size=(count, DIM)).astype(np.float32)
@@ -246,7 +247,8 @@ def test_old_milvus_server_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.skipif(not _HAVE_MILVUS, reason=_NO_MILVUS)
 def test_milvus_folder_remembers_store_and_refuses_another(tmp_path: Path) -> None:
-    from spanet.deploy.milvus_gallery import filter_expression
+    from spanet.deploy.filters import Where
+    from spanet.deploy.milvus_gallery import where_expression
 
     gallery = _open(tmp_path / "g", f"milvus:{tmp_path / 'a.db'}")
     gallery.close()
@@ -257,33 +259,9 @@ def test_milvus_folder_remembers_store_and_refuses_another(tmp_path: Path) -> No
     shutil.rmtree(tmp_path / "a.db")
     with pytest.raises(SpanetError, match="has no collection"):
         _open(tmp_path / "g", None, create=False)
-    assert filter_expression(cameras=[1, 2], after=10.5, before=20, label='a"b') == (
-        'camera in [1, 2] and label == "a\\"b" and timestamp >= 10 and timestamp < 20'
-    )
-
-
-@pytest.mark.skipif(not _HAVE_MILVUS, reason=_NO_MILVUS)
-def test_milvus_camera_set_time_window_and_remove_where(tmp_path: Path) -> None:
-    """The filters beyond the shared contract: camera sets and time windows (epoch seconds) in search, delete by
-    filter with the image files no entry uses any more."""
-    gallery = _open(tmp_path / "g", f"milvus:{tmp_path / 'm.db'}")
-    try:
-        entries, vectors = _entries(40)
-        ids = gallery.add(entries, vectors)
-        after, before = 1714571400, 1714571400 + 300  # 13:50:00 to 13:55:00 UTC
-        in_window = [e.timestamp is not None and "13:50:00" <= e.timestamp[11:] < "13:55:00" for e in entries]
-        allowed = np.array([w and e.camera in (1, 3) for w, e in zip(in_window, entries)])
-        distances = ((vectors - vectors[0]) ** 2).sum(1)
-        hits = gallery.search(vectors[0], top_k=40, cameras=[1, 3], after=after, before=before)
-        assert [h.entry.id for h in hits] == [ids[i] for i in np.argsort(distances) if allowed[i]]
-        removed = gallery.remove_where(cameras=[2], before=1714571400)  # camera 2 before 13:50
-        expected = [i for i, e in zip(ids, entries) if e.camera == 2 and e.timestamp and e.timestamp[11:] < "13:50:00"]
-        assert removed == expected and len(gallery) == 40 - len(expected) and removed
-        assert len(list((tmp_path / "g" / "images").iterdir())) == 40 - len(expected)  # their files went too
-        with pytest.raises(SpanetError, match="at least one filter"):
-            gallery.remove_where()
-    finally:
-        gallery.close()
+    expression = where_expression(Where(cameras=(1, 2), after=10.5, before=20, label='a"b', track=7, ids=()))
+    assert expression == ('id < 0 and camera in [1, 2] and label == "a\\"b" and track == 7 and timestamp >= 10 and '
+                          "timestamp < 20")
 
 
 def test_two_clients_on_one_milvus_server(tmp_path: Path, store: str) -> None:
@@ -320,3 +298,202 @@ def test_milvus_missing_is_one_clear_error(tmp_path: Path, monkeypatch: pytest.M
     with pytest.raises(SpanetError, match=r"spanet\[milvus\]"):
         _open(tmp_path / "g", f"milvus:{tmp_path / 'm.db'}")
     assert os.path.isdir(tmp_path / "g") is False
+
+
+T1330 = 1714570200.0  # 2024-05-01T13:30:00 UTC
+WHERES = {
+    "cameras": {"cameras": (1, 3)},
+    "no cameras": {"cameras": ()},
+    "window": {"after": T1330 - 600, "before": T1330 + 300},  # 13:20 <= t < 13:35
+    "open window": {"after": T1330},
+    "track": {"track": 3},
+    "label": {"label": "p2"},
+    "ids and camera": {"ids": (2, 3, 4, 9, 11, 40), "cameras": (2,)},
+    "all at once": {"cameras": (1, 2), "after": T1330 - 1200, "before": T1330 + 600, "label": "p1"},
+}
+
+
+def _matches(entry, where) -> bool:
+    """The meaning of a `Where`, written out by hand (docs: after <= time < before, no time never matches)."""
+    from spanet.deploy.filters import to_seconds
+
+    seconds = to_seconds(entry.timestamp)
+    timed = where.after is not None or where.before is not None
+    return ((where.ids is None or entry.id in where.ids) and (where.cameras is None or entry.camera in where.cameras)
+            and (where.label is None or entry.label == where.label) and (where.track is None or entry.track == where.track)
+            and (not timed or seconds is not None) and (where.after is None or seconds >= where.after)
+            and (where.before is None or seconds < where.before))  # fmt: skip
+
+
+def _stored(gallery, ids) -> list:
+    found = gallery.get(ids)
+    return [found[i] for i in ids]
+
+
+@pytest.mark.parametrize("name", list(WHERES))
+def test_where_filters_in_ids_query_and_search(tmp_path: Path, store: str, name: str) -> None:
+    """Every `Where` field means the same on every backend: ids(), query(where=) pages and search(where=) are the
+    brute-force answer over the rows it matches."""
+    from spanet.deploy.filters import Where
+
+    gallery = _open(tmp_path / "g", store)
+    try:
+        entries, vectors = _entries(40)
+        ids = gallery.add(entries, vectors)
+        stored = _stored(gallery, ids)
+        where = Where(**WHERES[name])
+        if where.ids is not None:  # ids are the backend's: point at the same rows on each
+            where = Where(**{**WHERES[name], "ids": tuple(ids[i - 1] for i in where.ids)})
+        allowed = np.array([_matches(e, where) for e in stored])
+        expected_ids = [i for i, ok in zip(ids, allowed) if ok]
+        assert name == "no cameras" or expected_ids, "a filter that matches nothing tests little"
+        assert gallery.ids(where).tolist() == expected_ids
+        page, total = gallery.query(camera=None, label=None, limit=3, offset=1, where=where)
+        assert total == len(expected_ids) and [e.id for e in page] == expected_ids[1:4]
+        distances = ((vectors - vectors[7]) ** 2).sum(1)
+        order = [ids[i] for i in np.argsort(distances, kind="stable") if allowed[i]]
+        assert [h.entry.id for h in gallery.search(vectors[7], top_k=5, where=where)] == order[:5]
+        both = gallery.search_many(vectors[[7, 8]], [(5, None, None), (40, 2, None)], where=[where, None])
+        assert [h.entry.id for h in both[0]] == order[:5] and {h.entry.camera for h in both[1]} == {2}
+    finally:
+        gallery.close()
+
+
+def test_filtered_search_gives_the_same_ids_on_sqlite_and_this_backend(tmp_path: Path, store: str) -> None:
+    """The same gallery in SQLite and in `store`: a search with a camera set, a time window and a camera exclusion
+    returns the same entries in the same order, with the same distances."""
+    from spanet.deploy.filters import Where
+
+    entries, vectors = _entries(50, seed=3)
+    where = Where(cameras=(1, 2, 3), after=T1330 - 900, before=T1330 + 1200)
+    queries = np.random.default_rng(4).normal(size=(4, DIM)).astype(np.float32)
+    wants = [(10, None, None), (10, None, 2), (3, 1, None), (50, None, None)]
+    answers = []
+    for folder, kind in (("reference", "sqlite"), ("other", store)):
+        gallery = _open(tmp_path / folder, kind)
+        try:
+            ids = gallery.add(entries, vectors)
+            found = gallery.search_many(queries, wants, where=[where] * len(wants))
+            answers.append(([[ids.index(h.entry.id) for h in hits] for hits in found],
+                            np.array([h.distance for hits in found for h in hits])))  # fmt: skip
+        finally:
+            gallery.close()
+    assert answers[0][0] == answers[1][0] and all(answers[0][0]) and len(answers[0][0][3]) < 50
+    np.testing.assert_allclose(answers[0][1], answers[1][1], rtol=1e-5)
+
+
+def test_remove_where_returns_entries_removes_files_and_is_exact(tmp_path: Path, store: str) -> None:
+    from spanet.deploy.filters import Where
+
+    gallery = _open(tmp_path / "g", store)
+    try:
+        entries, vectors = _entries(40)
+        ids = gallery.add(entries, vectors)
+        stored = _stored(gallery, ids)
+        where = Where(cameras=(2,), before=T1330 + 0.5)  # a fraction of a second: 13:30:00 itself goes, 13:30:01 would not
+        removed = gallery.remove_where(where)
+        expected = [e for e in stored if _matches(e, where)]
+        assert sorted(removed, key=lambda e: e.id) == expected and expected
+        assert len(gallery) == 40 - len(expected) and gallery.get([e.id for e in expected]) == {}
+        assert len(list((tmp_path / "g" / "images").iterdir())) == 40 - len(expected)  # their files went too
+        assert gallery.remove_where(Where(after=T1330 + 0.5, before=T1330 + 59)) == []  # 13:30:00 is before the window
+        assert gallery.remove_where(Where(track=3)) == [e for e in stored if e.track == 3 and e not in expected]
+        with pytest.raises(SpanetError, match="refusing to delete every gallery entry"):
+            gallery.remove_where(Where())
+        gallery.purge()  # whatever the backend does to make deletions unrecoverable, the gallery still works
+        assert len(gallery) == len(gallery.ids()) and gallery.search(vectors[0], top_k=1)[0].entry.id == ids[0]
+    finally:
+        gallery.close()
+
+
+def test_segments_tracks_and_idempotent_readd(tmp_path: Path, store: str) -> None:
+    """What `spanet ingest` needs: a segment key recorded with its rows (also an empty one), the largest track,
+    both kept across a reopen; and a client's retry finds the entries it already enrolled."""
+    from spanet.deploy.gallery import existing_ids
+
+    gallery = _open(tmp_path / "g", store)
+    entries, vectors = _entries(12)
+    assert gallery.segments() == set() and gallery.max_track() == 0
+    ids = gallery.add(entries[:8], vectors[:8], segment="cam1:abc:0-600:hog")
+    gallery.add([], np.zeros((0, DIM), np.float32), segment="cam1:abc:600-1200:hog")  # nobody in that stretch
+    assert gallery.segments() == {"cam1:abc:0-600:hog", "cam1:abc:600-1200:hog"}
+    assert gallery.max_track() == max(e.track for e in entries[:8] if e.track is not None)
+    assert existing_ids(gallery, [entries[2], entries[9]]) == [ids[2], None]
+    gallery.close()
+    again = _open(tmp_path / "g", None, create=False)
+    try:
+        assert again.segments() == {"cam1:abc:0-600:hog", "cam1:abc:600-1200:hog"} and len(again) == 8
+        assert again.max_track() == max(e.track for e in entries[:8] if e.track is not None)
+        assert [e.track for e in _stored(again, ids)] == [e.track for e in entries[:8]]
+        again.add(entries[8:], vectors[8:])
+        assert again.max_track() == max(e.track for e in entries if e.track is not None)
+    finally:
+        again.close()
+
+
+@pytest.mark.skipif(not _HAVE_MILVUS, reason=_NO_MILVUS)
+def test_milvus_segment_cut_short_is_undone_on_open(tmp_path: Path) -> None:
+    """A process killed between reserving a segment's ids and confirming its insert: the next open deletes the rows
+    that did arrive and forgets the segment, so a re-run of the ingest enrols it whole."""
+    import json
+
+    gallery = _open(tmp_path / "g", f"milvus:{tmp_path / 'm.db'}")
+    entries, vectors = _entries(6)
+    gallery.add(entries[:2], vectors[:2], segment="done")
+    record = json.loads((tmp_path / "g" / "store.json").read_text())
+    first = record["next_id"]
+    gallery._reserve(entries[2:], stop=first + 4, segment="cut")  # what add() does before its insert ...
+    gallery.client.insert(gallery.collection, [  # ... and half of the insert
+        __import__("spanet.deploy.milvus_gallery", fromlist=["_row"])._row(first + i, entries[2 + i], "x.jpg", gallery.fingerprint, vectors[2 + i])
+        for i in range(2)
+    ])  # fmt: skip
+    gallery.close()
+    again = _open(tmp_path / "g", None, create=False)
+    try:
+        assert again.segments() == {"done"} and len(again) == 2
+        assert again.add(entries[2:], vectors[2:], segment="cut") == list(range(first + 4, first + 8))
+        assert again.segments() == {"done", "cut"} and len(again) == 6
+    finally:
+        again.close()
+
+
+def test_forget_through_the_contract(tmp_path: Path, store: str) -> None:
+    """`spanet.deploy.retention.forget` on every backend: entries and image files gone, one audit line."""
+    import json
+
+    from spanet.deploy.filters import Where
+    from spanet.deploy.retention import AUDIT_FILE, forget, prune_before
+
+    gallery = _open(tmp_path / "g", store)
+    try:
+        entries, vectors = _entries(30)
+        ids = gallery.add(entries, vectors)
+        report = forget(gallery, Where(label="p3", cameras=(1, 2, 3)))
+        expected = [i for i, e in zip(ids, entries) if e.label == "p3" and e.camera is not None]
+        assert (report.entries, report.images) == (len(expected), len(expected)) and expected
+        assert gallery.get(expected) == {} and len(gallery) == 30 - len(expected)
+        pruned = prune_before(gallery, older_than=3600, now=T1330 + 3600)  # before 13:30
+        gone = [i for i, e in zip(ids, entries) if e.timestamp and e.timestamp < "2024-05-01T13:30" and i not in expected]
+        assert pruned.entries == len(gone) and gallery.get(gone) == {}
+        lines = [json.loads(line) for line in (tmp_path / "g" / AUDIT_FILE).read_text().splitlines()]
+        assert [line["action"] for line in lines] == ["forget", "prune"] and lines[0]["entries"] == len(expected)
+    finally:
+        gallery.close()
+
+
+def test_cli_forget_on_a_gallery_of_this_backend(tmp_path: Path, store: str, capsys: pytest.CaptureFixture) -> None:
+    """`spanet gallery forget` needs no --store: it opens the gallery on the store its folder records."""
+    from spanet.cli import main
+
+    gallery = _open(tmp_path / "g", store)
+    entries, vectors = _entries(20)
+    ids = gallery.add(entries, vectors)
+    gallery.close()
+    assert main(["gallery", "forget", str(tmp_path / "g"), "--camera", "2", "--label", "p2"]) == 0
+    expected = [i for i, e in zip(ids, entries) if e.camera == 2 and e.label == "p2"]
+    assert f"removed {len(expected)} entries" in capsys.readouterr().out and expected
+    again = _open(tmp_path / "g", None, create=False)
+    try:
+        assert len(again) == 20 - len(expected) and again.get(expected) == {}
+    finally:
+        again.close()

@@ -128,6 +128,46 @@ def test_footage_to_search_by_camera_and_time(footage: dict, tmp_path: Path, cap
     gallery.close()
 
 
+def test_ingest_into_milvus_matches_sqlite(footage: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`spanet ingest --store milvus:FILE.db` enrols the same crops (camera, time, track, source) as a SQLite
+    gallery; a re-run without --store finds the folder's Milvus store and skips every segment; the service's
+    filtered, grouped search and track listing work on it."""
+    pytest.importorskip("milvus_lite", reason="pip install 'spanet[milvus]'")
+    from fastapi.testclient import TestClient
+
+    from spanet.cli import main
+    from spanet.deploy.backend import open_gallery
+    from spanet.deploy.service import create_app
+    from spanet.features import FeatureExtractor
+
+    assert main(_ingest_args(footage, tmp_path / "lite", "--store", "sqlite")) == 0
+    assert main(_ingest_args(footage, tmp_path / "milvus", "--store", f"milvus:{tmp_path / 'm.db'}")) == 0
+    assert main(_ingest_args(footage, tmp_path / "milvus")) == 0  # the folder remembers its store
+    assert "0 crops enrolled" in capsys.readouterr().out.splitlines()[-1]
+    extractor = FeatureExtractor(footage["checkpoint"], device="cpu")
+    rows = {}
+    for name in ("lite", "milvus"):
+        gallery = open_gallery(tmp_path / name, model_info=extractor.info)
+        entries, total = gallery.query(camera=None, label=None, limit=1000, offset=0)
+        rows[name] = sorted((e.camera, e.timestamp, e.track, e.source) for e in entries)
+        assert total == len(entries) > 0 and len(gallery.segments()) == 3
+        if name == "milvus":
+            assert (tmp_path / "milvus" / "store.json").is_file() and not (tmp_path / "milvus" / "entries.sqlite").exists()
+            client = TestClient(create_app(gallery=gallery, extractor=extractor))
+            probe = next(e for e in entries if e.camera == 1)
+            with open(gallery.image_path(probe), "rb") as handle:
+                form = {"cameras": "2,3", "after": START, "before": "2024-05-01T08:00:05+00:00", "group": "true"}
+                found = client.post("/search", files={"file": ("q.jpg", handle.read(), "image/jpeg")}, data=form)
+            matches = found.json()["matches"]
+            assert found.status_code == 200 and matches and {m["camera"] for m in matches} <= {2, 3}
+            assert all(form["after"] <= m["timestamp"] < form["before"] for m in matches)
+            assert len({m["track"] for m in matches}) == len(matches)
+            listed = client.get("/gallery", params={"track": probe.track}).json()
+            assert {e["track"] for e in listed["entries"]} == {probe.track} and listed["total"] >= 1
+        gallery.close()
+    assert rows["lite"] == rows["milvus"]
+
+
 def test_interrupted_ingest_is_consistent_and_finished_by_a_rerun(footage: dict, tmp_path: Path) -> None:
     """Ctrl-C in the second segment: the first segment is in, nothing of the second; the re-run adds exactly what an
     uninterrupted run has (same crops, by image hash), nothing twice."""

@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--crops-per-track", type=int, default=4, metavar="K", help="crops enrolled per track (4)")
     parser.add_argument("--segment-seconds", type=float, default=60.0, metavar="S", help="footage per transaction (60)")
     parser.add_argument("--fps", type=float, metavar="N", help="frame rate, overriding what the footage says")
+    parser.add_argument("--store", metavar="STORE",
+                        help="where rows and vectors of a new gallery live: sqlite (default), milvus:FILE.db (Milvus "
+                        "Lite) or milvus://HOST:PORT; an existing gallery folder keeps its own")
     parser.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding of a new gallery")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="crops per forward pass (default: 64)")
@@ -134,6 +137,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 def run_ingest(args: argparse.Namespace) -> int:
+    from spanet.deploy.backend import open_gallery, parse_store
     from spanet.deploy.gallery import Gallery
     from spanet.deploy.ingest import IngestOptions, ingest
     from spanet.features import FeatureExtractor
@@ -144,6 +148,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         raise SpanetError("spanet ingest decodes footage with OpenCV: pip install 'spanet[video]'") from None
     from spanet.tracking.video import open_footage
 
+    parse_store(args.store)  # a bad --store is refused before any footage is read
     footage = footage_from_args(args)
     for item in footage:  # bad footage is refused before a gallery folder is made
         open_footage(item.path, fps=args.fps)
@@ -152,10 +157,11 @@ def run_ingest(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
     kind = Gallery.stored_kind(args.gallery) or args.kind
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind)
-    gallery = Gallery.open(args.gallery, model_info=extractor.info, create=True)
+    gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     try:
         with _sigterm_as_interrupt():
             report = ingest(gallery, extractor, footage, detector=detector, options=options)
+        size = len(gallery)
     finally:
         gallery.close()
     for line in report.truncated:
@@ -163,5 +169,5 @@ def run_ingest(args: argparse.Namespace) -> int:
     split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in report.seconds.items())
     print(f"ingested {report.frames} frames of {len(footage)} camera(s) at {report.frames_per_second:.1f} frames/s "
           f"({split}): {report.tracks} tracks, {report.entries} crops enrolled into {args.gallery}/ "
-          f"(now {len(gallery)}); {report.skipped_segments} segment(s) already there were skipped")  # fmt: skip
+          f"(now {size}); {report.skipped_segments} segment(s) already there were skipped")  # fmt: skip
     return 0

@@ -42,8 +42,9 @@ def add_gallery_actions(actions: argparse._SubParsersAction) -> None:
 
 
 def open_without_model(directory: Path) -> object:
-    """Open a gallery with the model description it stores: deleting needs no checkpoint."""
-    from spanet.deploy.gallery import Gallery
+    """Open a gallery (on the store its folder records) with the model description it stores: deleting needs no
+    checkpoint."""
+    from spanet.deploy.backend import open_gallery
 
     meta_path = directory / "gallery.json"
     try:
@@ -52,7 +53,7 @@ def open_without_model(directory: Path) -> object:
         raise SpanetError(f"{directory} is not a spanet gallery (no gallery.json)") from None
     except (OSError, ValueError, KeyError, TypeError):
         raise SpanetError(f"{meta_path} cannot be read as a gallery description") from None
-    return Gallery.open(directory, model_info=model)
+    return open_gallery(directory, model_info=model)
 
 
 def _run_forget(args: argparse.Namespace) -> int:
@@ -70,9 +71,10 @@ def _run_forget(args: argparse.Namespace) -> int:
     gallery = open_without_model(args.gallery)
     try:
         report = forget(gallery, where)
+        left = len(gallery)
     finally:
-        gallery.close()
-    print(f"{describe(report)}; {len(gallery)} entries left in {args.gallery}/")
+        gallery.close()  # a closed gallery cannot count (Milvus): `left` is read before
+    print(f"{describe(report)}; {left} entries left in {args.gallery}/")
     return 0
 
 
@@ -84,7 +86,8 @@ def _run_prune(args: argparse.Namespace) -> int:
     gallery = open_without_model(args.gallery)
     try:
         report = prune_before(gallery, older_than=age)
+        left = len(gallery)
     finally:
-        gallery.close()
-    print(f"{describe(report)}; {len(gallery)} entries left in {args.gallery}/")
+        gallery.close()  # a closed gallery cannot count (Milvus): `left` is read before
+    print(f"{describe(report)}; {left} entries left in {args.gallery}/")
     return 0

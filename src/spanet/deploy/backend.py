@@ -22,17 +22,23 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from spanet.deploy.entry import Entry, Hit, NewEntry, Want
+from spanet.deploy.filters import Where
 from spanet.deploy.store_spec import STORE_FILE, StoreSpec, parse_store, recorded_store
 from spanet.errors import SpanetError
 
-__all__ = ["GalleryBackend", "StoreSpec", "parse_store", "recorded_store", "open_gallery", "STORE_FILE"]
+__all__ = ["Entry", "NewEntry", "Hit", "Want", "GalleryBackend", "StoreSpec", "parse_store", "recorded_store", "open_gallery",
+           "STORE_FILE"]
 _MILVUS_HINT = "pip install 'spanet[milvus]' (pymilvus and milvus-lite)"
 
 
 class GalleryBackend(Protocol):
     """What the commands need from a gallery. Ids are positive integers assigned by the backend (below 2**53, so
     they survive JSON and JavaScript); distances are squared Euclidean; a search or listing right after `add`
-    returns what was added (read-your-writes)."""
+    returns what was added (read-your-writes).
+
+    Filters are `spanet.deploy.filters.Where` values (ids, camera set, label, track, after <= time < before in UTC
+    seconds; rows without a time never match a time filter); None restricts nothing."""
 
     directory: Path
     meta: dict[str, Any]
@@ -40,17 +46,24 @@ class GalleryBackend(Protocol):
     @property
     def fingerprint(self) -> str: ...  # weights fingerprint of the model that made every vector
     def __len__(self) -> int: ...
-    def add(self, entries: Sequence[Any], features: np.ndarray) -> list[int]: ...  # NewEntry rows, (N, D): all or none
-    def remove(self, entry_id: int) -> Any: ...  # the removed Entry, or None
-    def get(self, entry_ids: Sequence[int]) -> dict[int, Any]: ...  # {id: Entry} of those that exist
-    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int) -> tuple[list[Any], int]: ...
-    def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None,
-               exclude_camera: int | None = None) -> list[Any]: ...  # fmt: skip
-    def search_many(self, queries: np.ndarray, wants: Sequence[tuple[int, int | None, int | None]]) -> list[list[Any]]: ...
+    def add(self, entries: Sequence[NewEntry], features: np.ndarray, *, segment: str | None = None) -> list[int]: ...
+    # ^ (N, D) features, all or none; `segment` (a key of ingested footage) is recorded with the rows
+    def remove(self, entry_id: int) -> Entry | None: ...
+    def remove_where(self, where: Where) -> list[Entry]: ...  # `where` must restrict something; the removed entries
+    def purge(self) -> None: ...  # after removals: make deleted rows and vectors unrecoverable where the store can
+    def get(self, entry_ids: Sequence[int]) -> dict[int, Entry]: ...  # {id: Entry} of those that exist
+    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int,
+              where: Where | None = None) -> tuple[list[Entry], int]: ...  # fmt: skip
+    def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None, exclude_camera: int | None = None,
+               where: Where | None = None) -> list[Hit]: ...  # fmt: skip
+    def search_many(self, queries: np.ndarray, wants: Sequence[Want], *,
+                    where: Sequence[Where | None] | None = None) -> list[list[Hit]]: ...  # fmt: skip
     def features(self, entry_ids: Sequence[int]) -> np.ndarray: ...  # stored vectors (N, D), for export
-    def ids(self) -> np.ndarray: ...  # every id, ascending
+    def ids(self, where: Where | None = None) -> np.ndarray: ...  # matching ids, ascending
     def cameras(self) -> list[int]: ...
-    def image_path(self, entry: Any) -> Path: ...
+    def segments(self) -> set[str]: ...  # keys of the footage segments enrolled (`spanet ingest`)
+    def max_track(self) -> int: ...  # the largest track id in use, 0 when none
+    def image_path(self, entry: Entry) -> Path: ...
     def known_hashes(self) -> set[str]: ...
     def save_index(self) -> None: ...
     def close(self) -> None: ...

@@ -7,6 +7,7 @@ always means the same instant, whatever the machine's zone.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from typing import Any
 
 from spanet.errors import SpanetError
 
-__all__ = ["Where", "to_seconds", "parse_time", "parse_age", "where_sql", "where_from_text", "iso_utc"]
+__all__ = ["Where", "to_seconds", "parse_time", "parse_age", "where_sql", "where_from_text", "iso_utc", "narrow"]
 
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -110,6 +111,16 @@ def where_sql(where: Where | None) -> tuple[str, list[Any]]:
         terms.append("time < ?")
         params.append(float(where.before))
     return (f" WHERE {' AND '.join(terms)}" if terms else ""), params
+
+
+def narrow(where: Where | None, *, camera: int | None = None, label: str | None = None) -> Where:
+    """`where` further restricted to one camera and one label (a listing's `camera` and `label` options)."""
+    where = where or Where()
+    if camera is not None:
+        where = dataclasses.replace(where, cameras=tuple(c for c in (where.cameras or (camera,)) if c == camera))
+    if label is not None:
+        where = dataclasses.replace(where, label=label) if where.label in (None, label) else dataclasses.replace(where, ids=())
+    return where
 
 
 def where_from_text(*, ids: str | None = None, cameras: str | None = None, label: str | None = None,

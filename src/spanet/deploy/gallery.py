@@ -14,27 +14,27 @@ Why enrolment is all-or-nothing: the database commit is the one atomic step. The
 open, vectors of rows missing from `index.faiss` are added from the stored features and entries no longer in the
 database are removed. Nothing already indexed is recomputed, and the model is never run on open.
 
-`GalleryStore` is the small interface the gallery needs from its database; `SQLiteStore` is the embedded default
-(docs/serve.md says what a shared multi-host store would be).
+`GalleryStore` (`spanet.deploy.sqlite_store`) is the small interface the gallery needs from its database;
+`SQLiteStore` there is the embedded default. `Gallery` is the SQLite implementation of
+`spanet.deploy.backend.GalleryBackend`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
-import sqlite3
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from spanet.data.images import IMAGE_EXTENSIONS
-from spanet.deploy.filters import Where, to_seconds, where_sql
+from spanet.deploy.entry import Entry, Hit, NewEntry, Want
+from spanet.deploy.filters import Where, to_seconds
+from spanet.deploy.sqlite_store import GalleryStore, SQLiteStore
 from spanet.errors import SpanetError
 from spanet.outputs import durable_replace, write_text
 
@@ -48,232 +48,6 @@ _DB_FILE = "entries.sqlite"
 _INDEX_FILE = "index.faiss"
 _IMAGES_DIR = "images"
 _LOCK_FILE = ".lock"
-_ENTRY_COLUMNS = "id, image, camera, timestamp, label, source, fingerprint, track"
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One gallery row as the API shows it; `image` is a file name inside the gallery's `images/` folder."""
-
-    id: int
-    image: str
-    camera: int | None
-    timestamp: str | None
-    label: str | None
-    source: str | None
-    fingerprint: str
-    track: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("image", "fingerprint")}
-
-
-@dataclass(frozen=True)
-class NewEntry:
-    """What enrolment needs for one image: its encoded bytes, its file suffix and what is known about it."""
-
-    data: bytes
-    suffix: str
-    camera: int | None = None
-    timestamp: str | None = None
-    label: str | None = None
-    source: str | None = None
-    track: int | None = None
-
-
-@dataclass(frozen=True)
-class Hit:
-    """A search result: the entry and its squared Euclidean distance to the query."""
-
-    entry: Entry
-    distance: float
-
-
-class GalleryStore(Protocol):
-    """The rows of a gallery. Each method is one transaction; ids are assigned by the store.
-
-    Filters (`Where`): `cameras` a set of cameras, `after`/`before` UTC seconds (after <= time < before; rows
-    without a time never match a time filter), `track`, `label`, `ids`. `insert` with `segment` records that
-    stretch of footage as enrolled in the same transaction (`segments()` lists them)."""
-
-    def insert(self, rows: Sequence[tuple[NewEntry, str, str, np.ndarray]], *, segment: str | None = None) -> list[int]: ...
-    def delete(self, entry_id: int) -> Entry | None: ...
-    def delete_where(self, where: Where) -> list[Entry]: ...
-    def get(self, entry_ids: Sequence[int]) -> dict[int, Entry]: ...
-    def query(self, *, camera: int | None = None, label: str | None = None, limit: int, offset: int,
-              where: Where | None = None) -> tuple[list[Entry], int]: ...  # fmt: skip
-    def ids(self, where: Where | None = None) -> np.ndarray: ...
-    def segments(self) -> set[str]: ...
-    def max_track(self) -> int: ...
-    def vacuum(self) -> None: ...
-    def features(self, entry_ids: Sequence[int]) -> np.ndarray: ...
-    def cameras(self) -> dict[int, int | None]: ...
-    def fingerprints(self) -> set[str]: ...
-    def images(self) -> set[str]: ...
-    def hashes(self) -> set[str]: ...
-    def close(self) -> None: ...
-
-
-class SQLiteStore:
-    """`GalleryStore` on one SQLite file in WAL mode; one connection shared by threads behind a lock."""
-
-    def __init__(self, path: Path, *, feature_dim: int) -> None:
-        self.feature_dim = feature_dim
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a committed enrolment survives a power cut, not only a kill
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS entries (id INTEGER PRIMARY KEY AUTOINCREMENT, image TEXT NOT NULL, "
-            "sha256 TEXT NOT NULL, camera INTEGER, timestamp TEXT, label TEXT, source TEXT, "
-            "fingerprint TEXT NOT NULL, track INTEGER, time REAL, feature BLOB NOT NULL)"
-        )  # filter columns before the large vector: reading them never walks the vector's overflow pages
-        self._db.execute("CREATE INDEX IF NOT EXISTS entries_camera ON entries (camera)")
-        self._db.execute("CREATE INDEX IF NOT EXISTS entries_label ON entries (label)")
-        self._db.execute("PRAGMA secure_delete=ON")  # deleted rows' bytes are overwritten, not left in free pages
-        _migrate(self._db)
-
-    def insert(self, rows: Sequence[tuple[NewEntry, str, str, np.ndarray]], *, segment: str | None = None) -> list[int]:
-        """Insert (entry, image file name, fingerprint, feature) rows in one transaction; their new ids. `segment`
-        (a key of ingested footage) is recorded in the same transaction."""
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                ids = []
-                for new, image, fingerprint, feature in rows:
-                    cursor = self._db.execute(
-                        "INSERT INTO entries (image, sha256, camera, timestamp, label, source, fingerprint, feature, "
-                        "track, time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (image, Path(image).stem, new.camera, new.timestamp, new.label, new.source, fingerprint,
-                         np.ascontiguousarray(feature, dtype=np.float32).tobytes(), new.track,
-                         to_seconds(new.timestamp)),
-                    )  # fmt: skip
-                    ids.append(int(cursor.lastrowid))
-                if segment is not None:
-                    self._db.execute("INSERT OR REPLACE INTO segments (key, entries) VALUES (?, ?)", (segment, len(ids)))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            return ids
-
-    def delete(self, entry_id: int) -> Entry | None:
-        with self._lock:
-            found = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id = ?", (entry_id,))
-            self._db.execute("DELETE FROM entries WHERE id = ?", (entry_id,))
-        return found[0] if found else None
-
-    def delete_where(self, where: Where) -> list[Entry]:
-        """Delete every row matching `where` (which must restrict something) in one transaction; the deleted rows."""
-        if where.empty:
-            raise SpanetError("refusing to delete every gallery entry: give a condition (id, label, track, camera, time)")
-        clause, params = where_sql(where)
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                found = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries{clause}", params)
-                self._db.execute(f"DELETE FROM entries{clause}", params)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-        return found
-
-    def segments(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT key FROM segments")}
-
-    def max_track(self) -> int:
-        """The largest track id in use (0 when none): new tracks are numbered after it."""
-        with self._lock:
-            return int(self._db.execute("SELECT COALESCE(MAX(track), 0) FROM entries").fetchone()[0])
-
-    def vacuum(self) -> None:
-        """Rewrite the database file without free pages and empty the write-ahead log, so that deleted rows are in
-        no file of the gallery."""
-        with self._lock:
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            self._db.execute("VACUUM")
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def get(self, entry_ids: Sequence[int]) -> dict[int, Entry]:
-        if not entry_ids:
-            return {}
-        marks = ",".join("?" * len(entry_ids))
-        with self._lock:
-            rows = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries WHERE id IN ({marks})", tuple(int(i) for i in entry_ids))
-        return {row.id: row for row in rows}
-
-    def query(self, *, camera: int | None = None, label: str | None = None, limit: int, offset: int,
-              where: Where | None = None) -> tuple[list[Entry], int]:  # fmt: skip
-        where = dataclasses.replace(
-            where or Where(), cameras=(camera,) if camera is not None else (where.cameras if where else None),
-            label=label if label is not None else (where.label if where else None),
-        )  # fmt: skip
-        clause, params = where_sql(where)
-        with self._lock:
-            total = int(self._db.execute(f"SELECT COUNT(*) FROM entries{clause}", params).fetchone()[0])
-            rows = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries{clause} ORDER BY id LIMIT ? OFFSET ?",
-                              (*params, limit, offset))  # fmt: skip
-        return rows, total
-
-    def ids(self, where: Where | None = None) -> np.ndarray:
-        clause, params = where_sql(where)
-        with self._lock:
-            rows = self._db.execute(f"SELECT id FROM entries{clause} ORDER BY id", params)
-            return np.array([r[0] for r in rows], dtype=np.int64)
-
-    def features(self, entry_ids: Sequence[int]) -> np.ndarray:
-        out = np.zeros((len(entry_ids), self.feature_dim), dtype=np.float32)
-        with self._lock:
-            for i, entry_id in enumerate(entry_ids):
-                (blob,) = self._db.execute("SELECT feature FROM entries WHERE id = ?", (int(entry_id),)).fetchone()
-                out[i] = np.frombuffer(blob, dtype=np.float32)
-        return out
-
-    def cameras(self) -> dict[int, int | None]:
-        with self._lock:
-            return dict(self._db.execute("SELECT id, camera FROM entries").fetchall())
-
-    def fingerprints(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT DISTINCT fingerprint FROM entries")}
-
-    def images(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT DISTINCT image FROM entries")}
-
-    def hashes(self) -> set[str]:
-        with self._lock:
-            return {r[0] for r in self._db.execute("SELECT DISTINCT sha256 FROM entries")}
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-    def _rows(self, sql: str, params: Sequence[Any]) -> list[Entry]:
-        return [Entry(*row) for row in self._db.execute(sql, params).fetchall()]
-
-
-def _migrate(db: sqlite3.Connection) -> None:
-    """Add what galleries made by older versions lack: the track and time columns (time filled from the timestamp
-    text) and the segments table. Idempotent; one transaction."""
-    columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        if "track" not in columns:
-            db.execute("ALTER TABLE entries ADD COLUMN track INTEGER")
-        if "time" not in columns:
-            db.execute("ALTER TABLE entries ADD COLUMN time REAL")
-            for entry_id, stamp in db.execute("SELECT id, timestamp FROM entries WHERE timestamp IS NOT NULL").fetchall():
-                db.execute("UPDATE entries SET time = ? WHERE id = ?", (to_seconds(stamp), entry_id))
-        db.execute("CREATE INDEX IF NOT EXISTS entries_track ON entries (track)")
-        db.execute("CREATE INDEX IF NOT EXISTS entries_time_camera ON entries (time, camera)")  # covers time + camera filters
-        db.execute("CREATE TABLE IF NOT EXISTS segments (key TEXT PRIMARY KEY, entries INTEGER NOT NULL)")
-        db.execute("COMMIT")
-    except BaseException:
-        db.execute("ROLLBACK")
-        raise
 
 
 class Gallery:
@@ -386,7 +160,7 @@ class Gallery:
 
     def remove_where(self, where: Where) -> list[Entry]:
         """Delete every entry matching `where`: rows (one transaction), index vectors and image files no remaining
-        entry shares. The index file is rewritten; `spanet.deploy.retention.forget` also vacuums the database."""
+        entry shares. The index file is rewritten; `purge` then removes the deleted bytes from the database file."""
         with self._lock:
             removed = self.store.delete_where(where)
             if not removed:
@@ -400,12 +174,20 @@ class Gallery:
                 (self.directory / _IMAGES_DIR / name).unlink(missing_ok=True)
         return removed
 
-    def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None,
-               exclude_camera: int | None = None) -> list[Hit]:  # fmt: skip
-        """The `top_k` nearest entries to one query vector, optionally only one camera's or all but one camera's."""
-        return self.search_many(np.reshape(query, (1, -1)), [(top_k, camera, exclude_camera)])[0]
+    def purge(self) -> None:
+        """Make removed entries unrecoverable: vacuum the database (free pages and the write-ahead log emptied;
+        `secure_delete` has zeroed the rows already) and rewrite `index.faiss` without their vectors."""
+        with self._lock:
+            self.store.vacuum()
+            self.save_index()
 
-    def search_many(self, queries: np.ndarray, wants: Sequence[tuple[int, int | None, int | None]], *,
+    def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None, exclude_camera: int | None = None,
+               where: Where | None = None) -> list[Hit]:  # fmt: skip
+        """The `top_k` nearest entries to one query vector, optionally only one camera's or all but one camera's,
+        and only among the rows `where` matches."""
+        return self.search_many(np.reshape(query, (1, -1)), [(top_k, camera, exclude_camera)], where=[where])[0]
+
+    def search_many(self, queries: np.ndarray, wants: Sequence[Want], *,
                     where: Sequence[Where | None] | None = None) -> list[list[Hit]]:  # fmt: skip
         """`search` for each row of `queries` (Q, D) with its (top_k, camera, exclude_camera): one faiss call for all.
         `where`, one per query, limits a query to the rows it matches (time window, camera set, track)."""
@@ -428,7 +210,7 @@ class Gallery:
         rows = self.store.get([i for pairs in found for i, _ in pairs])
         return [[Hit(entry=rows[i], distance=d) for i, d in pairs if i in rows] for pairs in found]
 
-    def _search_where(self, queries: np.ndarray, wants: Sequence[tuple[int, int | None, int | None]],
+    def _search_where(self, queries: np.ndarray, wants: Sequence[Want],
                       where: Sequence[Where | None]) -> list[list[Hit]]:  # fmt: skip
         """One faiss search per query over only the ids its `Where` (and camera options) selects."""
         import faiss
@@ -464,8 +246,14 @@ class Gallery:
     def features(self, entry_ids: Sequence[int]) -> np.ndarray:
         return self.store.features(entry_ids)
 
-    def ids(self) -> np.ndarray:
-        return self.store.ids()
+    def ids(self, where: Where | None = None) -> np.ndarray:
+        return self.store.ids(where)
+
+    def segments(self) -> set[str]:
+        return self.store.segments()
+
+    def max_track(self) -> int:
+        return self.store.max_track()
 
     def image_path(self, entry: Entry) -> Path:
         """The file of an entry's image; always inside the gallery's images folder."""

@@ -8,6 +8,10 @@ footage fingerprint, frame range, detector). So:
 - Ctrl-C or SIGTERM can only lose the segment in progress, never leave half of one in the gallery;
 - a segment whose people were later forgotten stays recorded, so re-running the ingest does not bring them back.
 
+Any `GalleryBackend` works: SQLite records the segment in the rows' transaction; Milvus has no multi-row
+transaction, so it records the segment as pending with the reserved ids in `store.json` before the insert and as
+done after it, and on the next open keeps a pending segment whose rows all arrived or deletes its partial rows.
+
 Each enrolled crop has the camera, a wall-clock timestamp (start time + frame / fps, ISO 8601), a track id unique
 in the gallery (numbered after the largest one in it) and `source` = footage file name and frame.
 """
@@ -24,7 +28,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from spanet.deploy.gallery import Gallery, NewEntry
+from spanet.deploy.backend import GalleryBackend
+from spanet.deploy.entry import NewEntry
 from spanet.errors import SpanetError
 from spanet.tracking.crops import CropPick, CropSelector
 from spanet.tracking.detect import Detector
@@ -78,7 +83,7 @@ def segment_key(camera: int, source: FrameSource, start: int, stop: int, detecto
     return f"cam{camera}:{source.fingerprint}:{start}-{stop}:{detector}"
 
 
-def ingest(gallery: Gallery, embed: Embed, footage: Sequence[CameraFootage], *,
+def ingest(gallery: GalleryBackend, embed: Embed, footage: Sequence[CameraFootage], *,
            detector: Callable[[CameraFootage], Detector], options: IngestOptions = IngestOptions()) -> IngestReport:  # fmt: skip
     """Ingest every camera's footage into `gallery` (see the module docstring); `embed` turns RGB crops into the
     gallery's features and `detector(camera)` gives the detector for one camera's footage."""
@@ -88,7 +93,7 @@ def ingest(gallery: Gallery, embed: Embed, footage: Sequence[CameraFootage], *,
         raise SpanetError("--crops-per-track must be >= 1 and --segment-seconds > 0")
     sources = [open_footage(item.path, fps=options.fps) for item in footage]  # every file checked before any work
     report = IngestReport()
-    done = gallery.store.segments()
+    done = gallery.segments()
     bar = tqdm(total=sum(s.length for s in sources), unit="frame", desc="ingest", disable=not options.progress)
     try:
         for item, source in zip(footage, sources):
@@ -99,7 +104,7 @@ def ingest(gallery: Gallery, embed: Embed, footage: Sequence[CameraFootage], *,
     return report
 
 
-def _ingest_camera(gallery: Gallery, embed: Embed, item: CameraFootage, source: FrameSource, detector: Detector, *,
+def _ingest_camera(gallery: GalleryBackend, embed: Embed, item: CameraFootage, source: FrameSource, detector: Detector, *,
                    done: set[str], report: IngestReport, options: IngestOptions, bar: object) -> None:  # fmt: skip
     step = max(1, int(round(options.segment_seconds * source.fps)))
     for start in range(0, source.length, step):
@@ -141,11 +146,11 @@ def _track_segment(source: FrameSource, detector: Detector, start: int, stop: in
     return selector.finish(min_boxes=options.min_track_boxes), frames
 
 
-def _enrol_segment(gallery: Gallery, embed: Embed, item: CameraFootage, source: FrameSource,
+def _enrol_segment(gallery: GalleryBackend, embed: Embed, item: CameraFootage, source: FrameSource,
                    picks: dict[int, list[CropPick]], *, key: str, report: IngestReport, options: IngestOptions) -> None:  # fmt: skip
     """Embed the segment's crops and enrol them with the segment key: one transaction."""
     clock = time.perf_counter()
-    first_track = gallery.store.max_track() + 1  # this process holds the gallery's lock: nobody else numbers tracks
+    first_track = gallery.max_track() + 1  # this process holds the gallery's lock: nobody else numbers tracks
     entries, images = [], []
     for number, (_, chosen) in enumerate(sorted(picks.items())):
         for pick in chosen:

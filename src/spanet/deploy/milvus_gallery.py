@@ -37,40 +37,48 @@ from typing import Any
 import numpy as np
 from pymilvus import DataType, MilvusClient
 
+from spanet.deploy.entry import Entry, Hit, NewEntry, Want
+from spanet.deploy.filters import Where, narrow, to_seconds
+from spanet.deploy.gallery import open_folder, store_image
 from spanet.deploy.store_spec import STORE_FILE, StoreSpec
-from spanet.deploy.gallery import Entry, Hit, NewEntry, open_folder, store_image
 from spanet.errors import SpanetError
 from spanet.outputs import write_json
 
-__all__ = ["MilvusGallery", "CONSISTENCY", "filter_expression"]
+__all__ = ["MilvusGallery", "CONSISTENCY", "where_expression"]
 
 CONSISTENCY = "Strong"
 _NO_CAMERA = -1
-_ENTRY_FIELDS = ["id", "image", "camera", "time_text", "label", "source", "fingerprint"]
+_ENTRY_FIELDS = ["id", "image", "camera", "time_text", "label", "source", "fingerprint", "track"]
 _MAX_LIMIT = 16384  # Milvus' largest top-k and query window
 _CHUNK = 1000  # ids per get / names per membership query
 _MIN_SERVER = (2, 5)  # nullable scalar fields (tested: 2.3.5 standalone rejects null timestamps at insert)
 _FLUSH_ROWS = 4096  # unflushed rows are searched by brute force (Milvus Lite: in Python, ~25x slower at 3k rows)
+_COMPACT_WAIT_S = 300.0  # longest wait for a compaction after a forget
+_NOTHING = "id < 0"  # matches no row (ids are >= 1): an empty id or camera set
 
 
-def filter_expression(*, camera: int | None = None, exclude_camera: int | None = None,
-                      cameras: Sequence[int] | None = None, label: str | None = None,
-                      after: float | None = None, before: float | None = None) -> str:  # fmt: skip
-    """A Milvus boolean expression over the gallery fields; "" for no filter. Times are epoch seconds,
-    `after` <= timestamp < `before` (entries without a timestamp fall outside any window)."""
+def where_expression(where: Where | None, *, camera: int | None = None, exclude_camera: int | None = None) -> str:
+    """The Milvus boolean expression of `where` (and a search's camera options); "" for no filter. The time field
+    holds whole epoch seconds, so a window boundary with a fraction of a second is widened to the whole second
+    (`after` floored, `before` rounded up); `remove_where` re-checks the exact times before deleting."""
+    where = where or Where()
     terms = []
+    if where.ids is not None:
+        terms.append(f"id in [{', '.join(str(int(i)) for i in where.ids)}]" if where.ids else _NOTHING)
     if camera is not None:
         terms.append(f"camera == {int(camera)}")
-    if cameras is not None:
-        terms.append(f"camera in [{', '.join(str(int(c)) for c in cameras)}]")
+    if where.cameras is not None:
+        terms.append(f"camera in [{', '.join(str(int(c)) for c in where.cameras)}]" if where.cameras else _NOTHING)
     if exclude_camera is not None:
         terms.append(f"camera != {int(exclude_camera)}")
-    if label is not None:
-        terms.append(f"label == {json.dumps(label)}")
-    if after is not None:
-        terms.append(f"timestamp >= {int(np.floor(after))}")
-    if before is not None:
-        terms.append(f"timestamp < {int(np.ceil(before))}")
+    if where.label is not None:
+        terms.append(f"label == {json.dumps(where.label)}")
+    if where.track is not None:
+        terms.append(f"track == {int(where.track)}")
+    if where.after is not None:
+        terms.append(f"timestamp >= {int(np.floor(where.after))}")
+    if where.before is not None:
+        terms.append(f"timestamp < {int(np.ceil(where.before))}")
     return " and ".join(terms)
 
 
@@ -113,7 +121,11 @@ class MilvusGallery:
             raise
         gallery = cls(directory, meta, client, record, lock=lock, spec=spec)
         gallery._check_fingerprints()
+        gallery._finish_segment()
         gallery._remove_orphans()
+        from spanet.deploy.retention import finish_pending
+
+        finish_pending(gallery)  # a deletion a killed process left half done is completed first
         return gallery
 
     @property
@@ -123,23 +135,26 @@ class MilvusGallery:
     def __len__(self) -> int:
         return self._count("")
 
-    def add(self, entries: Sequence[NewEntry], features: np.ndarray) -> list[int]:
-        """Enrol `entries` with their features (N, D): image files first, then one insert request."""
+    def add(self, entries: Sequence[NewEntry], features: np.ndarray, *, segment: str | None = None) -> list[int]:
+        """Enrol `entries` with their features (N, D): image files first, then one insert request. A `segment` key
+        is recorded as pending with the reserved ids before the insert and as done after it, so a crash in between
+        is settled on the next open (`_finish_segment`)."""
         features = np.ascontiguousarray(features, dtype=np.float32)
         dim = int(self.meta["feature_dim"])
         if features.shape != (len(entries), dim):
             raise SpanetError(f"{len(entries)} entries need ({len(entries)}, {dim}) features, got {features.shape}")
-        if not entries:
+        if not entries and segment is None:
             return []
         with self._lock:
             names = [store_image(self.directory / "images", entry) for entry in entries]
             first = int(self._record["next_id"])
             ids = list(range(first, first + len(entries)))
-            cameras = sorted(set(self._record["cameras"]) | {e.camera for e in entries if e.camera is not None})
-            self._record = {**self._record, "next_id": first + len(entries), "cameras": cameras}
-            _write_record(self.directory, self._record)  # ids reserved before they are used: never handed out twice
+            self._reserve(entries, stop=first + len(entries), segment=segment)  # ids never handed out twice
             rows = [_row(i, e, n, self.fingerprint, f) for i, e, n, f in zip(ids, entries, names, features)]
-            self.client.insert(self.collection, rows)
+            if rows:
+                self.client.insert(self.collection, rows)
+            if segment is not None:
+                self._settle_segment(done=True)
             self._unflushed += len(rows)
             if self._unflushed >= _FLUSH_ROWS:
                 self.save_index()
@@ -165,43 +180,67 @@ class MilvusGallery:
                 found.update({int(r["id"]): _entry(r) for r in rows})
         return found
 
-    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int) -> tuple[list[Entry], int]:
+    def query(self, *, camera: int | None, label: str | None, limit: int, offset: int,
+              where: Where | None = None) -> tuple[list[Entry], int]:  # fmt: skip
         """One page of entries in id order (Milvus iterators go in primary-key order) and the number matching."""
-        expression = filter_expression(camera=camera, label=label)
+        expression = where_expression(narrow(where, camera=camera, label=label))
         with self._lock:
             total = self._count(expression)
             rows = self._iterate(expression, _ENTRY_FIELDS, skip=offset, limit=limit) if offset < total else []
         return [_entry(r) for r in rows], total
 
     def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None, exclude_camera: int | None = None,
-               cameras: Sequence[int] | None = None, after: float | None = None,
-               before: float | None = None) -> list[Hit]:  # fmt: skip
-        """The `top_k` nearest entries to one query; filters as `filter_expression` (times: epoch seconds)."""
-        expression = filter_expression(camera=camera, exclude_camera=exclude_camera, cameras=cameras, after=after,
-                                       before=before)  # fmt: skip
-        return self._search(np.reshape(query, (1, -1)), [(top_k, expression)])[0]
+               where: Where | None = None) -> list[Hit]:  # fmt: skip
+        """The `top_k` nearest entries to one query among those `where` (and the camera options) selects."""
+        return self.search_many(np.reshape(query, (1, -1)), [(top_k, camera, exclude_camera)], where=[where])[0]
 
-    def search_many(self, queries: np.ndarray, wants: Sequence[tuple[int, int | None, int | None]]) -> list[list[Hit]]:
-        """`search` for each row of `queries` (Q, D) with its (top_k, camera, exclude_camera)."""
-        return self._search(queries, [(k, filter_expression(camera=c, exclude_camera=e)) for k, c, e in wants])
+    def search_many(self, queries: np.ndarray, wants: Sequence[Want], *,
+                    where: Sequence[Where | None] | None = None) -> list[list[Hit]]:  # fmt: skip
+        """`search` for each row of `queries` (Q, D) with its (top_k, camera, exclude_camera) and its `Where`."""
+        conditions = list(where) if where is not None else [None] * len(wants)
+        return self._search(queries, [(k, where_expression(w, camera=c, exclude_camera=e))
+                                      for (k, c, e), w in zip(wants, conditions)])  # fmt: skip
 
-    def remove_where(self, *, cameras: Sequence[int] | None = None, after: float | None = None,
-                     before: float | None = None, label: str | None = None) -> list[int]:  # fmt: skip
-        """Delete every entry matching the filters (at least one), and image files no entry uses any more; the ids."""
-        expression = filter_expression(cameras=cameras, after=after, before=before, label=label)
-        if not expression:
-            raise SpanetError("remove_where needs at least one filter; to empty a gallery, make a new one")
+    def remove_where(self, where: Where) -> list[Entry]:
+        """Delete every entry `where` matches (it must restrict something), and the image files no entry uses any
+        more; the removed entries. Times are re-checked exactly before deleting (the field holds whole seconds)."""
+        if where.empty:
+            raise SpanetError("refusing to delete every gallery entry: give a condition (id, label, track, camera, time)")
         with self._lock:
-            rows = self._iterate(expression, ["id", "image"])
-            self.client.delete(self.collection, filter=expression)
-            images = sorted({r["image"] for r in rows})
-            for start in range(0, len(images), _CHUNK):
-                chunk = images[start : start + _CHUNK]
-                kept = {r["image"] for r in self.client.query(self.collection, filter=f"image in {json.dumps(chunk)}",
-                                                              output_fields=["image"], limit=_MAX_LIMIT)}  # fmt: skip
-                for name in set(chunk) - kept:
-                    (self.directory / "images" / name).unlink(missing_ok=True)
-        return sorted(int(r["id"]) for r in rows)
+            removed = [e for e in map(_entry, self._iterate(where_expression(where), _ENTRY_FIELDS)) if _in_window(e, where)]
+            ids = [e.id for e in removed]
+            for start in range(0, len(ids), _CHUNK):
+                self.client.delete(self.collection, ids=ids[start : start + _CHUNK])
+            self._unflushed += len(ids)  # deletions are sealed by the next flush too
+            self._remove_unused_images(sorted({e.image for e in removed}))
+        return removed
+
+    def purge(self) -> None:
+        """Flush the deletions and ask Milvus to compact the collection (segments rewritten without deleted rows),
+        waiting for the compaction. On a Milvus server the replaced segment files are removed later by its garbage
+        collector; Milvus Lite 3.2 reports a compaction done at once and keeps deleted vectors in its index files
+        (docs/scale.md)."""
+        import time
+
+        with self._lock:
+            self.client.flush(self.collection)
+            self._unflushed = 0
+            job = self.client.compact(self.collection)
+            deadline = time.monotonic() + _COMPACT_WAIT_S
+            while str(self.client.get_compaction_state(job)) not in ("Completed", "UndefiedState", "UndefinedState"):
+                if time.monotonic() > deadline:
+                    raise SpanetError(f"Milvus compaction {job} of {self.collection} did not finish in "
+                                      f"{_COMPACT_WAIT_S:.0f} s; run the same forget again later to compact again")  # fmt: skip
+                time.sleep(0.5)
+
+    def segments(self) -> set[str]:
+        with self._lock:
+            return set(self._record.get("segments", []))
+
+    def max_track(self) -> int:
+        """The largest track id in use (0 when none), kept in `store.json` as entries are added."""
+        with self._lock:
+            return int(self._record.get("max_track", 0))
 
     def _search(self, queries: np.ndarray, wants: Sequence[tuple[int, str]]) -> list[list[Hit]]:
         """One Milvus request per distinct filter expression, for the rows of `queries` (Q, D) that share it."""
@@ -236,9 +275,9 @@ class MilvusGallery:
                     out[start + i] = np.asarray(vectors[entry_id], dtype=np.float32)
         return out
 
-    def ids(self) -> np.ndarray:
+    def ids(self, where: Where | None = None) -> np.ndarray:
         with self._lock:
-            return np.array([int(r["id"]) for r in self._iterate("", ["id"])], dtype=np.int64)
+            return np.array([int(r["id"]) for r in self._iterate(where_expression(where), ["id"])], dtype=np.int64)
 
     def cameras(self) -> list[int]:
         """The cameras that have at least one entry (the ones ever enrolled, each checked with one small query)."""
@@ -299,6 +338,47 @@ class MilvusGallery:
         finally:
             iterator.close()
         return out if limit is None else out[:limit]
+
+    def _reserve(self, entries: Sequence[NewEntry], *, stop: int, segment: str | None) -> None:
+        """Write `store.json` with the next free id `stop`, the cameras and largest track including `entries`, and
+        `segment` as pending over the reserved ids; durably, before the insert."""
+        record = dict(self._record)
+        cameras = set(record.get("cameras", [])) | {e.camera for e in entries if e.camera is not None}
+        tracks = [int(e.track) for e in entries if e.track is not None]
+        record.update(next_id=stop, cameras=sorted(cameras), max_track=max([int(record.get("max_track", 0)), *tracks]))
+        if segment is not None:
+            record["pending_segment"] = {"key": segment, "first": int(self._record["next_id"]), "stop": stop}
+        self._record = record
+        _write_record(self.directory, record)
+
+    def _settle_segment(self, *, done: bool) -> None:
+        """Move the pending segment to the done list (`done`) or drop it."""
+        record = dict(self._record)
+        pending = record.pop("pending_segment")
+        if done:
+            record["segments"] = sorted({*record.get("segments", []), pending["key"]})
+        self._record = record
+        _write_record(self.directory, record)
+
+    def _finish_segment(self) -> None:
+        """Settle a segment whose enrolment a killed process left unconfirmed: done if all its rows are there,
+        else its rows are deleted (all or none) and it is dropped, so the next ingest enrols it again."""
+        pending = self._record.get("pending_segment")
+        if pending is None:
+            return
+        expression = f"id >= {int(pending['first'])} and id < {int(pending['stop'])}"
+        complete = self._count(expression) == int(pending["stop"]) - int(pending["first"])
+        if not complete:
+            self.client.delete(self.collection, filter=expression)
+        self._settle_segment(done=complete)
+
+    def _remove_unused_images(self, images: list[str]) -> None:
+        for start in range(0, len(images), _CHUNK):
+            chunk = images[start : start + _CHUNK]
+            kept = {r["image"] for r in self.client.query(self.collection, filter=f"image in {json.dumps(chunk)}",
+                                                          output_fields=["image"], limit=_MAX_LIMIT)}  # fmt: skip
+            for name in set(chunk) - kept:
+                (self.directory / "images" / name).unlink(missing_ok=True)
 
     def _check_fingerprints(self) -> None:
         strangers = self.client.query(self.collection, filter=f"fingerprint != {json.dumps(self.fingerprint)}",
@@ -397,14 +477,23 @@ def _epoch(text: str | None) -> int | None:
 def _row(entry_id: int, entry: NewEntry, image: str, fingerprint: str, feature: np.ndarray) -> dict[str, Any]:
     return {
         "id": entry_id, "vector": feature.tolist(), "camera": _NO_CAMERA if entry.camera is None else int(entry.camera),
-        "timestamp": _epoch(entry.timestamp), "time_text": entry.timestamp, "track": getattr(entry, "track", None),
+        "timestamp": _epoch(entry.timestamp), "time_text": entry.timestamp, "track": entry.track,
         "label": entry.label, "source": entry.source, "image": image, "sha256": Path(image).stem,
         "fingerprint": fingerprint,
     }  # fmt: skip
 
 
 def _entry(row: dict[str, Any]) -> Entry:
-    camera = row.get("camera")
+    camera, track = row.get("camera"), row.get("track")
     return Entry(id=int(row["id"]), image=str(row["image"]), camera=None if camera in (None, _NO_CAMERA) else int(camera),
                  timestamp=row.get("time_text"), label=row.get("label"), source=row.get("source"),
-                 fingerprint=str(row["fingerprint"]))  # fmt: skip
+                 fingerprint=str(row["fingerprint"]), track=None if track is None else int(track))  # fmt: skip
+
+
+def _in_window(entry: Entry, where: Where) -> bool:
+    """Whether the entry's exact time is inside `where`'s window (the Milvus field compares whole seconds)."""
+    if where.after is None and where.before is None:
+        return True
+    seconds = to_seconds(entry.timestamp)
+    return seconds is not None and (where.after is None or seconds >= where.after) and (
+        where.before is None or seconds < where.before)

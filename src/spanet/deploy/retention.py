@@ -1,9 +1,11 @@
 """Forgetting people and old footage: deletions that leave no trace in the gallery folder, with an audit log.
 
-`forget(gallery, where)` removes every entry `where` matches — database rows, index vectors, image files no other
-entry shares — then vacuums the database (free pages and the write-ahead log emptied; `secure_delete` zeroes
+`forget(gallery, where)` removes every entry `where` matches — rows, vectors, image files no other entry shares —
+through the `GalleryBackend` contract (`remove_where`), then asks the backend to `purge` what it deleted. On a
+SQLite gallery that vacuums the database (free pages and the write-ahead log emptied; `secure_delete` zeroes
 deleted rows even before that) and rewrites `index.faiss`, so that the deleted image bytes and vectors are in no
-file of the folder. Each deletion appends one JSON line to `audit.jsonl`: when, what was asked (the condition), how
+file of the folder. On a Milvus gallery the image files go the same way and the collection is flushed and
+compacted; what that removes physically depends on the Milvus deployment (docs/scale.md). Each deletion appends one JSON line to `audit.jsonl`: when, what was asked (the condition), how
 many entries and image files went — never the images or vectors.
 
 Crash safety: the condition is written to `.forget-pending` (durably) before anything is deleted and removed after
@@ -17,10 +19,13 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spanet.deploy.filters import Where, iso_utc
 from spanet.errors import SpanetError
+
+if TYPE_CHECKING:
+    from spanet.deploy.backend import GalleryBackend
 
 __all__ = ["ForgetReport", "forget", "prune_before", "finish_pending", "describe", "AUDIT_FILE", "PENDING_FILE"]
 
@@ -35,7 +40,7 @@ class ForgetReport:
     where: Where
 
 
-def forget(gallery: Any, where: Where, *, action: str = "forget", origin: str = "cli") -> ForgetReport:
+def forget(gallery: GalleryBackend, where: Where, *, action: str = "forget", origin: str = "cli") -> ForgetReport:
     """Delete what `where` matches from `gallery` leaving no trace (module docstring); `origin` is logged."""
     if where.empty:
         raise SpanetError("refusing to forget every gallery entry: give a condition (id, label, track, camera, time)")
@@ -47,13 +52,13 @@ def forget(gallery: Any, where: Where, *, action: str = "forget", origin: str = 
     return report
 
 
-def prune_before(gallery: Any, *, older_than: float, now: float | None = None, origin: str = "cli") -> ForgetReport:
+def prune_before(gallery: GalleryBackend, *, older_than: float, now: float | None = None, origin: str = "cli") -> ForgetReport:
     """Forget every entry whose time is more than `older_than` seconds before `now` (entries without a time stay)."""
     cutoff = (time.time() if now is None else now) - older_than
     return forget(gallery, Where(before=cutoff), action="prune", origin=origin)
 
 
-def finish_pending(gallery: Any) -> ForgetReport | None:
+def finish_pending(gallery: GalleryBackend) -> ForgetReport | None:
     """Complete a deletion that a killed process left half done (called when a gallery is opened)."""
     pending = gallery.directory / PENDING_FILE
     if not pending.is_file():
@@ -71,17 +76,21 @@ def finish_pending(gallery: Any) -> ForgetReport | None:
     return report
 
 
-def _delete(gallery: Any, where: Where) -> ForgetReport:
-    images_before = set(gallery.store.images())
+def _delete(gallery: GalleryBackend, where: Where) -> ForgetReport:
+    images_before = _image_files(gallery)
     removed = gallery.remove_where(where)
-    gallery.store.vacuum()
-    gone = len(images_before - set(gallery.store.images()))
+    gallery.purge()
+    gone = len(images_before - _image_files(gallery))
     return ForgetReport(entries=len(removed), images=gone, where=where)
 
 
-def _vacuum_only(gallery: Any) -> ForgetReport:
-    gallery.store.vacuum()
+def _vacuum_only(gallery: GalleryBackend) -> ForgetReport:
+    gallery.purge()
     return ForgetReport(entries=0, images=0, where=Where())
+
+
+def _image_files(gallery: GalleryBackend) -> set[str]:
+    return {path.name for path in (gallery.directory / "images").iterdir()}
 
 
 def _where_record(where: Where) -> dict[str, Any]:

@@ -120,8 +120,7 @@ class _Service:
         """Jobs are (image, (top_k, camera, exclude_camera)) or the same with a `Where` (time window, cameras)."""
         features = self.embed([job[0] for job in jobs])
         where = [(job[2:] or (None,))[0] for job in jobs]
-        more = {"where": where} if any(w is not None and not w.empty for w in where) else {}  # plain: the backend call
-        return self.gallery.search_many(features, [job[1] for job in jobs], **more)
+        return self.gallery.search_many(features, [job[1] for job in jobs], where=where)
 
     def entry(self, entry_id: int) -> Entry:
         from fastapi import HTTPException
@@ -216,8 +215,7 @@ def _add_gallery_routes(app: Any, service: _Service) -> None:
         after: str | None = Query(None, max_length=64), before: str | None = Query(None, max_length=64),
     ) -> dict[str, Any]:  # fmt: skip
         where = where_from_text(cameras=cameras, track=track, after=after, before=before)
-        more = {} if where.empty else {"where": where}  # a plain listing stays the GalleryBackend call
-        entries, total = gallery.query(camera=camera, label=label, limit=limit, offset=offset, **more)
+        entries, total = gallery.query(camera=camera, label=label, limit=limit, offset=offset, where=where)
         return {"total": total, "limit": limit, "offset": offset, "entries": [e.to_json() for e in entries]}
 
     @app.get("/image/{entry_id}")
