@@ -22,9 +22,9 @@ CPU = torch.device("cpu")
 def test_auto_is_float32_on_avx2_and_bf16_with_native_bf16() -> None:
     plain = choose_precision("auto", CPU, cpu=AVX2)
     assert (plain.amp, plain.channels_last) == ("none", False) and "emulated" in plain.reason
-    for cpu in (AMX, ZEN4):
+    for cpu, layout in ((AMX, True), (ZEN4, False)):  # channels_last helps bf16 with AMX; measured slower without
         fast = choose_precision("auto", CPU, cpu=cpu)
-        assert (fast.amp, fast.channels_last) == ("bf16", True) and "BF16" in fast.reason
+        assert (fast.amp, fast.channels_last) == ("bf16", layout) and "BF16" in fast.reason
     assert choose_precision("auto", torch.device("cuda")).amp == "fp16"  # no GPU needed to decide
 
 

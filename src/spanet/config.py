@@ -108,8 +108,8 @@ class TrainConfig:
 
     seed: int = 0
     device: str = "auto"  # auto (CUDA when present, else CPU), cpu, cuda, cuda:N
-    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # auto: fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
-    channels_last: bool | Literal["auto"] = "auto"  # auto: with bf16/fp16 (spanet.runtime.choose_precision)
+    amp: Literal["auto", "none", "bf16", "fp16"] = "auto"  # fp16 on CUDA, bf16 on CPUs with native bf16, else fp32
+    channels_last: bool | Literal["auto"] = "auto"  # with fp16 on CUDA and bf16 on AMX (runtime.choose_precision)
     compile: bool = False  # torch.compile the model: fp32 steps ~1.2x faster on CPU, costs ~60-80 s at the start
     eval_every: int = 10  # evaluate every N epochs and after the last one; 0: never
     eval_batch_size: int = 64

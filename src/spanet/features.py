@@ -79,7 +79,7 @@ class ExtractionOptions:
 
     `amp`: "auto" (float16 on CUDA, bfloat16 on CPUs with native bf16, else float32), "none"/None/False (float32),
     "bf16", "fp16", True (the device's reduced precision), or an already chosen `Precision`. `channels_last`: NHWC
-    batches; None follows the precision (on with bf16/fp16; see `spanet.runtime.choose_precision`).
+    batches; None follows the hardware (on with fp16 on CUDA and bf16 on AMX: `spanet.runtime.choose_precision`).
     """
 
     batch_size: int = 64
@@ -177,8 +177,8 @@ class FeatureExtractor:
     `checkpoint` is a path to a `spanet train` checkpoint, or an already built SPANet (then `input_size` is
     required). `kind` is passed to `SPANet.embed` ("parts": the paper's test feature, six L2-normalised stripe
     vectors concatenated). Compare features with (squared) Euclidean distance. Runs in float32 unless `amp`
-    ("auto", "bf16", "fp16" or True, as in `ExtractionOptions`); `channels_last` (None: on with bf16/fp16) feeds NHWC
-    batches and converts a model loaded here.
+    ("auto", "bf16", "fp16" or True, as in `ExtractionOptions`); `channels_last` (None: as `choose_precision`
+    decides) feeds NHWC batches and converts a model loaded here.
     """
 
     def __init__(

@@ -14,10 +14,11 @@ reuse the same pages. The price is a larger resident size: freed memory stays wi
 
 Precision: `amp="auto"` (every shipped config, every `--amp` flag) picks float16 autocast on CUDA, bfloat16 on a
 CPU that computes it natively (AMX or AVX512-BF16), and float32 on every other CPU: on an AVX2-only host PyTorch
-emulates bf16 and a training step ran 10x SLOWER than float32 (5.0 vs 46 images/s, ResNet-18 at 96x48). channels_last
-follows: on with reduced precision (oneDNN's bf16 convolutions want NHWC: bf16 without it was 4.5x slower than fp32
-here), off with float32 (no gain measured). An explicit `bf16` on a CPU without native support still runs, with a
-warning. `choose_precision` says what it chose and why, for the log.
+emulates bf16 and a training step ran 10x SLOWER than float32 (5.0 vs 46 images/s, ResNet-18 at 96x48).
+`channels_last="auto"` follows the hardware too: NHWC with fp16 on CUDA and with bf16 on AMX CPUs (whose oneDNN
+kernels want it), the plain layout elsewhere — on an AVX512-BF16 CPU without AMX, spanet's bf16 training step was
+1.1-1.3x faster without channels_last (`spanet bench`, docs/training.md). An explicit `bf16` on a CPU without native
+support still runs, with a warning. `choose_precision` says what it chose and why, for the log.
 
 torch is imported inside the functions only, so the CLI can set the memory policy before torch loads.
 """
@@ -36,7 +37,9 @@ from spanet.errors import SpanetError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["AMP_CHOICES", "CpuInfo", "Precision", "choose_precision", "cpu_info", "resolve_device", "retain_freed_memory"]
+__all__ = [
+    "AMP_CHOICES", "CpuInfo", "Precision", "choose_precision", "cpu_info", "resolve_device", "retain_freed_memory",
+]
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
 # bf16 autocast on a CPU without native bf16 (AVX2-only AMD EPYC, ResNet-18 training step at 96x48, batch 32):
@@ -83,7 +86,8 @@ class CpuInfo:
 
     def describe(self) -> str:
         names = [name for name, has in (("AMX", self.amx), ("AVX512-BF16", self.avx512_bf16)) if has]
-        return f"CPU {self.capability}" + (f" with {' and '.join(names)}" if names else " without native bf16 (no AMX, no AVX512-BF16)")
+        found = f" with {' and '.join(names)}" if names else " without native bf16 (no AMX, no AVX512-BF16)"
+        return f"CPU {self.capability}{found}"
 
     def to_json(self) -> dict[str, Any]:
         return {"capability": self.capability, "amx": self.amx, "avx512_bf16": self.avx512_bf16,
@@ -146,7 +150,8 @@ def choose_precision(
     cpu: CpuInfo | None = None,
 ) -> Precision:
     """Resolve an `amp` setting on `device` ("auto", "none", "bf16", "fp16"; True = the device's reduced precision,
-    None/False = float32) and a `channels_last` setting (True, False, or "auto"/None: on with reduced precision).
+    None/False = float32) and a `channels_last` setting (True, False, or "auto"/None: on with fp16 on CUDA and with
+    bf16 on AMX CPUs, where it was measured to help; off otherwise).
 
     An explicit bf16 on a CPU without native bf16 warns (it runs, much slower); fp16 on a CPU is refused.
     `cpu` replaces this machine's `cpu_info()` (tests).
@@ -156,9 +161,12 @@ def choose_precision(
         raise SpanetError(f"amp {requested!r} is not a precision; use one of {', '.join(AMP_CHOICES)}")
     if device.type == "cuda":
         amp, reason = _cuda_precision(text)
+        helps = amp != "none"
     else:
-        amp, reason = _cpu_precision(text, cpu or cpu_info())
-    layout = amp != "none" if channels_last in (None, "auto") else bool(channels_last)
+        cpu = cpu or cpu_info()
+        amp, reason = _cpu_precision(text, cpu)
+        helps = amp == "bf16" and cpu.amx
+    layout = helps if channels_last in (None, "auto") else bool(channels_last)
     return Precision(amp=amp, channels_last=layout, reason=reason, requested=text)
 
 

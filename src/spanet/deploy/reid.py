@@ -63,7 +63,7 @@ class ReID:
 
     All boxes of one call go through the model in batches of `batch_size` (one forward pass per batch).
     `amp` as in `FeatureExtractor` ("auto": float16 on CUDA, bfloat16 on CPUs with native bf16, else float32);
-    `channels_last` (None: on with bf16/fp16) stores the weights in NHWC order, which those kernels prefer.
+    `channels_last` (None: as `choose_precision` decides) stores the weights in NHWC order.
     """
 
     def __init__(
