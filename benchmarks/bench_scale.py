@@ -67,7 +67,7 @@ def _start_milvus_server(data: Path) -> tuple[subprocess.Popen, str]:
 
 def _fill(gallery, vectors: np.ndarray, cameras: np.ndarray, times: np.ndarray) -> float:
     """Rows without image files, straight into the backend's store (timed)."""
-    from spanet.deploy.milvus_gallery import _row
+    from spanet.deploy.milvus_schema import to_row
 
     start = time.perf_counter()
     for lo in range(0, len(vectors), 5000):
@@ -76,7 +76,7 @@ def _fill(gallery, vectors: np.ndarray, cameras: np.ndarray, times: np.ndarray) 
                          timestamp=time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(int(times[i])))) for i in range(lo, hi)]  # fmt: skip
         names = [f"{i:064d}.jpg" for i in range(lo, hi)]
         if hasattr(gallery, "client"):
-            rows = [_row(i + 1, n, name, gallery.fingerprint, vectors[i]) for i, n, name in zip(range(lo, hi), news, names)]
+            rows = [to_row(i + 1, n, name, gallery.fingerprint, vectors[i]) for i, n, name in zip(range(lo, hi), news, names)]
             gallery.client.insert(gallery.collection, rows)
         else:
             ids = gallery.store.insert([(n, name, gallery.fingerprint, vectors[i]) for i, n, name in zip(range(lo, hi), news, names)])
@@ -127,13 +127,14 @@ def bench_search(num: int, dim: int, num_queries: int, tmp: Path) -> dict:
                 row["camera"] = _latency(lambda q: [h.entry.id for h in gallery.search(q, top_k=10, camera=int(next(cams)))],
                                          queries, np.array(exact_cam))  # fmt: skip
                 if hasattr(gallery, "client"):
-                    from spanet.deploy.milvus_gallery import filter_expression
+                    from spanet.deploy.filters import Where
+                    from spanet.deploy.milvus_schema import where_expression
 
                     cams = iter(np.tile(query_cams, 1))
                     row["camera_time"] = _latency(
                         lambda q: [h["id"] for h in gallery.client.search(
                             gallery.collection, data=[q.tolist()], limit=10, anns_field="vector",
-                            filter=filter_expression(camera=int(next(cams)), after=after, before=before))[0]],
+                            filter=where_expression(Where(after=after, before=before), camera=int(next(cams))))[0]],
                         queries, np.array(exact_cam_time))  # fmt: skip
                 out[name] = row
                 print(name, json.dumps(row), flush=True)

@@ -234,21 +234,21 @@ def test_old_milvus_server_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     from pymilvus import MilvusClient
 
     from spanet.deploy.backend import StoreSpec
-    from spanet.deploy.milvus_gallery import _connect
+    from spanet.deploy.milvus_schema import connect
 
     monkeypatch.setattr(MilvusClient, "__init__", lambda self, **_kw: None)
     monkeypatch.setattr(MilvusClient, "close", lambda self: None)
     monkeypatch.setattr(MilvusClient, "get_server_version", lambda self, **_kw: "v2.3.5-lite")
     with pytest.raises(SpanetError, match="is v2.3.5-lite; the gallery schema needs Milvus >= 2.5"):
-        _connect(StoreSpec(kind="milvus", uri="http://127.0.0.1:1"))
+        connect(StoreSpec(kind="milvus", uri="http://127.0.0.1:1"))
     monkeypatch.setattr(MilvusClient, "get_server_version", lambda self, **_kw: "v2.5.10")
-    assert isinstance(_connect(StoreSpec(kind="milvus", uri="http://127.0.0.1:1")), MilvusClient)
+    assert isinstance(connect(StoreSpec(kind="milvus", uri="http://127.0.0.1:1")), MilvusClient)
 
 
 @pytest.mark.skipif(not _HAVE_MILVUS, reason=_NO_MILVUS)
 def test_milvus_folder_remembers_store_and_refuses_another(tmp_path: Path) -> None:
     from spanet.deploy.filters import Where
-    from spanet.deploy.milvus_gallery import where_expression
+    from spanet.deploy.milvus_schema import where_expression
 
     gallery = _open(tmp_path / "g", f"milvus:{tmp_path / 'a.db'}")
     gallery.close()
@@ -437,6 +437,8 @@ def test_milvus_segment_cut_short_is_undone_on_open(tmp_path: Path) -> None:
     that did arrive and forgets the segment, so a re-run of the ingest enrols it whole."""
     import json
 
+    from spanet.deploy.milvus_schema import to_row
+
     gallery = _open(tmp_path / "g", f"milvus:{tmp_path / 'm.db'}")
     entries, vectors = _entries(6)
     gallery.add(entries[:2], vectors[:2], segment="done")
@@ -444,7 +446,7 @@ def test_milvus_segment_cut_short_is_undone_on_open(tmp_path: Path) -> None:
     first = record["next_id"]
     gallery._reserve(entries[2:], stop=first + 4, segment="cut")  # what add() does before its insert ...
     gallery.client.insert(gallery.collection, [  # ... and half of the insert
-        __import__("spanet.deploy.milvus_gallery", fromlist=["_row"])._row(first + i, entries[2 + i], "x.jpg", gallery.fingerprint, vectors[2 + i])
+        to_row(first + i, entries[2 + i], "x.jpg", gallery.fingerprint, vectors[2 + i])
         for i in range(2)
     ])  # fmt: skip
     gallery.close()

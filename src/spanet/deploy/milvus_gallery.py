@@ -24,10 +24,8 @@ image files without a row are deleted on the next open.
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import os
-import re
 import threading
 import uuid
 from collections.abc import Sequence
@@ -35,51 +33,25 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pymilvus import DataType, MilvusClient
+from pymilvus import MilvusClient
 
 from spanet.deploy.entry import Entry, Hit, NewEntry, Want
-from spanet.deploy.filters import Where, narrow, to_seconds
+from spanet.deploy.filters import Where, narrow
 from spanet.deploy.gallery import open_folder, store_image
+from spanet.deploy.milvus_schema import (
+    check_collection, connect, create_collection, in_window, to_entry, to_row, where_expression,
+)
 from spanet.deploy.store_spec import STORE_FILE, StoreSpec
 from spanet.errors import SpanetError
 from spanet.outputs import write_json
 
-__all__ = ["MilvusGallery", "CONSISTENCY", "where_expression"]
+__all__ = ["MilvusGallery"]
 
-CONSISTENCY = "Strong"
-_NO_CAMERA = -1
 _ENTRY_FIELDS = ["id", "image", "camera", "time_text", "label", "source", "fingerprint", "track"]
 _MAX_LIMIT = 16384  # Milvus' largest top-k and query window
 _CHUNK = 1000  # ids per get / names per membership query
-_MIN_SERVER = (2, 5)  # nullable scalar fields (tested: 2.3.5 standalone rejects null timestamps at insert)
 _FLUSH_ROWS = 4096  # unflushed rows are searched by brute force (Milvus Lite: in Python, ~25x slower at 3k rows)
 _COMPACT_WAIT_S = 300.0  # longest wait for a compaction after a forget
-_NOTHING = "id < 0"  # matches no row (ids are >= 1): an empty id or camera set
-
-
-def where_expression(where: Where | None, *, camera: int | None = None, exclude_camera: int | None = None) -> str:
-    """The Milvus boolean expression of `where` (and a search's camera options); "" for no filter. The time field
-    holds whole epoch seconds, so a window boundary with a fraction of a second is widened to the whole second
-    (`after` floored, `before` rounded up); `remove_where` re-checks the exact times before deleting."""
-    where = where or Where()
-    terms = []
-    if where.ids is not None:
-        terms.append(f"id in [{', '.join(str(int(i)) for i in where.ids)}]" if where.ids else _NOTHING)
-    if camera is not None:
-        terms.append(f"camera == {int(camera)}")
-    if where.cameras is not None:
-        terms.append(f"camera in [{', '.join(str(int(c)) for c in where.cameras)}]" if where.cameras else _NOTHING)
-    if exclude_camera is not None:
-        terms.append(f"camera != {int(exclude_camera)}")
-    if where.label is not None:
-        terms.append(f"label == {json.dumps(where.label)}")
-    if where.track is not None:
-        terms.append(f"track == {int(where.track)}")
-    if where.after is not None:
-        terms.append(f"timestamp >= {int(np.floor(where.after))}")
-    if where.before is not None:
-        terms.append(f"timestamp < {int(np.ceil(where.before))}")
-    return " and ".join(terms)
 
 
 class MilvusGallery:
@@ -104,16 +76,16 @@ class MilvusGallery:
         directory = Path(directory)
         meta, lock = open_folder(directory, model_info=model_info, create=create)
         try:
-            client = _connect(spec)
+            client = connect(spec)
             record_path = directory / STORE_FILE
             if record_path.is_file():
                 record = json.loads(record_path.read_text(encoding="utf-8"))
-                _check_collection(client, record, meta, spec)
+                check_collection(client, record, meta, spec)
             else:
                 stem = "".join(c if c.isalnum() else "_" for c in directory.resolve().name)[:40]
                 record = {"store": "milvus", "uri": spec.uri, "collection": f"spanet_{stem}_{uuid.uuid4().hex[:8]}",
                           "next_id": 1, "cameras": []}  # fmt: skip
-                _create_collection(client, record["collection"], dim=int(meta["feature_dim"]))
+                create_collection(client, record["collection"], dim=int(meta["feature_dim"]))
                 _write_record(directory, record)
         except BaseException:
             if lock is not None:
@@ -150,7 +122,7 @@ class MilvusGallery:
             first = int(self._record["next_id"])
             ids = list(range(first, first + len(entries)))
             self._reserve(entries, stop=first + len(entries), segment=segment)  # ids never handed out twice
-            rows = [_row(i, e, n, self.fingerprint, f) for i, e, n, f in zip(ids, entries, names, features)]
+            rows = [to_row(i, e, n, self.fingerprint, f) for i, e, n, f in zip(ids, entries, names, features)]
             if rows:
                 self.client.insert(self.collection, rows)
             if segment is not None:
@@ -177,7 +149,7 @@ class MilvusGallery:
         with self._lock:
             for start in range(0, len(ids), _CHUNK):
                 rows = self.client.get(self.collection, ids=ids[start : start + _CHUNK], output_fields=_ENTRY_FIELDS)
-                found.update({int(r["id"]): _entry(r) for r in rows})
+                found.update({int(r["id"]): to_entry(r) for r in rows})
         return found
 
     def query(self, *, camera: int | None, label: str | None, limit: int, offset: int,
@@ -187,7 +159,7 @@ class MilvusGallery:
         with self._lock:
             total = self._count(expression)
             rows = self._iterate(expression, _ENTRY_FIELDS, skip=offset, limit=limit) if offset < total else []
-        return [_entry(r) for r in rows], total
+        return [to_entry(r) for r in rows], total
 
     def search(self, query: np.ndarray, *, top_k: int, camera: int | None = None, exclude_camera: int | None = None,
                where: Where | None = None) -> list[Hit]:  # fmt: skip
@@ -207,7 +179,7 @@ class MilvusGallery:
         if where.empty:
             raise SpanetError("refusing to delete every gallery entry: give a condition (id, label, track, camera, time)")
         with self._lock:
-            removed = [e for e in map(_entry, self._iterate(where_expression(where), _ENTRY_FIELDS)) if _in_window(e, where)]
+            removed = [e for e in map(to_entry, self._iterate(where_expression(where), _ENTRY_FIELDS)) if in_window(e, where)]
             ids = [e.id for e in removed]
             for start in range(0, len(ids), _CHUNK):
                 self.client.delete(self.collection, ids=ids[start : start + _CHUNK])
@@ -257,7 +229,7 @@ class MilvusGallery:
                     filter=expression, output_fields=_ENTRY_FIELDS, search_params={"metric_type": "L2"},
                 )  # fmt: skip
                 for r, hits in zip(rows, found):
-                    results[r] = [Hit(entry=_entry({**h["entity"], "id": h["id"]}), distance=float(h["distance"]))
+                    results[r] = [Hit(entry=to_entry({**h["entity"], "id": h["id"]}), distance=float(h["distance"]))
                                   for h in list(hits)[: int(wants[r][0])]]  # fmt: skip
         return results
 
@@ -404,96 +376,7 @@ class MilvusGallery:
         return removed
 
 
-def _connect(spec: StoreSpec) -> MilvusClient:
-    if spec.is_file:
-        import importlib.util
-
-        if importlib.util.find_spec("milvus_lite") is None:
-            raise SpanetError(f"--store milvus:{spec.uri} needs Milvus Lite: pip install 'spanet[milvus]'")
-    try:
-        client = MilvusClient(uri=spec.uri, token=os.environ.get("SPANET_MILVUS_TOKEN", ""), timeout=30)
-        version = str(client.get_server_version())
-    except Exception as exc:  # pymilvus raises its own MilvusException and grpc errors
-        raise SpanetError(f"cannot connect to Milvus at {spec.uri} ({str(exc).splitlines()[0][:200]}); start it, or "
-                          "check the address and SPANET_MILVUS_TOKEN") from None  # fmt: skip
-    match = re.match(r"v?(\d+)\.(\d+)", version)  # a server says v2.5.4; Milvus Lite says milvus_lite-3.2.2
-    if match and (int(match[1]), int(match[2])) < _MIN_SERVER:
-        client.close()
-        raise SpanetError(f"Milvus at {spec.uri} is {version}; the gallery schema needs Milvus >= 2.5 (nullable "
-                          "fields, INVERTED scalar indexes): upgrade the server")  # fmt: skip
-    return client
-
-
-def _create_collection(client: MilvusClient, name: str, *, dim: int) -> None:
-    if client.has_collection(name):
-        raise SpanetError(f"Milvus already has a collection {name}; give a new gallery folder")
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("id", DataType.INT64, is_primary=True)
-    schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
-    schema.add_field("camera", DataType.INT64, is_partition_key=True)
-    schema.add_field("timestamp", DataType.INT64, nullable=True)
-    schema.add_field("time_text", DataType.VARCHAR, max_length=64, nullable=True)
-    schema.add_field("track", DataType.INT64, nullable=True)
-    schema.add_field("label", DataType.VARCHAR, max_length=200, nullable=True)
-    schema.add_field("source", DataType.VARCHAR, max_length=4096, nullable=True)
-    schema.add_field("image", DataType.VARCHAR, max_length=128)
-    schema.add_field("sha256", DataType.VARCHAR, max_length=64)
-    schema.add_field("fingerprint", DataType.VARCHAR, max_length=64)
-    indexes = client.prepare_index_params()
-    indexes.add_index(field_name="vector", index_type="FLAT", metric_type="L2")
-    for field in ("timestamp", "sha256", "image", "label"):
-        indexes.add_index(field_name=field, index_type="INVERTED")  # scalar INVERTED: Milvus ≥ 2.4
-    client.create_collection(name, schema=schema, index_params=indexes, consistency_level=CONSISTENCY)
-
-
-def _check_collection(client: MilvusClient, record: dict[str, Any], meta: dict[str, Any], spec: StoreSpec) -> None:
-    name = str(record.get("collection", ""))
-    if not client.has_collection(name):
-        raise SpanetError(f"Milvus at {spec.uri} has no collection {name!r} (named in {STORE_FILE}); it was dropped "
-                          "or this is another server: restore it, or import an export into a new gallery")  # fmt: skip
-    fields = {f["name"]: f for f in client.describe_collection(name)["fields"]}
-    dim = int(fields.get("vector", {}).get("params", {}).get("dim", -1))
-    if dim != int(meta["feature_dim"]):
-        raise SpanetError(f"collection {name} holds {dim}-d vectors but the gallery's model makes {meta['feature_dim']}-d")
-    client.load_collection(name)
-
-
 def _write_record(directory: Path, record: dict[str, Any]) -> None:
     write_json(directory / STORE_FILE, record)  # atomic and durable (`spanet.outputs`)
 
 
-def _epoch(text: str | None) -> int | None:
-    if not text:
-        return None
-    try:
-        stamp = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise SpanetError(f"timestamp {text!r} is not ISO 8601 (e.g. 2024-05-01T13:45:00)") from None
-    if stamp.tzinfo is None:
-        stamp = stamp.replace(tzinfo=dt.timezone.utc)
-    return int(np.floor(stamp.timestamp()))
-
-
-def _row(entry_id: int, entry: NewEntry, image: str, fingerprint: str, feature: np.ndarray) -> dict[str, Any]:
-    return {
-        "id": entry_id, "vector": feature.tolist(), "camera": _NO_CAMERA if entry.camera is None else int(entry.camera),
-        "timestamp": _epoch(entry.timestamp), "time_text": entry.timestamp, "track": entry.track,
-        "label": entry.label, "source": entry.source, "image": image, "sha256": Path(image).stem,
-        "fingerprint": fingerprint,
-    }  # fmt: skip
-
-
-def _entry(row: dict[str, Any]) -> Entry:
-    camera, track = row.get("camera"), row.get("track")
-    return Entry(id=int(row["id"]), image=str(row["image"]), camera=None if camera in (None, _NO_CAMERA) else int(camera),
-                 timestamp=row.get("time_text"), label=row.get("label"), source=row.get("source"),
-                 fingerprint=str(row["fingerprint"]), track=None if track is None else int(track))  # fmt: skip
-
-
-def _in_window(entry: Entry, where: Where) -> bool:
-    """Whether the entry's exact time is inside `where`'s window (the Milvus field compares whole seconds)."""
-    if where.after is None and where.before is None:
-        return True
-    seconds = to_seconds(entry.timestamp)
-    return seconds is not None and (where.after is None or seconds >= where.after) and (
-        where.before is None or seconds < where.before)
