@@ -1,4 +1,4 @@
-"""The person-search HTTP service: a FastAPI app over an open `Gallery` and a `FeatureExtractor`.
+"""The person-search HTTP service: a FastAPI app over an open gallery (any `GalleryBackend`) and a `FeatureExtractor`.
 
 Every request error is JSON `{"error": message}` with a 4xx status: uploads are decoded with a pixel limit before
 any pixel is read (decompression bombs), the request body has a size limit, ids are integers (a path never comes
