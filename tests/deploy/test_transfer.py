@@ -28,7 +28,7 @@ def _filled(folder: Path, *, store: str = "sqlite", count: int = 30):
     gallery = open_gallery(folder, model_info=INFO, create=True, store=store)
     entries = [NewEntry(data=rng.bytes(40), suffix=".png", camera=None if i % 4 == 0 else i % 3,
                         timestamp=None if i % 3 else f"2024-01-02T03:04:{i:02d}+00:00", label=f"l{i % 5}",
-                        source=f"cam/{i}.png") for i in range(count)]  # fmt: skip
+                        source=f"cam/{i}.png", track=None if i % 2 else i // 2) for i in range(count)]  # fmt: skip
     gallery.add(entries, rng.normal(size=(count, DIM)).astype(np.float32))
     return gallery
 
@@ -36,7 +36,8 @@ def _filled(folder: Path, *, store: str = "sqlite", count: int = 30):
 def _content(gallery) -> list[tuple]:
     ids = [int(i) for i in gallery.ids()]
     entries, vectors = gallery.get(ids), gallery.features(ids)
-    return [(e.camera, e.timestamp, e.label, e.source, e.image, gallery.image_path(e).read_bytes(), v.tobytes())
+    return [(e.camera, e.timestamp, e.track, e.label, e.source, e.image, gallery.image_path(e).read_bytes(),
+             v.tobytes())
             for e, v in zip((entries[i] for i in ids), vectors)]  # fmt: skip
 
 

@@ -142,7 +142,8 @@ def import_gallery(gallery: Any, paths: Sequence[str | os.PathLike[str]]) -> Imp
             camera = row["camera"] if "camera" in row else camera_from_name(name)
             label = row["label"] if "label" in row else label_from_name(name)
             entries.append(NewEntry(data=data, suffix=Path(name).suffix, camera=camera, timestamp=row.get("time"),
-                                    label=label, source=row.get("source") or row["image"]))  # fmt: skip
+                                    track=row.get("track"), label=label,
+                                    source=row.get("source") or row["image"]))  # fmt: skip
             vectors.append(vector)
         if entries:
             report.ids += gallery.add(entries, np.stack(vectors))
