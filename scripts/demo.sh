@@ -14,13 +14,16 @@ RUN_NOSA=$OUT/run_without_sa
 start=$(date +%s)
 # What `amp: auto` picks here: bf16 where the CPU computes it natively (AMX, AVX512-BF16), fp16 on a GPU, float32 on
 # CPUs that only emulate bf16 (most AVX2 laptops and cloud hosts), where each image costs ~3x more. There the demo
-# trains 8 epochs instead of 24 so that it still ends within ~10 minutes (README); DEMO_EPOCHS=N overrides both.
-PRECISION=$("${SPANET%/spanet}/python" -c 'from spanet.runtime import choose_precision, resolve_device
-print(choose_precision("auto", resolve_device("auto")).amp)' 2>/dev/null || echo none)
+# trains 6 epochs instead of 24 so that it still ends within ~10 minutes (README). DEMO_EPOCHS=N sets the epochs,
+# DEMO_AMP=none|bf16|fp16 the precision of every step (e.g. DEMO_AMP=none: what an AVX2 host runs).
+PRECISION=${DEMO_AMP:-$("${SPANET%/spanet}/python" -c 'from spanet.runtime import choose_precision, resolve_device
+print(choose_precision("auto", resolve_device("auto")).amp)' 2>/dev/null || echo none)}
 if [ -z "${DEMO_EPOCHS:-}" ]; then
-  if [ "$PRECISION" = none ]; then DEMO_EPOCHS=8; else DEMO_EPOCHS=24; fi
+  if [ "$PRECISION" = none ]; then DEMO_EPOCHS=6; else DEMO_EPOCHS=24; fi
 fi
 SCHEDULE=(--set "optim.epochs=$DEMO_EPOCHS" --set "optim.milestones=[$(( DEMO_EPOCHS * 2 / 3 ))]")
+AMP=(--amp "${DEMO_AMP:-auto}")
+[ -n "${DEMO_AMP:-}" ] && SCHEDULE+=(--set "train.amp=$DEMO_AMP")
 
 step() {
   local t=$(( $(date +%s) - start ))
@@ -47,7 +50,7 @@ fi
 run "$SPANET" check-data --dataset synthetic --data-root "$DATA"
 
 if [ "$PRECISION" = none ] && [ "$DEMO_EPOCHS" != 24 ]; then
-  echo "this CPU has no native bf16: training in float32 for $DEMO_EPOCHS epochs instead of 24 (DEMO_EPOCHS=24 for all)"
+  echo "float32 here (no native bf16 on this CPU, or DEMO_AMP=none): $DEMO_EPOCHS epochs instead of 24 (DEMO_EPOCHS=24 for all)"
 fi
 step "2/7 Train SPANet (ResNet-18 from scratch, DS + SA2 + six parts, $DEMO_EPOCHS epochs, amp auto = $PRECISION)"
 train "$RUN"
@@ -57,9 +60,9 @@ train "$RUN_NOSA" --set model.sa_ds=false
 
 step "4/7 Evaluate both: CMC / mAP / mINP, plain and k-reciprocal re-ranked, with ranked lists"
 run "$SPANET" evaluate --checkpoint "$RUN/last.pt" --dataset synthetic --data-root "$DATA" --rerank \
-  --visualize 10 --out "$RUN/eval"
+  --visualize 10 --out "$RUN/eval" "${AMP[@]}"
 run "$SPANET" evaluate --checkpoint "$RUN_NOSA/last.pt" --dataset synthetic --data-root "$DATA" --rerank \
-  --out "$RUN_NOSA/eval" --no-progress
+  --out "$RUN_NOSA/eval" --no-progress "${AMP[@]}"
 
 step "5/7 Class activation maps of training images, per stage: GAP+SA (SPANet) vs GAP (the model without SA)"
 run "$SPANET" cam --checkpoint "$RUN/last.pt" --compare "$RUN_NOSA/last.pt" --out "$RUN/cam" \
@@ -69,7 +72,7 @@ step "6/7 Write the HTML report"
 run "$SPANET" report "$RUN"
 
 step "7/7 Build a search gallery from the test split (images already enrolled are skipped)"
-run "$SPANET" gallery build "$OUT/gallery" --checkpoint "$RUN/last.pt" "$DATA/bounding_box_test" --quiet
+run "$SPANET" gallery build "$OUT/gallery" --checkpoint "$RUN/last.pt" "$DATA/bounding_box_test" --quiet "${AMP[@]}"
 
 step "Done"
 .venv/bin/python - "$RUN" "$RUN_NOSA" <<'PY'
