@@ -29,6 +29,7 @@ from spanet.deploy.filters import where_from_text
 from spanet.deploy.gallery import Entry, NewEntry, existing_ids
 from spanet.errors import SpanetError
 from spanet.evaluation.verification import is_unknown, nearest_is_unknown
+from spanet.features import FeatureExtractor
 
 __all__ = ["Limits", "create_app", "decode_upload"]
 
@@ -78,8 +79,9 @@ def decode_upload(data: bytes, *, name: str, max_pixels: int, limit: str = "the 
         raise UploadError(400, f"{name}: cannot decode the image ({exc}); the file is truncated or corrupt") from None
 
 
-def create_app(*, gallery: GalleryBackend, extractor: Any, threshold: float | None = None, token: str | None = None,
-               limits: Limits = Limits(), allowed_hosts: Sequence[str] | None = None) -> Any:  # fmt: skip
+def create_app(*, gallery: GalleryBackend, extractor: FeatureExtractor, threshold: float | None = None,
+               token: str | None = None, limits: Limits = Limits(),
+               allowed_hosts: Sequence[str] | None = None) -> Any:  # fmt: skip
     """The FastAPI application; `extractor` is a `spanet.features.FeatureExtractor` of the gallery's model.
 
     `allowed_hosts`: the Host header names accepted (others get 400), e.g. the loopback names when the service runs
@@ -104,7 +106,8 @@ def create_app(*, gallery: GalleryBackend, extractor: Any, threshold: float | No
 class _Service:
     """What the routes share: the gallery, the model (one user at a time) and the search batcher."""
 
-    def __init__(self, *, gallery: GalleryBackend, extractor: Any, threshold: float | None, limits: Limits) -> None:
+    def __init__(self, *, gallery: GalleryBackend, extractor: FeatureExtractor, threshold: float | None,
+                 limits: Limits) -> None:  # fmt: skip
         self.gallery = gallery
         self.extractor = extractor
         self.threshold = threshold
@@ -334,7 +337,7 @@ def _check_timestamp(text: str | None) -> str | None:
         raise UploadError(422, f"timestamp {text!r} is not ISO 8601 (e.g. 2024-05-01T13:45:00)") from None
 
 
-def _activation_pictures(extractor: Any, images: list[Image.Image]) -> tuple[list[dict[str, str]], int]:
+def _activation_pictures(extractor: FeatureExtractor, images: list[Image.Image]) -> tuple[list[dict[str, str]], int]:
     """Each image and its activation map overlaid (PNG data URLs), both explaining the class the first one predicts."""
     from matplotlib import colormaps
 
