@@ -165,3 +165,7 @@ def test_run_cam_with_compare_model_and_errors(tmp_path: Path) -> None:
     assert summary.variants["without_sa"] == "also_sa.pt (also with SA)"
     with pytest.raises(SpanetError, match="unknown"):
         run_cam(_tiny_model(), images, out_dir=tmp_path / "x", input_size=(64, 32), stages=["stage9"])
+    other = SPANet(num_classes=NUM_CLASSES + 1, backbone="resnet18", sa_ds=False).eval()
+    with pytest.raises(SpanetError, match="other.pt has 6 classes, the model 5; compare models trained on the same"):
+        run_cam(_tiny_model(), images, out_dir=tmp_path / "y", input_size=(64, 32), compare_model=other,
+                compare_label="other.pt", progress=False)

@@ -69,10 +69,9 @@ def run_cam_command(args: argparse.Namespace) -> int:
     guard_folder(args.out, option="--out", inputs=[args.checkpoint, args.compare, *args.images])
     images = collect_images(args.images)
     if args.skip_corrupt:
-        from spanet.data.images import image_problem
+        from spanet.data.images import split_readable
 
-        skipped = [path for path in images if image_problem(path) is not None]
-        images = [path for path in images if path not in skipped]
+        images, skipped = split_readable(images)
         if skipped:
             print(f"left out {len(skipped)} corrupt image(s): {', '.join(map(str, skipped))}", file=sys.stderr)
         if not images:
@@ -80,14 +79,7 @@ def run_cam_command(args: argparse.Namespace) -> int:
 
             raise SpanetError("none of the --images could be read; nothing to draw")
     model, ckpt = load_model(args.checkpoint, map_location=args.device)
-    compare = None
-    if args.compare is not None:
-        compare, _ = load_model(args.compare, map_location=args.device)
-        if compare.num_classes != model.num_classes:
-            from spanet.errors import SpanetError
-
-            raise SpanetError(f"--compare {args.compare} has {compare.num_classes} classes, --checkpoint has "
-                              f"{model.num_classes}; compare models trained on the same data")
+    compare = None if args.compare is None else load_model(args.compare, map_location=args.device)[0]
     labels = None
     if args.class_mode == "true":
         labels, source = train_labels_by_pid(ckpt)

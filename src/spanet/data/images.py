@@ -20,7 +20,8 @@ from PIL import Image
 from spanet.errors import SpanetError
 
 __all__ = [
-    "IMAGE_EXTENSIONS", "collect_images", "read_image", "as_rgb_image", "image_problem", "drop_corrupt", "ImageDataset",
+    "IMAGE_EXTENSIONS", "collect_images", "read_image", "as_rgb_image", "image_problem", "split_readable",
+    "drop_corrupt", "ImageDataset",
 ]
 
 # File suffixes (lower case) that count as images wherever spanet lists a folder: datasets, CLI image arguments.
@@ -116,6 +117,13 @@ def as_rgb_image(image: Any) -> Image.Image:
             raise SpanetError(f"a numpy image must be (H, W, 3) RGB or (H, W), got shape {image.shape}")
         return Image.fromarray(np.ascontiguousarray(image)).convert("RGB")
     raise SpanetError(f"cannot use {type(image).__name__} as an image; pass paths, PIL images, arrays or tensors")
+
+
+def split_readable(paths: Sequence[str | os.PathLike[str]]) -> tuple[list, list]:
+    """(the paths that decode, the ones that do not), each in the given order: `--skip-corrupt` for image lists."""
+    problems = [image_problem(path) for path in paths]
+    readable = [path for path, problem in zip(paths, problems) if problem is None]
+    return readable, [path for path, problem in zip(paths, problems) if problem is not None]
 
 
 def image_problem(path: str | os.PathLike[str]) -> str | None:

@@ -379,6 +379,10 @@ def run_cam(
     from spanet.run_dir import write_spread
     from spanet.viz.figures import CamRow, draw_cam_grid
 
+    if compare_model is not None and compare_model.num_classes != model.num_classes:
+        raise SpanetError(f"the compared model {compare_label or ''} has {compare_model.num_classes} classes, the "
+                          f"model {model.num_classes}; compare models trained on the same data")
+
     if class_mode not in ("true", "predicted"):
         raise SpanetError(f"class_mode {class_mode!r} is unknown: use 'true' or 'predicted'")
     chosen = list(stages) if stages else list(CAM_STAGES)
