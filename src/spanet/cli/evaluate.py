@@ -86,7 +86,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from spanet.cli.common import dataset_from_args
     from spanet.errors import SpanetError
     from spanet.evaluation.diagnostics import format_verification
     from spanet.evaluation.evaluate import EvaluationOutputs, evaluate_checkpoint, format_table

@@ -7,7 +7,6 @@ import argparse
 from pathlib import Path
 
 from spanet.cli.common import add_batch_size_arg, add_checkpoint_arg, add_device_arg
-from spanet.errors import SpanetError
 
 __all__ = ["register"]
 

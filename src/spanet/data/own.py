@@ -20,7 +20,6 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from spanet.data.samples import ReidDataset, Sample, first_items, relabel_train
 from spanet.data.images import IMAGE_EXTENSIONS, drop_corrupt

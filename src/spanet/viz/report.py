@@ -15,7 +15,6 @@ import datetime
 import html
 import os
 import re
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from urllib.parse import quote
