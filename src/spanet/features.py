@@ -139,7 +139,7 @@ def extract_features(
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode(), torch.autocast(device.type, dtype=precision.dtype, enabled=precision.amp != "none"):
+        with torch.inference_mode(), precision.autocast(device.type):
             for batch, indices, failed in tqdm(loader, desc=desc, unit="batch", disable=not options.progress):
                 failures += [(_label(images[i], i), reason) for i, reason in failed]
                 if batch is None:
@@ -271,7 +271,7 @@ class FeatureExtractor:
         if batch.dim() != 4 or batch.shape[1] != 3:
             raise SpanetError(f"embed_tensor expects a (B, 3, H, W) batch, got shape {tuple(batch.shape)}")
         precision = self.precision
-        with torch.autocast(self.device.type, dtype=precision.dtype, enabled=precision.amp != "none"):
+        with precision.autocast(self.device.type):
             batch = batch.to(self.device, torch.float32)
             if precision.channels_last:
                 batch = batch.contiguous(memory_format=torch.channels_last)

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "AMP_CHOICES", "CpuInfo", "Precision", "choose_precision", "cpu_info", "resolve_device", "retain_freed_memory",
+    "AMP_CHOICES", "CpuInfo", "Precision", "autocast_dtype", "choose_precision", "cpu_info", "resolve_device",
+    "retain_freed_memory",
 ]
 
 AMP_CHOICES = ("auto", "none", "bf16", "fp16")
@@ -129,9 +130,13 @@ class Precision:
 
     @property
     def dtype(self) -> Any:
+        return autocast_dtype(self.amp)
+
+    def autocast(self, device_type: str) -> Any:
+        """`torch.autocast` for this precision (disabled for float32)."""
         import torch
 
-        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.amp)
+        return torch.autocast(device_type, dtype=self.dtype, enabled=self.amp != "none")
 
     def describe(self) -> str:
         mode = {"none": "float32", "bf16": "bfloat16 autocast", "fp16": "float16 autocast"}[self.amp]
@@ -140,6 +145,13 @@ class Precision:
     def to_json(self) -> dict[str, Any]:
         return {"amp": self.amp, "channels_last": self.channels_last, "requested": self.requested,
                 "reason": self.reason}  # fmt: skip
+
+
+def autocast_dtype(amp: str) -> Any:
+    """The torch dtype of an `amp` name ("bf16", "fp16"), or None for float32 ("none")."""
+    import torch
+
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
 
 
 def choose_precision(

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 
 from spanet.config import LossConfig, OptimConfig
 from spanet.errors import SpanetError
+from spanet.runtime import autocast_dtype
 from spanet.training.distributed import DistInfo, any_rank
 from spanet.training.optim import set_learning_rate
 
@@ -65,10 +66,10 @@ def train_step(
     """
     from spanet.losses import classification_terms, weigh_terms
 
-    autocast_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(settings.amp)
+    dtype = autocast_dtype(settings.amp)
     if settings.channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-    with torch.autocast(device_type=inputs.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+    with torch.autocast(device_type=inputs.device.type, dtype=dtype, enabled=dtype is not None):
         output = model(inputs)
         terms = classification_terms(output, targets, label_smoothing=settings.loss.label_smoothing)
         loss = weigh_terms(terms, weighting=settings.loss.weighting)
