@@ -1,7 +1,8 @@
 """A persistent, editable gallery folder: image copies, one database row per entry, and a faiss index over them.
 
 Layout of a gallery folder (spanet owns everything in it):
-- `gallery.json`: format, feature dimension and the model that made the features (fingerprints, as in an index).
+- `gallery.json`: format, feature dimension and the model that made the features (fingerprints, as in an index),
+  and the same-person threshold `spanet ingest` used (`spanet.deploy.threshold`), if any.
 - `entries.sqlite`: one row per entry (id, image file, camera, timestamp, label, source, feature fingerprint, the
   feature vector itself, the track it came from and its time as UTC seconds), SQLite in WAL mode; a `segments` table
   names the stretches of footage `spanet ingest` enrolled (docs/video.md). Galleries made before the track and time
@@ -39,7 +40,7 @@ from spanet.errors import SpanetError
 from spanet.outputs import durable_replace, write_text
 
 __all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT", "open_folder", "store_image",
-           "image_name", "existing_ids", "to_seconds"]
+           "image_name", "existing_ids", "to_seconds", "read_meta", "write_meta"]
 
 GALLERY_FORMAT = "spanet-gallery"
 GALLERY_VERSION = 1
@@ -94,12 +95,9 @@ class Gallery:
     @staticmethod
     def stored_kind(directory: str | os.PathLike[str]) -> str | None:
         """The embedding kind ("parts", "reduced", "global") an existing gallery was built with; None for a new one."""
-        meta_path = Path(directory) / _META_FILE
-        if not meta_path.is_file():
-            return None
         try:
-            return json.loads(meta_path.read_text(encoding="utf-8"))["model"].get("kind")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return read_meta(directory)["model"].get("kind")  # type: ignore[index]
+        except (KeyError, TypeError, AttributeError):
             return None  # Gallery.open says what is wrong with the file
 
     @property
@@ -371,7 +369,22 @@ def _write_meta(directory: Path, model_info: dict[str, Any]) -> None:
         "index": "flat",
         "model": model_info,
     }
-    write_text(directory / _META_FILE, json.dumps(meta, indent=2) + "\n")
+    write_meta(directory, meta)
+
+
+def read_meta(directory: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """A gallery folder's `gallery.json` as written, or None when there is none or it cannot be read (without
+    opening the gallery; `Gallery.open` says what is wrong with a bad one)."""
+    try:
+        meta = json.loads((Path(directory) / _META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def write_meta(directory: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+    """Replace `gallery.json` atomically (e.g. with the threshold `spanet ingest` stores beside the model)."""
+    write_text(Path(directory) / _META_FILE, json.dumps(meta, indent=2) + "\n")
 
 
 def _load_index(path: Path, dim: int) -> Any:
