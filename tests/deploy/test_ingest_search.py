@@ -11,35 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from builders import make_checkpoint
+from builders import ingest_args, ingest_synthetic_footage, make_checkpoint
 
 pytest.importorskip("cv2", reason="footage is decoded with OpenCV (opencv-python, in the test extra)")
 pytest.importorskip("fastapi", reason="the service needs the 'serve' extra")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-START = "2024-05-01T08:00:00+00:00"
-
-
 @pytest.fixture(scope="module")
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """3 cameras of synthetic footage ingested with their ground-truth boxes as detections (no threshold anywhere)."""
-    from spanet.cli import main
-
-    root = tmp_path_factory.mktemp("ingest_search")
-    assert main(["synth-video", str(root / "foot"), "--cameras", "3", "--people", "4", "--seconds", "8", "--fps", "10",
-                 "--size", "256x144", "--seed", "2"]) == 0  # fmt: skip
-    checkpoint = make_checkpoint(root / "model" / "last.pt")
-    assert main(ingest_args(root / "foot", root / "people", checkpoint, cameras=(1, 2, 3))) == 0
-    return {"root": root, "foot": root / "foot", "gallery": root / "people", "checkpoint": checkpoint}
-
-
-def ingest_args(foot: Path, gallery: Path, checkpoint: Path, *extra: str, cameras: tuple[int, ...]) -> list[str]:
-    args = ["ingest", "--gallery", str(gallery), "--checkpoint", str(checkpoint), "--device", "cpu",
-            "--start-time", START, "--quiet", *extra]  # fmt: skip
-    for cam in cameras:
-        seq = foot / f"cam{cam}"
-        args += ["--camera", str(cam), str(seq), "--detections", str(cam), str(seq / "gt" / "gt.txt")]
-    return args
+    return ingest_synthetic_footage(tmp_path_factory.mktemp("ingest_search"))
 
 
 def _calibration(path: Path, checkpoint: Path, threshold: float) -> None:
