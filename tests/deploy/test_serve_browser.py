@@ -82,7 +82,8 @@ def _cards(page: object) -> list[dict]:
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None, reason=f"no Chromium at {CHROMIUM} (Debian package 'chromium')")
 def test_time_window_one_result_per_track_and_a_whole_track_in_browser(tmp_path: Path) -> None:
     """On an ingested gallery: "seen after / before" and "one result per track" set in the page, every hit shown is of
-    the chosen cameras' window with one hit per track; a hit's "track N: show all" shows that whole track."""
+    the chosen cameras' window with one hit per track; a hit's "track N: show all" shows that whole track; a time
+    typed into the enrolment form is the browser's local time."""
     import json
     import urllib.request
     from datetime import datetime
@@ -123,10 +124,19 @@ def test_time_window_one_result_per_track_and_a_whole_track_in_browser(tmp_path:
                 page.wait_for_function("[...document.querySelectorAll('#grid .card img')].every(i => i.complete && i.naturalWidth > 0)")
                 whole = _cards(page)
                 status = page.inner_text("#status")
+                berlin = browser.new_context(timezone_id="Europe/Berlin").new_page()  # UTC+2 in May
+                berlin.goto(url)
+                berlin.set_input_files("#enrolFiles", str(query))
+                berlin.fill("#enrolCam", "9")
+                berlin.fill("#enrolTime", "2024-05-01T10:00:00")  # the enrolling person's local time
+                berlin.click("#enrolBtn")
+                berlin.wait_for_function("/^Enrolled 1 image/.test(document.getElementById('enrolMsg').textContent)")
             finally:
                 browser.close()
         with urllib.request.urlopen(f"{url}/gallery?track={track}&limit=1000") as response:
             listed = json.loads(response.read())
+        with urllib.request.urlopen(f"{url}/gallery?camera=9") as response:
+            enrolled = json.loads(response.read())["entries"]
     finally:
         process.terminate()
         process.wait(timeout=20)
@@ -141,6 +151,10 @@ def test_time_window_one_result_per_track_and_a_whole_track_in_browser(tmp_path:
     assert len({card["camera"] for card in whole}) == 1 and f"{listed['total']} crop(s), in time order" in status
     shown_times = [datetime.fromisoformat(card["time"]).timestamp() for card in whole]
     assert shown_times == sorted(shown_times)
+    # the enrolment form's time is the browser's local time: 10:00 in Berlin is 08:00 UTC (it was sent without its
+    # zone and stored as 10:00 UTC)
+    assert len(enrolled) == 1 and datetime.fromisoformat(enrolled[0]["timestamp"]).timestamp() == datetime.fromisoformat(
+        "2024-05-01T08:00:00+00:00").timestamp()
 
 
 if __name__ == "__main__":  # docs screenshot: python tests/deploy/test_serve_browser.py URL QUERY OUT.png
