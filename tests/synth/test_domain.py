@@ -1,4 +1,4 @@
-"""The synthetic domain knob: domain a is spanet's usual data unchanged, domain b is another, equally repeatable site."""
+"""The synthetic domain knob: domain a is spanet's usual data unchanged, domain b another, equally repeatable site."""
 
 from __future__ import annotations
 
