@@ -2,7 +2,8 @@
 
 Each cue comes from a small palette of the site's `spanet.synth.domain.Domain`, so any single cue (a red shirt, a
 backpack, blond hair) is shared by many people and only the combination tells them apart. A camera fixes its colour
-cast, brightness, background, blur, noise, viewpoint mix and how often things occlude. Both are drawn from seeded generators: same seed, same cast.
+cast, brightness, background, blur, noise, viewpoint mix and how often things occlude. Both are drawn from seeded
+generators: same seed, same cast.
 """
 
 from __future__ import annotations
