@@ -61,6 +61,9 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
     from spanet.cli.retention import add_gallery_actions
 
     add_gallery_actions(actions)  # forget, prune
+    from spanet.cli.reembed import add_reembed_action
+
+    add_reembed_action(actions)  # reembed
     from spanet.cli.scale import register_gallery_actions
 
     register_gallery_actions(actions)  # export / import (Parquet)
@@ -142,6 +145,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise SpanetError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     from spanet.deploy.backend import open_gallery, parse_store
     from spanet.deploy.gallery import Gallery
+    from spanet.deploy.reembed import model_mismatch
     from spanet.deploy.service import Limits, create_app
     from spanet.evaluation.calibration import default_calibration_path
     from spanet.evaluation.verification import load_calibration
@@ -160,6 +164,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     if threshold is None and default_calibration_path(args.checkpoint).is_file():  # the one stored with the model
         threshold = float(load_calibration(default_calibration_path(args.checkpoint), info=extractor.info)["threshold"])
     print(_threshold_line(args, threshold), flush=True)
+    mismatch = model_mismatch(args.gallery, extractor.info, checkpoint=str(args.checkpoint))
+    if mismatch:
+        raise SpanetError(mismatch)
     gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     limits = Limits(max_request_bytes=int(args.max_upload_mb * 1024 * 1024))
     # without a token only loopback Host names are served: a web page cannot reach the API by DNS rebinding
