@@ -103,6 +103,7 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     from spanet.deploy.backend import open_gallery
     from spanet.deploy.enrol import enrol_files, read_cameras_csv
     from spanet.deploy.gallery import Gallery
+    from spanet.deploy.reembed import model_mismatch
     from spanet.features import FeatureExtractor
     from spanet.outputs import guard_folder
 
@@ -113,6 +114,9 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind, amp=args.amp)
     if not args.quiet:
         print(extractor.precision.describe(), file=sys.stderr)
+    mismatch = model_mismatch(args.gallery, extractor.info, checkpoint=str(args.checkpoint))
+    if mismatch:
+        raise SpanetError(mismatch)
     gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     try:
         report = enrol_files(gallery, extractor, paths, cameras=cameras, batch_size=args.batch_size,

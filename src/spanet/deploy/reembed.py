@@ -148,7 +148,7 @@ def model_mismatch(directory: str | os.PathLike[str], model_info: dict[str, Any]
         return None
     return (f"gallery {directory} holds features of another model (weights {_fp(built)}, from checkpoint "
             f"{built.get('checkpoint', 'unknown')}) than {checkpoint} (weights {_fp(model_info)}): re-compute them with "
-            f"`spanet gallery reembed {directory} --checkpoint {checkpoint}` (keeps every entry), or serve the gallery "
+            f"`spanet gallery reembed {directory} --checkpoint {checkpoint}` (keeps every entry), or use the gallery "
             "with its own checkpoint")  # fmt: skip
 
 
