@@ -212,7 +212,9 @@ def main() -> None:
         print(f"\n== seed {seed} ==", flush=True)
         per_seed[seed] = one_seed(seed, args)
     first = Path(args.work) / f"seed{args.seeds[0]}"
-    commands = [json.loads(p.read_text())["command"].replace(f"seed{args.seeds[0]}", "seedS")
+    s0 = args.seeds[0]
+    commands = [json.loads(p.read_text())["command"].replace(f"seed{s0}", "seedS").replace(f"train.seed={s0}", "train.seed=S")
+                .replace(f"--seed {s0}", "--seed S")
                 for p in (first / "train_a.timing.json", first / "train_b.timing.json", first / "adapt.timing.json")
                 if p.is_file()]  # fmt: skip
     report = {
