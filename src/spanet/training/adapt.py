@@ -128,8 +128,9 @@ def _check_crops(crops: list[UnlabelledCrop], sources: Sequence[Any], settings: 
         )
     minimum = max(settings.k1 + 1, 2 * settings.min_samples)
     if len(crops) < minimum:
-        raise SpanetError(f"{where}: {len(crops)} crops; adaptation needs at least {minimum} (k1={settings.k1} "
-                          "neighbours each) from two or more cameras; add crops or lower --k1")  # fmt: skip
+        raise SpanetError(f"{where}: {len(crops)} crops; adaptation needs at least {minimum} (more than --k1 "
+                          f"{settings.k1} neighbours, two clusters of --min-samples {settings.min_samples}) from two or "
+                          "more cameras; add crops")  # fmt: skip
 
 
 def _record(checkpoint: Path, parent: dict[str, Any], sources: Sequence[Any], options: AdaptOptions) -> dict[str, Any]:
