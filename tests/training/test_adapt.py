@@ -68,7 +68,7 @@ def test_adapt_writes_a_loadable_checkpoint_with_its_origin_and_round_statistics
     assert not (out / "rounds" / "01" / "last.pt").exists()  # a finished round's resumable checkpoint is dropped
     # every command that loads checkpoints reads it: e.g. features of the adapted model
     assert main(["extract", "--checkpoint", str(out / "last.pt"), str(tiny_market / "query"), "--out",
-                 str(tmp_path / "f.npz"), "--device", "cpu", "--no-progress"]) == 0  # fmt: skip
+                 str(tmp_path / "f.npz"), "--device", "cpu", "--quiet"]) == 0  # fmt: skip
 
 
 def test_stopped_adaptation_resumes_to_the_same_weights(

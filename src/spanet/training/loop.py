@@ -129,7 +129,7 @@ def train_on_dataset(
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=0))
     device = resolve_device(config.train.device)
     precision = choose_precision(config.train.amp, device, channels_last=config.train.channels_last)
-    check_output_dir(output_dir, resume=resume, overwrite=True)
+    check_output_dir(output_dir, resume=resume, overwrite=not resume)
     run = _Run(config=config, dataset=dataset, output_dir=output_dir, device=device, dist_info=DistInfo(),
                precision=precision, initial=initial, resume_hint=resume_hint)  # fmt: skip
     return _run(run, validation=None, loaded=dataset, resume=resume)
