@@ -169,3 +169,40 @@ def test_bad_input_is_one_clear_error_and_the_checkpoint_is_untouched(
     assert len([line for line in err if line.startswith("error:")]) == 1
     assert re.search(pattern, err[-1]), err
     assert digest(parent) == before
+
+
+def _gallery_of(crops: Path, folder: Path) -> Path:
+    """A gallery folder like `spanet ingest` writes: each (person, camera) of the crops is one track, in time order."""
+    from spanet.data.names import camera_from_name, person_id_from_name
+    from spanet.deploy.backend import open_gallery
+    from spanet.deploy.entry import NewEntry
+
+    info = {"feature_dim": 4, "kind": "parts", "args_fingerprint": "a" * 16, "weights_fingerprint": "b" * 16}
+    gallery = open_gallery(folder, model_info=info, create=True)
+    entries = []
+    for i, path in enumerate(sorted(crops.glob("*.jpg"))):
+        pid, camera = person_id_from_name(path), camera_from_name(path)
+        entries.append(NewEntry(data=path.read_bytes(), suffix=".jpg", camera=camera, track=100 * pid + camera,
+                                timestamp=f"2024-01-02T03:{pid:02d}:{i % 60:02d}+00:00", source=path.name))  # fmt: skip
+    gallery.add(entries, np.zeros((len(entries), 4), dtype=np.float32))
+    gallery.close()
+    return folder
+
+
+def test_a_gallery_source_gives_tracklets_whose_crops_share_a_label(tiny_market: Path, parent: Path, tmp_path: Path) -> None:
+    from spanet.data.unlabelled import read_unlabelled
+
+    gallery = _gallery_of(tiny_market / "bounding_box_train", tmp_path / "gallery")
+    crops = read_unlabelled([gallery])
+    assert len(crops) == 48 and all(c.tracklet is not None and c.start is not None and c.truth is None for c in crops)
+    out = tmp_path / "adapted"
+    assert main(["adapt", "--checkpoint", str(parent), "--output", str(out), str(gallery), *FAST, "--rounds", "1",
+                 "--min-samples", "2"]) == 0  # fmt: skip
+    rounds = json.loads((out / "rounds" / "01.json").read_text())
+    tracklet_of = {crop.path: crop.tracklet for crop in crops}
+    by_track: dict[str, set[int]] = {}
+    for path, label in zip(rounds["paths"], rounds["labels"]):
+        by_track.setdefault(tracklet_of[path], set()).add(label)
+    assert all(len(labels) == 1 for labels in by_track.values())  # a tracklet is never split
+    assert load_checkpoint(out / "last.pt")["adaptation"]["sources"][0]["kind"] == "gallery"
+    assert "purity" not in rounds["statistics"]  # a gallery's rows carry no ground truth
