@@ -34,21 +34,24 @@ import numpy as np
 from spanet.data.images import IMAGE_EXTENSIONS
 from spanet.deploy.entry import Entry, Hit, NewEntry, Want
 from spanet.deploy.filters import Where, to_seconds
+from spanet.deploy.folder import (
+    DB_FILE,
+    GALLERY_FORMAT,
+    IMAGES_DIR,
+    INDEX_FILE,
+    META_FILE,
+    lock_folder,
+    open_folder,
+    write_meta,
+)
 from spanet.deploy.sqlite_store import GalleryStore, SQLiteStore
 from spanet.errors import SpanetError
-from spanet.outputs import durable_replace, write_text
+from spanet.outputs import durable_replace
 
 __all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT", "open_folder", "store_image",
            "image_name", "existing_ids", "to_seconds", "lock_folder", "write_meta", "META_FILE", "DB_FILE", "INDEX_FILE",
            "IMAGES_DIR"]
 
-GALLERY_FORMAT = "spanet-gallery"
-GALLERY_VERSION = 1
-META_FILE = "gallery.json"
-DB_FILE = "entries.sqlite"
-INDEX_FILE = "index.faiss"
-IMAGES_DIR = "images"
-_LOCK_FILE = ".lock"
 
 
 class Gallery:
@@ -303,32 +306,6 @@ class Gallery:
 _SAFE_SUFFIXES = (*IMAGE_EXTENSIONS, ".gif")  # what the service accepts: the readable images and GIF
 
 
-def open_folder(directory: Path, *, model_info: dict[str, Any], create: bool) -> tuple[dict[str, Any], Any]:
-    """The checked `gallery.json` of a gallery folder (written first for a new one) and the folder's lock, with
-    `images/` made: what every backend (`spanet.deploy.backend`) shares."""
-    from spanet.deploy.index import check_compatible
-
-    meta_path = directory / META_FILE
-    if not meta_path.is_file():
-        if not create:
-            raise SpanetError(f"{directory} is not a spanet gallery (no {META_FILE}); make one with `spanet gallery build`")
-        if directory.exists() and any(directory.iterdir()):
-            raise SpanetError(f"{directory} exists and is not empty; give a new or empty folder for a new gallery")
-        write_meta(directory, model_info)
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != GALLERY_FORMAT:
-        raise SpanetError(f"{meta_path} is not a spanet gallery description (format {meta.get('format')!r})")
-    check_compatible(meta, model_info, index_path=directory)
-    lock = lock_folder(directory)
-    try:
-        (directory / IMAGES_DIR).mkdir(exist_ok=True)
-    except BaseException:
-        if lock is not None:
-            lock.close()
-        raise
-    return meta, lock
-
-
 def store_image(folder: Path, entry: NewEntry) -> str:
     """Write an entry's bytes into the images folder as SHA256.suffix (durably, once per content); the file name."""
     name = image_name(entry)
@@ -366,18 +343,6 @@ def image_name(entry: NewEntry) -> str:
     return f"{hashlib.sha256(entry.data).hexdigest()}{suffix}"
 
 
-def write_meta(directory: Path, model_info: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "format": GALLERY_FORMAT,
-        "version": GALLERY_VERSION,
-        "feature_dim": int(model_info["feature_dim"]),
-        "index": "flat",
-        "model": model_info,
-    }
-    write_text(directory / META_FILE, json.dumps(meta, indent=2) + "\n")
-
-
 def _load_index(path: Path, dim: int) -> Any:
     """index.faiss, or a new empty index when there is none or it cannot be read: the index is a cache of the rows,
     and `reconcile` re-adds every row from the stored vectors."""
@@ -396,22 +361,3 @@ def _load_index(path: Path, dim: int) -> Any:
             raise SpanetError(f"{path} holds {index.d}-d vectors but the gallery's are {dim}-d; delete {path} to rebuild it")
         return index
     return faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
-
-
-def lock_folder(directory: Path) -> Any:
-    """An exclusive lock on DIR/.lock, held while the gallery is open (the OS releases it if the process dies), or
-    None where there is no `fcntl` (not POSIX)."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    handle = open(directory / _LOCK_FILE, "a+b")  # noqa: SIM115 - kept open while the gallery is
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise SpanetError(
-            f"gallery {directory} is open in another process (a running `spanet serve` or `spanet gallery build`); "
-            "stop it first, or enrol through the running service (POST /gallery)"
-        ) from None
-    return handle

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spanet.deploy.gallery import DB_FILE, IMAGES_DIR, INDEX_FILE, META_FILE, lock_folder, write_meta
+from spanet.deploy.folder import DB_FILE, IMAGES_DIR, INDEX_FILE, META_FILE, lock_folder, write_meta
 from spanet.deploy.sqlite_store import SQLiteStore, entry_images
 from spanet.deploy.store_spec import recorded_store
 from spanet.errors import SpanetError
