@@ -74,7 +74,7 @@ def synth(folder: Path, *, domain: str, seed: int, preset: str) -> None:
 
 
 def train(data: Path, output: Path, *, seed: int, args: argparse.Namespace) -> dict:
-    milestone = max(1, args.epochs * 2 // 3)
+    milestone = max(1, args.epochs * 3 // 4)
     command = [*spanet(), "train", "--config", args.config, "--dataset", "synthetic", "--data-root", str(data),
                "--output", str(output), "--set", f"optim.epochs={args.epochs}", "--set", f"optim.milestones=[{milestone}]",
                "--set", f"train.seed={seed}", "--set", "train.eval_every=0", "--set", "train.progress=false",
@@ -108,15 +108,24 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict:
     synth(data_a, domain="a", seed=seed, preset=args.preset)
     synth(data_b, domain="b", seed=seed, preset=args.preset)
     results: dict = {}
-    cost = train(data_a, work / "train_a", seed=seed, args=args)
-    results["source"] = {**evaluate(work / "train_a" / "last.pt", data_a, work / "eval_a_on_a.json"), **cost}
-    results["direct"] = {**evaluate(work / "train_a" / "last.pt", data_b, work / "eval_a_on_b.json"), **cost}
-    cost = train(data_b, work / "train_b", seed=seed, args=args)
-    results["supervised"] = {**evaluate(work / "train_b" / "last.pt", data_b, work / "eval_b_on_b.json"), **cost}
-    if not args.no_adapt:
+    cost = train(data_a, work / "train_a", seed=seed, args=args)  # the adapted run starts from it too
+    if "direct" in args.runs:
+        results["source"] = {**evaluate(work / "train_a" / "last.pt", data_a, work / "eval_a_on_a.json"), **cost}
+        results["direct"] = {**evaluate(work / "train_a" / "last.pt", data_b, work / "eval_a_on_b.json"), **cost}
+    if "supervised" in args.runs:
+        cost = train(data_b, work / "train_b", seed=seed, args=args)
+        results["supervised"] = {**evaluate(work / "train_b" / "last.pt", data_b, work / "eval_b_on_b.json"), **cost}
+    if "adapted" in args.runs and not args.no_adapt:
         cost = adapt(work / "train_a" / "last.pt", data_b / "bounding_box_train", work / "adapt", seed=seed, args=args)
         results["adapted"] = {**evaluate(work / "adapt" / "last.pt", data_b, work / "eval_adapted_on_b.json"), **cost}
     return results
+
+
+def _spread(values: list[float | None]) -> dict:
+    known = [v for v in values if v is not None]  # a run timed before this script recorded it has no CPU time
+    if not known:
+        return {"mean": None, "std": None}
+    return {"mean": statistics.mean(known), "std": statistics.stdev(known) if len(known) > 1 else 0.0}
 
 
 def summarise(per_seed: dict[int, dict]) -> dict:
@@ -124,19 +133,19 @@ def summarise(per_seed: dict[int, dict]) -> dict:
     summary: dict = {}
     for name in ("source", *RUNS):
         rows = [r[name] for r in per_seed.values() if name in r]
-        if not rows:
-            continue
-        summary[name] = {key: {"mean": statistics.mean(r[key] for r in rows),
-                               "std": statistics.stdev(r[key] for r in rows) if len(rows) > 1 else 0.0}
-                         for key in ("rank1", "mAP", "cpu_minutes", "wall_minutes")}  # fmt: skip
-    gaps = [r["supervised"]["mAP"] - r["direct"]["mAP"] for r in per_seed.values()]
+        if rows:
+            summary[name] = {key: _spread([r.get(key) for r in rows])
+                             for key in ("rank1", "mAP", "cpu_minutes", "wall_minutes")}  # fmt: skip
+    both = [r for r in per_seed.values() if "supervised" in r and "direct" in r]
+    if not both:
+        return summary
+    gaps = [r["supervised"]["mAP"] - r["direct"]["mAP"] for r in both]
     summary["gap_mAP"] = {"mean": statistics.mean(gaps), "per_seed": gaps}
-    if "adapted" in summary:
-        closed = [(r["adapted"]["mAP"] - r["direct"]["mAP"]) / gap if gap > 0 else None
-                  for r, gap in zip(per_seed.values(), gaps)]  # fmt: skip
-        mean_gap = summary["gap_mAP"]["mean"]
+    if all("adapted" in r for r in both):
+        closed = [(r["adapted"]["mAP"] - r["direct"]["mAP"]) / gap if gap > 0 else None for r, gap in zip(both, gaps)]
+        mean_gap, adapted, direct = statistics.mean(gaps), [r["adapted"]["mAP"] for r in both], [r["direct"]["mAP"] for r in both]
         summary["gap_closed"] = {
-            "of_means": (summary["adapted"]["mAP"]["mean"] - summary["direct"]["mAP"]["mean"]) / mean_gap if mean_gap > 0 else None,
+            "of_means": (statistics.mean(adapted) - statistics.mean(direct)) / mean_gap if mean_gap > 0 else None,
             "per_seed": closed,
         }  # fmt: skip
     return summary
@@ -152,22 +161,25 @@ def markdown(report: dict) -> str:
              "| Model | rank-1 (%) | mAP (%) | CPU minutes per run |", "|---|---|---|---|"]  # fmt: skip
     for name in RUNS:
         if name in s:
+            cpu = s[name]["cpu_minutes"]["mean"]
             lines.append(f"| {LABELS[name]} | {pct(s[name]['rank1'])} | {pct(s[name]['mAP'])} | "
-                         f"{s[name]['cpu_minutes']['mean']:.1f} |")  # fmt: skip
+                         f"{'not recorded' if cpu is None else f'{cpu:.1f}'} |")  # fmt: skip
     if "source" in s:
         lines.append(f"| (the a model on a's own test split) | {pct(s['source']['rank1'])} | {pct(s['source']['mAP'])} | |")
-    gap = s["gap_mAP"]
-    lines += ["", f"Gap (supervised − direct transfer): {100 * gap['mean']:.1f} mAP points (per seed: "
-              + ", ".join(f"{100 * g:.1f}" for g in gap["per_seed"]) + ")."]  # fmt: skip
+    gap = s.get("gap_mAP")
+    if gap is not None:
+        lines += ["", f"Gap (supervised − direct transfer): {100 * gap['mean']:.1f} mAP points (per seed: "
+                  + ", ".join(f"{100 * g:.1f}" for g in gap["per_seed"]) + ")."]  # fmt: skip
     if "gap_closed" in s and s["gap_closed"]["of_means"] is not None:
         per = ", ".join("n/a" if c is None else f"{100 * c:.0f} %" for c in s["gap_closed"]["per_seed"])
         lines.append(f"Adaptation closes {100 * s['gap_closed']['of_means']:.0f} % of it (per seed: {per}).")
     elif "adapted" not in s:
-        lines.append("Adaptation: not run here (`--no-adapt`).")
+        lines.append("Adaptation: not run here.")
     lines += ["", "Per seed (rank-1 / mAP, %):", "", "| Seed | " + " | ".join(n for n in ("source", *RUNS) if n in s) + " |",
               "|---|" + "---|" * sum(n in s for n in ("source", *RUNS))]  # fmt: skip
     for seed, runs in report["per_seed"].items():
-        cells = [f"{100 * runs[n]['rank1']:.1f} / {100 * runs[n]['mAP']:.1f}" for n in ("source", *RUNS) if n in s]
+        cells = [f"{100 * runs[n]['rank1']:.1f} / {100 * runs[n]['mAP']:.1f}" if n in runs else "—"
+                 for n in ("source", *RUNS) if n in s]  # fmt: skip
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
     m = report["machine"]
     lines += ["", f"Measured on {m['cpu']} ({m['cores']} cores{m['note']}), {report['date']}. Regenerate with",
@@ -201,6 +213,9 @@ def main() -> None:
     parser.add_argument("--adapt-arg", dest="adapt_args", action="append", default=[], metavar="ARG",
                         help="extra `spanet adapt` argument (repeatable), e.g. --adapt-arg=--lr --adapt-arg=0.02")
     parser.add_argument("--no-adapt", action="store_true", help="only direct transfer and supervised (the gap)")
+    parser.add_argument("--runs", nargs="+", choices=RUNS, default=list(RUNS),
+                        help="which runs (default all; e.g. two processes with 'supervised' and 'direct adapted' "
+                        "share a --work folder, then a run with all of them writes the docs)")
     parser.add_argument("--work", default="bench/adapt", help="folder for data, runs and evaluations (reused)")
     parser.add_argument("--json", type=Path, default=ROOT / "docs" / "adapt.json")
     parser.add_argument("--markdown", type=Path, default=ROOT / "docs" / "adapt.md")

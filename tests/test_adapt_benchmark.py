@@ -54,3 +54,13 @@ def test_markdown_section_replaces_only_its_own_section(bench, tmp_path: Path) -
     assert new.startswith("# Adapt\n\nintro\n\n")
     bench.write_section(tmp_path / "new.md", text)  # a missing file gets a title and the section
     assert (tmp_path / "new.md").read_text().count(bench.SECTION) == 1
+
+
+def test_partial_runs_and_unrecorded_cpu_time(bench) -> None:
+    partial = {0: {"supervised": _run(0.8, 0.6)}, 1: {"direct": {**_run(0.4, 0.2), "cpu_minutes": None}}}
+    summary = bench.summarise(partial)
+    assert "gap_mAP" not in summary and summary["direct"]["cpu_minutes"] == {"mean": None, "std": None}
+    report = {"summary": summary, "seeds": [0, 1], "per_seed": partial, "date": "d", "command": "c", "commands": [],
+              "machine": {"cpu": "x", "cores": 2, "note": ""}}  # fmt: skip
+    text = bench.markdown(report)
+    assert "not recorded" in text and "| 0 | — | 60.0 / 60.0 |" not in text and "| 1 | 40.0 / 20.0 | — |" in text
