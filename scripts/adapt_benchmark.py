@@ -96,7 +96,7 @@ def adapt(checkpoint: Path, crops: Path, output: Path, *, seed: int, args: argpa
 def evaluate(checkpoint: Path, data: Path, out: Path) -> dict:
     if not out.is_file():
         run([*spanet(), "evaluate", "--checkpoint", str(checkpoint), "--dataset", "synthetic", "--data-root", str(data),
-             "--json", str(out), "--no-progress"])  # fmt: skip
+             "--json", str(out), "--out", str(out.with_suffix("")), "--no-progress"])  # fmt: skip
     plain = json.loads(out.read_text())["plain"]
     return {"rank1": plain["rank1"], "mAP": plain["mAP"]}
 
