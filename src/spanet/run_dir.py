@@ -10,6 +10,7 @@ RUN/eval/metrics.json  eval/features.npz  eval/per_query.csv  eval/ranked/*.png 
                                                                    (spanet evaluate; eval/ lies beside the checkpoint)
 RUN/cam/*.png  cam/spread.json  cam/spread.csv                      (spanet cam --out RUN/cam)
 ABLATION/ablation.md  ablation.json  runs/ROW/DIGEST/seedN/ (a run folder + result.json)   (spanet ablation)
+ADAPTED/last.pt  adapt.json  log.jsonl  tb/  rounds/NN.json  rounds/NN/ (a training run)     (spanet adapt)
 ```
 
 Every module that reads or writes one of these names asks this one. Only the main process of a run holds an open
@@ -56,6 +57,8 @@ __all__ = [
     "RESULT_FILE",
     "ABLATION_TABLE",
     "ABLATION_JSON",
+    "ADAPT_FILE",
+    "ROUNDS_DIR",
     "check_output_dir",
     "failed_start",
     "move_aside",
@@ -91,6 +94,8 @@ BEST_CALIBRATION_FILE = "best.calibration.json"  # best.pt's: other weights than
 RESULT_FILE = "result.json"  # an ablation cell's run folder: its final metrics and settings digest
 ABLATION_TABLE = "ablation.md"  # an ablation's output folder
 ABLATION_JSON = "ablation.json"
+ADAPT_FILE = "adapt.json"  # `spanet adapt`'s run folder: parent checkpoint, sources, settings (checked on resume)
+ROUNDS_DIR = "rounds"  # `spanet adapt`: rounds/NN.json (pseudo-labels, statistics) and rounds/NN/ (a training run)
 _SPREAD_COLUMNS = ("image", "stage", "variant", "class", "class_source", "area_above_half", "entropy",
                    "rows_above_half")  # fmt: skip
 

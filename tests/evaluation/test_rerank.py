@@ -175,3 +175,16 @@ def test_matches_torchreid_when_installed() -> None:
         expected = re_ranking(q_g, q_q, g_g, k1=k1, k2=k2, lambda_value=lambda_value)
         out = k_reciprocal_rerank(q_g, q_q, g_g, k1=k1, k2=k2, lambda_value=lambda_value)
         assert np.abs(out - expected).max() <= 1e-4
+
+
+def test_jaccard_of_one_set_is_the_lambda_zero_rerank_block() -> None:
+    """The all-pairs Jaccard distance pseudo-labels cluster on equals re-ranking's Jaccard term (λ=0) between any
+    split of the same pool into query and gallery, and is symmetric with a zero diagonal."""
+    from spanet.evaluation.rerank import k_reciprocal_jaccard, k_reciprocal_rerank_features
+
+    features = np.random.default_rng(3).normal(size=(90, 12)).astype(np.float32)
+    jaccard = k_reciprocal_jaccard(features, k1=8, k2=3)
+    block = k_reciprocal_rerank_features(features[:30], features[30:], k1=8, k2=3, lambda_value=0.0)
+    np.testing.assert_allclose(jaccard[:30, 30:], block, atol=1e-6)
+    np.testing.assert_array_equal(jaccard, jaccard.T)
+    assert np.all(np.diag(jaccard) == 0) and jaccard.min() >= 0.0 and jaccard.max() <= 1.0 and (jaccard < 1).any()

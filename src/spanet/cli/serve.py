@@ -61,6 +61,9 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
     from spanet.cli.retention import add_gallery_actions
 
     add_gallery_actions(actions)  # forget, prune
+    from spanet.cli.reembed import add_reembed_action
+
+    add_reembed_action(actions)  # reembed
     from spanet.cli.scale import register_gallery_actions
 
     register_gallery_actions(actions)  # export / import (Parquet)
@@ -102,6 +105,7 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     from spanet.deploy.backend import open_gallery
     from spanet.deploy.enrol import enrol_files, read_cameras_csv
     from spanet.deploy.gallery import Gallery
+    from spanet.deploy.reembed import model_mismatch
     from spanet.features import FeatureExtractor
     from spanet.outputs import guard_folder
 
@@ -112,6 +116,9 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind, amp=args.amp)
     if not args.quiet:
         print(extractor.precision.describe(), file=sys.stderr)
+    mismatch = model_mismatch(args.gallery, extractor.info, checkpoint=str(args.checkpoint))
+    if mismatch:
+        raise SpanetError(mismatch)
     gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     try:
         report = enrol_files(gallery, extractor, paths, cameras=cameras, batch_size=args.batch_size,
@@ -144,6 +151,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise SpanetError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     from spanet.deploy.backend import open_gallery, parse_store
     from spanet.deploy.gallery import Gallery
+    from spanet.deploy.reembed import model_mismatch
     from spanet.deploy.service import Limits, create_app
     from spanet.deploy.threshold import choose_threshold
     from spanet.features import FeatureExtractor
@@ -154,6 +162,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind, amp=args.amp)
     print(extractor.precision.describe(), file=sys.stderr)
+    mismatch = model_mismatch(args.gallery, extractor.info, checkpoint=str(args.checkpoint))
+    if mismatch:
+        raise SpanetError(mismatch)
     chosen = choose_threshold(checkpoint=args.checkpoint, info=extractor.info, threshold=args.threshold,
                               calibration=args.calibration, gallery=args.gallery)  # fmt: skip
     threshold = chosen.value

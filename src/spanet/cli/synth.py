@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from spanet.synth.domain import DOMAINS
+
 __all__ = ["register"]
 
 _OVERRIDES = ("train_ids", "test_ids", "cameras", "images_per_id", "height", "width", "distractors", "junk", "crowd",
@@ -42,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="every camera's occluder probability (default: each camera's own, 0.15-0.45)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
     parser.add_argument(
+        "--domain", choices=sorted(DOMAINS), default="a",
+        help="the site's look: a (default, spanet's usual synthetic data) or b (other clothes, body shapes, lighting "
+        "and camera casts: a domain shift from a, for adaptation experiments)",
+    )  # fmt: skip
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="allow writing into a non-empty folder that is not a previous synth output (replaces its split folders)",
@@ -59,7 +66,8 @@ def run_synth(args: argparse.Namespace) -> int:
     options = dict(SYNTH_PRESETS[args.preset])
     options.update({key: getattr(args, key) for key in _OVERRIDES if getattr(args, key) is not None})
     summary = generate_dataset(
-        args.out_dir, **options, seed=args.seed, progress=not args.no_progress, overwrite=args.overwrite
+        args.out_dir, **options, seed=args.seed, domain=args.domain, progress=not args.no_progress,
+        overwrite=args.overwrite,
     )
     print(f"{'split':<8} {'images':>7} {'ids':>6} {'cameras':>8}")
     for split, counts in summary.statistics.items():

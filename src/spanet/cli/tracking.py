@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from spanet.cli.common import add_batch_size_arg, add_checkpoint_arg, add_device_arg
+from spanet.synth.domain import DOMAINS
 
 __all__ = ["register"]
 
@@ -40,6 +41,10 @@ def _register_synth_video(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--fps", type=int, default=10, metavar="N", help="frames per second (default: 10)")
     parser.add_argument("--size", type=_size, default=(640, 360), metavar="WxH", help="frame size (default: 640x360)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default: 0)")
+    parser.add_argument(
+        "--domain", choices=sorted(DOMAINS), default="a",
+        help="the site's look, as in `spanet synth --domain`: a (default) or b (a domain shift from a)",
+    )  # fmt: skip
     parser.set_defaults(func=_run_synth_video)
 
 
@@ -50,7 +55,7 @@ def _run_synth_video(args: argparse.Namespace) -> int:
     guard_folder(args.out_dir, option="OUT")
     options = VideoOptions(
         cameras=args.cameras, people=args.people, seconds=args.seconds, fps=args.fps, width=args.size[0],
-        height=args.size[1], seed=args.seed,
+        height=args.size[1], seed=args.seed, domain=args.domain,
     )  # fmt: skip
     summary = generate_video(args.out_dir, options)
     print(

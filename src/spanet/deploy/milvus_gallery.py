@@ -37,7 +37,8 @@ from pymilvus import MilvusClient
 
 from spanet.deploy.entry import Entry, Hit, NewEntry, Want
 from spanet.deploy.filters import Where, narrow
-from spanet.deploy.gallery import open_folder, store_image
+from spanet.deploy.folder import open_folder
+from spanet.deploy.gallery import store_image
 from spanet.deploy.milvus_schema import (
     check_collection, connect, create_collection, in_window, to_entry, to_row, where_expression,
 )

@@ -74,7 +74,7 @@ def choose_threshold(
 def store_threshold(directory: str | Path, chosen: Threshold, *, info: dict[str, Any]) -> None:
     """Record `chosen` in the gallery folder's `gallery.json` with the model's fingerprints, so later searches of the
     gallery (`serve`, `search --gallery`) use it when nothing else is given. None leaves a stored one as it is."""
-    from spanet.deploy.gallery import read_meta, write_meta
+    from spanet.deploy.folder import read_meta, write_meta
 
     if chosen.value is None or chosen.from_gallery:
         return
@@ -91,7 +91,7 @@ def store_threshold(directory: str | Path, chosen: Threshold, *, info: dict[str,
 def _stored(directory: str | Path, info: dict[str, Any]) -> Threshold | None:
     """The threshold `spanet ingest` recorded in the gallery, if any and if it is this model's (fingerprints and
     kind checked)."""
-    from spanet.deploy.gallery import read_meta
+    from spanet.deploy.folder import read_meta
 
     record = (read_meta(directory) or {}).get("threshold")
     if not isinstance(record, dict) or record.get("value") is None:

@@ -30,7 +30,7 @@ from spanet.errors import SpanetError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["k_reciprocal_rerank", "k_reciprocal_rerank_features"]
+__all__ = ["k_reciprocal_rerank", "k_reciprocal_rerank_features", "k_reciprocal_jaccard"]
 
 # (query, gallery) pairs sharing a nonzero that are expanded at once (~50 bytes each).
 _PAIR_BUDGET = 2_000_000
@@ -110,13 +110,60 @@ def _rerank(
     if not 0.0 <= lambda_value <= 1.0:
         raise SpanetError(f"re-ranking lambda_value must be in [0, 1], got {lambda_value}")
     num_q, num_g = source.num_query, source.num_gallery
-    n = num_q + num_g
+    out = np.empty((num_q, num_g), dtype=np.float32)  # first the normalised distances, at the end the result
+    weights = _expanded_weights(source, k1=k1, k2=k2, out=out, chunk_size=chunk_size, progress=progress)
+    query_part, gallery_part = weights[:num_q], weights[num_q:].tocsc()
+    gallery_part.sort_indices()
+    for start, stop in _pair_blocks(query_part, gallery_part, num_g):
+        jaccard = _jaccard_block(query_part[start:stop], gallery_part, num_g)
+        out[start:stop] = jaccard * (1 - lambda_value) + out[start:stop] * lambda_value
+    return out
+
+
+def k_reciprocal_jaccard(
+    features: np.ndarray | torch.Tensor,
+    *,
+    k1: int = 30,
+    k2: int = 6,
+    metric: Literal["euclidean", "cosine"] = "euclidean",
+    chunk_size: int = 1024,
+    progress: bool = False,
+) -> np.ndarray:
+    """(N, N) float32 Jaccard distances between the k-reciprocal sets of ONE set of features (no query/gallery
+    split): what pseudo-label clustering runs DBSCAN on (Cluster Contrast, SpCL: k1=30, k2=6). The sets, weights and
+    query expansion are exactly those of re-ranking (module docstring); the diagonal is 0."""
+    import torch
+
+    values = torch.as_tensor(features).detach().cpu().float()
+    if values.ndim != 2 or len(values) < 2:
+        raise SpanetError(f"the k-reciprocal Jaccard distance needs (N, D) features with N >= 2, got {tuple(values.shape)}")
+    if not torch.isfinite(values).all():
+        raise SpanetError("k-reciprocal Jaccard: the features hold NaN or inf; check the model weights")
+    if k1 < 1 or k2 < 1:
+        raise SpanetError(f"the k-reciprocal Jaccard distance needs k1 >= 1 and k2 >= 1, got k1={k1}, k2={k2}")
+    source = _FeatureSource(values, values[:0], metric=metric, power=2)  # every row a "query", no gallery
+    n = len(values)
+    weights = _expanded_weights(source, k1=k1, k2=k2, out=np.empty((n, 0), dtype=np.float32), chunk_size=chunk_size,
+                                progress=progress)  # fmt: skip
+    columns = weights.tocsc()
+    columns.sort_indices()
+    out = np.empty((n, n), dtype=np.float32)
+    for start, stop in _pair_blocks(weights, columns, n):
+        out[start:stop] = _jaccard_block(weights[start:stop], columns, n)
+    np.fill_diagonal(out, 0.0)
+    return np.maximum(out, out.T)  # symmetric up to float rounding; DBSCAN wants it exactly
+
+
+def _expanded_weights(
+    source: _RowSource, *, k1: int, k2: int, out: np.ndarray, chunk_size: int, progress: bool
+) -> sp.csr_matrix:
+    """V after query expansion, (N, N) sparse with sorted indices; `out` receives the query×gallery normalised
+    distances of the scan."""
+    n = source.num_query + source.num_gallery
     k_full = min(k1 + 1, n)
     k_half = min(int(np.around(k1 / 2.0)) + 1, n)  # numpy rounds halves to even, as the reference does
     k_qe = min(k2, n)
-    out = np.empty((num_q, num_g), dtype=np.float32)  # first the normalised distances, at the end the result
     nearest, col_max = _scan(source, num_nearest=max(k_full, k_qe), out=out, chunk_size=chunk_size, progress=progress)
-
     recip = _reciprocal_sets(nearest[:, :k_full])
     recip_half = _reciprocal_sets(nearest[:, :k_half])
     expansion = _expanded_sets(recip, recip_half)
@@ -127,14 +174,13 @@ def _rerank(
         weights = (average @ weights).tocsr()
         weights.data /= np.float32(k_qe)
     weights.sort_indices()
+    return weights
 
-    query_part, gallery_part = weights[:num_q], weights[num_q:].tocsc()
-    gallery_part.sort_indices()
-    for start, stop in _pair_blocks(query_part, gallery_part, num_g):
-        overlap = _min_overlap(query_part[start:stop], gallery_part, num_g).astype(np.float32)
-        jaccard = np.float32(1.0) - overlap / (np.float32(2.0) - overlap)
-        out[start:stop] = jaccard * (1 - lambda_value) + out[start:stop] * lambda_value
-    return out
+
+def _jaccard_block(rows: sp.csr_matrix, columns: sp.csc_matrix, num_columns: int) -> np.ndarray:
+    """1 − Σ min / Σ max between `rows` and every column set (Σ max = 2 − Σ min: each V row sums to 1)."""
+    overlap = _min_overlap(rows, columns, num_columns).astype(np.float32)
+    return np.float32(1.0) - overlap / (np.float32(2.0) - overlap)
 
 
 def _check_power(power: int) -> int:

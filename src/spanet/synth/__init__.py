@@ -1,2 +1,2 @@
-"""The synthetic cross-view dataset: a cast of identities and cameras (scene), one crop drawn (render), a whole
-dataset in the Market-1501 layout written (generate)."""
+"""The synthetic cross-view dataset: a site's look (domain), a cast of identities and cameras (scene), one crop drawn
+(render), a whole dataset in the Market-1501 layout written (generate)."""

@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 from spanet.data.datasets import SYNTH_MANIFEST
 from spanet.errors import SpanetError
+from spanet.synth.domain import Domain, get_domain
 from spanet.synth.scene import Camera, Identity, build_cameras, build_identities, random_identity
 from spanet.synth.render import render_image
 
@@ -166,17 +167,17 @@ def _statistics(jobs: list[_Job]) -> dict[str, dict[str, int]]:
 
 
 def _render_all(jobs: list[_Job], *, out_dir: Path, people: dict[int, Identity], cameras: tuple[Camera, ...],
-                height: int, width: int, progress: bool, crowd: float) -> None:
+                height: int, width: int, progress: bool, crowd: float, domain: Domain) -> None:
     for job in tqdm(jobs, desc="synth", unit="img", disable=not progress, leave=False):
         companion = None
         if crowd > 0 and job.pid > 0:  # its own stream: the picture's other draws do not move
             crowd_rng = np.random.default_rng([_CROWD, *job.seed_key])
-            companion = random_identity(crowd_rng) if crowd_rng.random() < crowd else None
+            companion = random_identity(crowd_rng, domain) if crowd_rng.random() < crowd else None
         rng = np.random.default_rng(list(job.seed_key))
         if job.pid > 0:
             person = people[job.pid]
         elif rng.random() < 0.65:  # a bad box around a passer-by (not one of the ids), else background only
-            person = random_identity(np.random.default_rng([_PASSER_BY, *job.seed_key]))
+            person = random_identity(np.random.default_rng([_PASSER_BY, *job.seed_key]), domain)
         else:
             person = None
         image = render_image(person=person, camera=cameras[job.camera], rng=rng, height=height, width=width,
@@ -200,6 +201,7 @@ def generate_dataset(
     overwrite: bool = False,
     crowd: float = 0.0,
     occlusion: float | None = None,
+    domain: str = "a",
 ) -> SynthSummary:
     """Render the dataset into `out_dir` (Market-1501 layout) and write `spanet_synth.json` beside it.
 
@@ -207,19 +209,22 @@ def generate_dataset(
     Harder scenes (both off by default, and then the bytes are those of a dataset made without them): `crowd`, the
     probability that an identity's picture also holds a second, random pedestrian half inside the box behind the
     person; `occlusion`, every camera's probability of an occluder (pole, car, passer-by, bag) in place of the
-    camera's own 0.15-0.45.
+    camera's own 0.15-0.45. `domain`: the site's look (`spanet.synth.domain`: "a", the default, or "b"), recorded in
+    the manifest's options.
     """
     options = dict(train_ids=train_ids, test_ids=test_ids, cameras=cameras, images_per_id=images_per_id,
                    height=height, width=width, distractors=distractors, junk=junk, seed=seed)
     options.update({k: v for k, v in (("crowd", crowd), ("occlusion", occlusion)) if v not in (0.0, None)})
     _check_options(**options)
+    site = get_domain(domain)
+    options["domain"] = domain
     out_dir = Path(out_dir)
     _prepare_output(out_dir, overwrite=overwrite)
     manifest = out_dir / SYNTH_MANIFEST
     # Written first, so that an interrupted run is still recognised as ours and can be regenerated in place.
     manifest.write_text(json.dumps({"generator": "spanet synth", "complete": False, "options": options}) + "\n")
 
-    identities = build_identities(train_ids + test_ids, seed=seed)
+    identities = build_identities(train_ids + test_ids, seed=seed, domain=site)
     people = {pid: identities[pid - 1] for pid in range(1, train_ids + test_ids + 1)}
     jobs: list[_Job] = []
     for pid in people:
@@ -228,11 +233,11 @@ def generate_dataset(
     jobs += _extra_jobs(-1, junk, tag=_JUNK, seed=seed, cameras=cameras)
 
     start = time.perf_counter()
-    views = build_cameras(cameras, seed=seed)
+    views = build_cameras(cameras, seed=seed, domain=site)
     if occlusion is not None:
         views = tuple(dataclasses.replace(camera, occlusion_p=occlusion) for camera in views)
     _render_all(jobs, out_dir=out_dir, people=people, cameras=views, height=height, width=width, progress=progress,
-                crowd=crowd)
+                crowd=crowd, domain=site)
     seconds = time.perf_counter() - start
 
     statistics = _statistics(jobs)

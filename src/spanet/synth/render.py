@@ -71,6 +71,12 @@ def _draw_torso(draw: ImageDraw.ImageDraw, f: _Frame, p: Identity, top_half: flo
                     draw.rectangle(f.box(u, v, min(u + cell, h), min(v + cell, v1)), fill=p.pattern)
     elif p.upper_pattern == "yoke":
         draw.polygon(f.poly([(-top_half, v0), (top_half, v0), (half(0.3), 0.3), (-half(0.3), 0.3)]), fill=p.pattern)
+    elif p.upper_pattern == "vstripes":  # vertical stripes, within the waist's width
+        for u in np.arange(-bottom_half + 0.01, bottom_half - 0.01, 0.05):
+            draw.rectangle(f.box(u, v0, u + 0.022, v1), fill=p.pattern)
+    elif p.upper_pattern == "band":  # one wide band across the chest
+        draw.polygon(f.poly([(-half(0.26), 0.26), (half(0.26), 0.26), (half(0.37), 0.37), (-half(0.37), 0.37)]),
+                     fill=p.pattern)
 
 
 def _draw_head(draw: ImageDraw.ImageDraw, f: _Frame, p: Identity, view: str) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from PIL import Image
 
 from spanet.errors import SpanetError
+from spanet.synth.domain import get_domain
 from spanet.synth.render import render_background, render_person
 from spanet.synth.scene import Camera, Identity, build_cameras, build_identities
 
@@ -47,6 +48,7 @@ class VideoOptions:
     height: int = 360
     seed: int = 0
     jpeg_quality: int = 90
+    domain: str = "a"  # the site's look: `spanet.synth.domain` ("a" or "b")
 
     @property
     def frames(self) -> int:
@@ -233,11 +235,12 @@ def _prepare(out_dir: Path, cameras: int) -> None:
 def generate_video(out_dir: str | Path, options: VideoOptions = VideoOptions()) -> VideoSummary:
     """Render the footage of `options` into `out_dir` (see the module docstring for the layout)."""
     _check(options)
+    site = get_domain(options.domain)
     out_dir = Path(out_dir)
     _prepare(out_dir, options.cameras)
     began = time.perf_counter()
-    people = build_identities(options.people, seed=options.seed)
-    cameras = build_cameras(options.cameras, seed=options.seed)
+    people = build_identities(options.people, seed=options.seed, domain=site)
+    cameras = build_cameras(options.cameras, seed=options.seed, domain=site)
     walks = plan_walks(options, people, cameras)
     per_camera: dict[int, list[tuple[Walk, _Sprite]]] = {cam: [] for cam in range(options.cameras)}
     for index, walk in enumerate(walks):

@@ -41,7 +41,7 @@ from spanet.data.own import save_split_list
 from spanet.training.settings import check_resume_settings
 from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog, check_output_dir, move_aside
 from spanet.run_dir import remove_stale_temp_files
-from spanet.runtime import Precision, choose_precision, cpu_info
+from spanet.runtime import Precision, choose_precision, cpu_info, resolve_device
 from spanet.training.step import EpochSpan, StepSettings, TrainingDiverged, train_one_epoch, train_step
 from spanet.training.stopping import StopRequest
 
@@ -56,6 +56,7 @@ __all__ = [
     "train_step",
     "train_one_epoch",
     "train",
+    "train_on_dataset",
 ]
 
 
@@ -115,6 +116,26 @@ def train(
         shutdown_distributed(dist_info)
 
 
+def train_on_dataset(
+    config: Config, dataset: Any, *, output_dir: str | Path, initial: dict[str, torch.Tensor] | None = None,
+    resume: bool = False, resume_hint: str | None = None,
+) -> dict[str, Any]:
+    """`train` on a dataset already in memory (a `ReidDataset` whose `train` holds the labels to learn, e.g.
+    `spanet adapt`'s pseudo-labels), in this one process, from `initial` weights (a state dict for a model with
+    `dataset.num_train_ids` classes; None: the config's initialisation) unless `resume` continues `output_dir`.
+
+    Same epochs, checkpoints, stop requests and exact resume as `train`; nothing is evaluated (`train.eval_every`
+    is taken as 0). A non-empty `output_dir` is moved aside unless `resume`."""
+    output_dir = Path(output_dir)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, eval_every=0))
+    device = resolve_device(config.train.device)
+    precision = choose_precision(config.train.amp, device, channels_last=config.train.channels_last)
+    check_output_dir(output_dir, resume=resume, overwrite=not resume)
+    run = _Run(config=config, dataset=dataset, output_dir=output_dir, device=device, dist_info=DistInfo(),
+               precision=precision, initial=initial, resume_hint=resume_hint)  # fmt: skip
+    return _run(run, validation=None, loaded=dataset, resume=resume)
+
+
 @dataclass
 class _RunState:
     """Everything one run changes as it goes: what a checkpoint stores and what resuming restores."""
@@ -149,6 +170,8 @@ class _Run:
     steps: int = 0
     run_log: Any = None
     stop: Any = None
+    initial: dict[str, torch.Tensor] | None = None  # weights a fresh (not resumed) run starts from
+    resume_hint: str | None = None  # the command that resumes, when not `spanet train --resume`
 
     def say(self, message: str) -> None:
         _printer(self.dist_info)(message)
@@ -167,7 +190,7 @@ def _run(run: _Run, *, validation: Any, loaded: Any, resume: bool) -> dict[str, 
         save_split_list(loaded, run.output_dir)  # own data: the split used, readable as --dataset list
     barrier(dist_info)  # rank 0 has checked and created the folder
     state = _build_state(config, num_classes=run.dataset.num_train_ids, device=run.device, checkpoint=checkpoint,
-                         precision=run.precision)  # fmt: skip
+                         precision=run.precision, initial=run.initial)  # fmt: skip
     state.validation = validation
     model = _wrap_model(run, state)
     run.loader = build_train_loader(  # one loader for the run: its workers persist across epochs
@@ -194,7 +217,7 @@ def _run(run: _Run, *, validation: Any, loaded: Any, resume: bool) -> dict[str, 
             shutdown_loader(run.loader)
     if interrupted:
         run.say(f"stopped by {run.stop.signal_name}; checkpoint saved to {run.output_dir / LAST_CHECKPOINT}. Resume "
-                f"with: spanet train --config {run.output_dir / CONFIG_FILE} --output {run.output_dir} --resume")
+                f"with: {run.resume_hint or f'spanet train --config {run.output_dir / CONFIG_FILE} --output {run.output_dir} --resume'}")
     return {
         "output_dir": str(run.output_dir),
         "rank": dist_info.rank,  # under torchrun only rank 0 should report
@@ -247,16 +270,20 @@ def _wrap_model(run: _Run, state: _RunState) -> nn.Module:
 
 def _build_state(
     config: Config, *, num_classes: int, device: torch.device, checkpoint: dict[str, Any] | None,
-    precision: Precision | None = None,
+    precision: Precision | None = None, initial: dict[str, torch.Tensor] | None = None,
 ) -> _RunState:
-    """Model, optimiser and scaler from the config: fresh (seeded, same weights on every rank) or from `checkpoint`.
+    """Model, optimiser and scaler from the config: fresh (seeded, same weights on every rank), from `initial`
+    weights, or from `checkpoint` (which wins over `initial`).
 
     `precision` defaults to what the config's `train.amp` / `train.channels_last` mean on `device`."""
     precision = precision or choose_precision(config.train.amp, device, channels_last=config.train.channels_last)
     torch.manual_seed(config.train.seed)
     # a resumed model gets the checkpoint's weights: no ImageNet download (an offline node can resume)
-    model_config = config.model if checkpoint is None else dataclasses.replace(config.model, pretrained=None)
+    given = checkpoint is not None or initial is not None
+    model_config = dataclasses.replace(config.model, pretrained=None) if given else config.model
     model = build_model(model_config, num_classes=num_classes).to(device)
+    if checkpoint is None and initial is not None:
+        model.load_state_dict(initial)
     if precision.channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, config.optim)
