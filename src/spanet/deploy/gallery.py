@@ -33,7 +33,7 @@ import numpy as np
 
 from spanet.data.images import IMAGE_EXTENSIONS
 from spanet.deploy.entry import Entry, Hit, NewEntry, Want
-from spanet.deploy.filters import Where, to_seconds
+from spanet.deploy.filters import Where, narrow, to_seconds
 from spanet.deploy.sqlite_store import GalleryStore, SQLiteStore
 from spanet.errors import SpanetError
 from spanet.outputs import durable_replace, write_text
@@ -217,9 +217,9 @@ class Gallery:
 
         found = []
         for row, ((top_k, camera, exclude), condition) in enumerate(zip(wants, where)):
-            allowed = self.store.ids(condition)
-            if camera is not None or exclude is not None:
-                allowed = np.array([i for i in allowed if self._camera_filter(camera, exclude)(int(i))], dtype=np.int64)
+            allowed = self.store.ids(narrow(condition, camera=camera))  # the camera in SQL: (time, camera) index
+            if exclude is not None:
+                allowed = np.array([i for i in allowed if self._camera_filter(None, exclude)(int(i))], dtype=np.int64)
             k = min(top_k, len(allowed))
             if k == 0:
                 found.append([])
