@@ -263,9 +263,9 @@ class Gallery:
             raise SpanetError(f"entry {entry.id} names an image outside the gallery; the database was edited by hand")
         return path
 
-    def known_hashes(self) -> set[str]:
-        """SHA-256 of every enrolled image, to skip files already enrolled when a build is run again."""
-        return self.store.hashes()
+    def known_hashes(self, among: Sequence[str] | None = None) -> set[str]:
+        """SHA-256 of every enrolled image (or of those in `among`), to skip files already enrolled."""
+        return self.store.hashes(among)
 
     def save_index(self) -> None:
         """Write `index.faiss` atomically (temporary file, then rename), if anything changed."""
@@ -339,9 +339,9 @@ def store_image(folder: Path, entry: NewEntry) -> str:
 def existing_ids(gallery: Any, entries: Sequence[NewEntry]) -> list[int | None]:
     """Per entry, the id of a stored one with the same bytes, camera, timestamp and label (a client's retry), or
     None. Uses only what every backend offers (`known_hashes`, `query`)."""
-    known = gallery.known_hashes()
-    return [_existing_id(gallery, entry) if hashlib.sha256(entry.data).hexdigest() in known else None
-            for entry in entries]  # fmt: skip
+    hashes = [hashlib.sha256(entry.data).hexdigest() for entry in entries]
+    known = gallery.known_hashes(hashes)  # only these: a service's enrolment does not read every row's hash
+    return [_existing_id(gallery, entry) if sha in known else None for entry, sha in zip(entries, hashes)]
 
 
 def _existing_id(gallery: Any, entry: NewEntry) -> int | None:
