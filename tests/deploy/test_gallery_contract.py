@@ -125,7 +125,10 @@ def test_add_get_search_match_brute_force(tmp_path: Path, store: str) -> None:
             assert [h.entry.id for h in hits] == expected
             np.testing.assert_allclose([h.distance for h in hits], np.sort(distances[allowed])[:top_k], rtol=1e-5)
         assert gallery.cameras() == [1, 2, 3]
-        assert gallery.known_hashes() == {__import__("hashlib").sha256(e.data).hexdigest() for e in entries}
+        hashes = {__import__("hashlib").sha256(e.data).hexdigest() for e in entries}
+        assert gallery.known_hashes() == hashes
+        some = sorted(hashes)[:3]
+        assert gallery.known_hashes([*some, some[0], "0" * 64]) == set(some) and gallery.known_hashes([]) == set()
     finally:
         gallery.close()
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from spanet.data.images import IMAGE_EXTENSIONS
 from spanet.deploy.entry import Entry, Hit, NewEntry, Want
-from spanet.deploy.filters import Where, to_seconds
+from spanet.deploy.filters import Where, narrow, to_seconds
 from spanet.deploy.folder import (
     DB_FILE,
     GALLERY_FORMAT,
@@ -223,9 +223,9 @@ class Gallery:
 
         found = []
         for row, ((top_k, camera, exclude), condition) in enumerate(zip(wants, where)):
-            allowed = self.store.ids(condition)
-            if camera is not None or exclude is not None:
-                allowed = np.array([i for i in allowed if self._camera_filter(camera, exclude)(int(i))], dtype=np.int64)
+            allowed = self.store.ids(narrow(condition, camera=camera))  # the camera in SQL: (time, camera) index
+            if exclude is not None:
+                allowed = np.array([i for i in allowed if self._camera_filter(None, exclude)(int(i))], dtype=np.int64)
             k = min(top_k, len(allowed))
             if k == 0:
                 found.append([])
@@ -269,9 +269,9 @@ class Gallery:
             raise SpanetError(f"entry {entry.id} names an image outside the gallery; the database was edited by hand")
         return path
 
-    def known_hashes(self) -> set[str]:
-        """SHA-256 of every enrolled image, to skip files already enrolled when a build is run again."""
-        return self.store.hashes()
+    def known_hashes(self, among: Sequence[str] | None = None) -> set[str]:
+        """SHA-256 of every enrolled image (or of those in `among`), to skip files already enrolled."""
+        return self.store.hashes(among)
 
     def save_index(self) -> None:
         """Write `index.faiss` atomically (temporary file, then rename), if anything changed."""
@@ -319,9 +319,9 @@ def store_image(folder: Path, entry: NewEntry) -> str:
 def existing_ids(gallery: Any, entries: Sequence[NewEntry]) -> list[int | None]:
     """Per entry, the id of a stored one with the same bytes, camera, timestamp and label (a client's retry), or
     None. Uses only what every backend offers (`known_hashes`, `query`)."""
-    known = gallery.known_hashes()
-    return [_existing_id(gallery, entry) if hashlib.sha256(entry.data).hexdigest() in known else None
-            for entry in entries]  # fmt: skip
+    hashes = [hashlib.sha256(entry.data).hexdigest() for entry in entries]
+    known = gallery.known_hashes(hashes)  # only these: a service's enrolment does not read every row's hash
+    return [_existing_id(gallery, entry) if sha in known else None for entry, sha in zip(entries, hashes)]
 
 
 def _existing_id(gallery: Any, entry: NewEntry) -> int | None:

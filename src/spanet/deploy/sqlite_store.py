@@ -43,7 +43,7 @@ class GalleryStore(Protocol):
     def fingerprints(self) -> set[str]: ...
     def adopt_features(self, path: Path, *, table: str, fingerprint: str) -> int: ...
     def images(self) -> set[str]: ...
-    def hashes(self) -> set[str]: ...
+    def hashes(self, among: Sequence[str] | None = None) -> set[str]: ...
     def close(self) -> None: ...
 
 
@@ -197,9 +197,17 @@ class SQLiteStore:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT DISTINCT image FROM entries")}
 
-    def hashes(self) -> set[str]:
+    def hashes(self, among: Sequence[str] | None = None) -> set[str]:
+        """The distinct image hashes stored; with `among`, only those of `among` (by the sha256 index, not a scan)."""
         with self._lock:
-            return {r[0] for r in self._db.execute("SELECT DISTINCT sha256 FROM entries")}
+            if among is None:
+                return {r[0] for r in self._db.execute("SELECT DISTINCT sha256 FROM entries")}
+            wanted, found = list(dict.fromkeys(among)), set()
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                sql = f"SELECT DISTINCT sha256 FROM entries WHERE sha256 IN ({','.join('?' * len(chunk))})"
+                found.update(r[0] for r in self._db.execute(sql, chunk))
+            return found
 
     def close(self) -> None:
         with self._lock:
@@ -232,6 +240,7 @@ def _migrate(db: sqlite3.Connection) -> None:
             for entry_id, stamp in db.execute("SELECT id, timestamp FROM entries WHERE timestamp IS NOT NULL").fetchall():
                 db.execute("UPDATE entries SET time = ? WHERE id = ?", (to_seconds(stamp), entry_id))
         db.execute("CREATE INDEX IF NOT EXISTS entries_track ON entries (track)")
+        db.execute("CREATE INDEX IF NOT EXISTS entries_sha256 ON entries (sha256)")  # an enrolment's retry check
         db.execute("CREATE INDEX IF NOT EXISTS entries_time_camera ON entries (time, camera)")  # covers time + camera filters
         db.execute("CREATE TABLE IF NOT EXISTS segments (key TEXT PRIMARY KEY, entries INTEGER NOT NULL)")
         db.execute("COMMIT")
