@@ -288,29 +288,36 @@ def _cell(r: dict | None) -> str:
     return f"{r['p50_ms']:.1f} / {r['p99_ms']:.1f}, {r['recall_at_10']:.3f}" if r else "-"
 
 
+def _when(result: dict, section: str) -> str:
+    when = result.get("when", {}).get(section)
+    return f" ({when['date']}, load {when['load_before'][0]:.1f} → {when['load_after'][0]:.1f})" if when else ""
+
+
 def markdown(result: dict) -> str:
     """The results as Markdown tables (also written next to the JSON)."""
     machine, sizes = result["machine"], result["sizes"]
-    lines = [f"{result['date']}, {machine['cpus']} cores (shared), load {machine['load_before'][0]:.1f} → "
-             f"{machine.get('load_after', [float('nan')])[0]:.1f}; p50 / p99 ms and recall@10 against exact numpy "
-             "search, one query at a time, top-10", ""]  # fmt: skip
+    lines = [f"{machine['cpus']} cores (shared with other work); p50 / p99 ms and recall@10 against exact numpy search, "
+             "one query at a time, top-10", ""]  # fmt: skip
+    when = {key: _when(result, section) for key, section in zip(result.get("search", {}), ("search", "search-wide"))}
     for key, rows in result.get("search", {}).items():
-        lines += [f"Search: target {key} (rows reached and queries per backend in the table)", "",
+        lines += [f"Search: target {key} (rows reached and queries per backend in the table){when[key]}", "",
                   "| backend | rows | fill s | queries | no filter | camera | camera + time |", "|---|---|---|---|---|---|---|"]  # fmt: skip
         for name, row in rows.items():
             if not isinstance(row, dict):
                 lines.append(f"| {name} | error: {row} |")
                 continue
-            fill = f"{row['fill_s']:.0f}" if "fill_s" in row else f"(same data; load {row.get('load_s', 0):.1f})"
+            fill = f"{row['fill_s']:.0f}" if "fill_s" in row else f"(same data; opened in {row.get('load_s', 0):.1f} s)"
             queries = row.get("no_filter", {}).get("queries", "-")
             lines.append(f"| {name} | {row.get('rows', 0):,} | {fill} | {queries} | {_cell(row.get('no_filter'))} | "
                          f"{_cell(row.get('camera'))} | {_cell(row.get('camera_time'))} |")  # fmt: skip
         lines.append("")
-    lines += [f"Enrolment: {sizes['enrol']} entries of 256-d with 2 KB images (written and fsynced), batches of 128", "",
+    lines += [f"Enrolment: {sizes['enrol']} entries of 256-d with 2 KB images (written and fsynced), batches of 128"
+              f"{_when(result, 'enrol')}", "",
               "| backend | entries/s |", "|---|---|"]  # fmt: skip
     lines += [f"| {n} | {r['entries_per_s']:.0f} |" if isinstance(r, dict) else f"| {n} | {r} |"
               for n, r in result.get("enrol", {}).items()]  # fmt: skip
-    lines += ["", f"Extraction: {sizes['images']} images, ResNet-18 SPANet at 256×128, CPU, batches of 32", "",
+    lines += ["", f"Extraction: {sizes['images']} images, ResNet-18 SPANet at 256×128, CPU, batches of 32"
+              f"{_when(result, 'extract')}", "",
               "| engine | images/s | wall s |", "|---|---|---|"]  # fmt: skip
     for name, r in result.get("extract", {}).items():
         if isinstance(r, dict):
@@ -348,6 +355,7 @@ def main() -> None:
                 "enrol": lambda: bench_enrol(enrol, 256, Path(tmp)), "extract": lambda: bench_extract(images, Path(tmp))}  # fmt: skip
         for section in args.only or list(runs):
             size = narrow if section == "search" else wide
+            when = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "load_before": os.getloadavg()}
             try:
                 value = runs[section]()
             except Exception as exc:  # noqa: BLE001 - recorded: e.g. Ray's head node timing out on a loaded machine
@@ -357,6 +365,7 @@ def main() -> None:
             else:
                 result[section] = value
             result["machine"]["load_after"] = os.getloadavg()
+            result.setdefault("when", {})[section] = {**when, "load_after": os.getloadavg()}  # kept by --only runs
             out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")  # partial results survive a crash
     out.with_suffix(".md").write_text(markdown(result), encoding="utf-8")
     print(f"written {out} and {out.with_suffix('.md')}")
