@@ -76,21 +76,28 @@ def test_frames_of_another_size_are_an_error(tmp_path: Path) -> None:
 
 
 def test_default_threshold_comes_from_pairs_known_to_be_different_people() -> None:
-    from spanet.tracking.associate import pairwise_precision_recall, threshold_from_cannot_links
+    from spanet.tracking.associate import (
+        DEFAULT_SPREAD, MIN_CANNOT_LINK_PAIRS, pairwise_precision_recall, threshold_from_cannot_links,
+    )  # fmt: skip
 
-    def track(camera: int, first: int, last: int, direction: list[float]) -> TrackFeature:
-        feature = np.asarray(direction, dtype=np.float32) / np.linalg.norm(direction)
-        return TrackFeature(camera=camera, track_id=first, first=first, last=last, feature=feature, crops=1, thumbnail=None)
-
-    # camera 0 sees two people at once (a known different pair, at squared distance 2); camera 1 one of them later
-    tracks = [track(0, 1, 10, [1, 0, 0]), track(0, 5, 15, [0, 1, 0]), track(1, 30, 40, [1, 0.1, 0])]
+    rng = np.random.default_rng(1)
+    # camera 0 sees 12 people at once: 66 pairs known to be different people; camera 1 sees person 0 later
+    seen = rng.normal(size=(12, 8))
+    tracks = [track(0, 1, 10, list(v), track_id=i) for i, v in enumerate(seen)]
+    tracks.append(track(1, 30, 40, list(seen[0] + 0.05 * rng.normal(size=8)), track_id=99))
+    feats = np.stack([t.feature for t in tracks[:12]]).astype(np.float64)
+    known = ((feats[:, None] - feats[None]) ** 2).sum(-1)[np.triu_indices(12, 1)]  # the 66 cannot-link distances
     threshold = threshold_from_cannot_links(tracks)
-    assert threshold == pytest.approx(2.0)
-    assert threshold_from_cannot_links(tracks[:1] + tracks[2:]) is None  # nobody seen together: no rule
+    assert threshold == pytest.approx(max(known.mean() - DEFAULT_SPREAD * known.std(), 0.0))
+    assert threshold_from_cannot_links(tracks, spread=1.0) == pytest.approx(known.mean() - known.std())
+    assert threshold_from_cannot_links(tracks, spread=1.0) > threshold  # a smaller spread merges more
+    few = [track(0, 1, 10, list(v), track_id=i) for i, v in enumerate(seen[:4])]  # 6 pairs < MIN_CANNOT_LINK_PAIRS
+    assert 6 < MIN_CANNOT_LINK_PAIRS and threshold_from_cannot_links(few) is None
+    assert threshold_from_cannot_links(tracks[:1] + tracks[12:]) is None  # nobody seen together: no rule
     scaled = [TrackFeature(**{**vars(t), "feature": t.feature * 0.5}) for t in tracks]  # another model's scale
-    assert threshold_from_cannot_links(scaled) == pytest.approx(0.5)
-    labels = global_ids(tracks, threshold=0.5 * threshold)
-    assert list(labels) == [1, 2, 1]
+    assert threshold_from_cannot_links(scaled, spread=1.0) == pytest.approx(0.25 * (known.mean() - known.std()))
+    labels = global_ids(tracks, threshold=0.1)
+    assert labels[0] == labels[12] and len(set(labels[:12])) == 12  # the same person joins; one camera stays apart
     assert pairwise_precision_recall(np.array([1, 2, 1]), np.array([7, 8, 7])) == (1.0, 1.0)
     assert pairwise_precision_recall(np.array([1, 1, 1]), np.array([7, 8, 7])) == (pytest.approx(1 / 3), 1.0)
 

@@ -66,7 +66,7 @@ def _run_synth_video(args: argparse.Namespace) -> int:
 
 
 def _register_associate(subparsers: argparse._SubParsersAction) -> None:
-    from spanet.tracking.associate import DEFAULT_QUANTILE, MIN_TRACKS_TO_CENTRE
+    from spanet.tracking.associate import DEFAULT_SPREAD, MIN_TRACKS_TO_CENTRE
 
     parser = subparsers.add_parser(
         "associate",
@@ -86,8 +86,8 @@ def _register_associate(subparsers: argparse._SubParsersAction) -> None:
     cut.add_argument(
         "--threshold", type=float, metavar="T",
         help="largest squared distance (0-4, between unit vectors) at which clusters merge (default: derived from "
-        f"the footage: the {100 * DEFAULT_QUANTILE:g}th percentile of distances between tracks of one camera seen at "
-        "the same time, i.e. known different people; docs/video.md)",
+        f"the footage: the mean minus {DEFAULT_SPREAD:g} standard deviations of the distances between tracks of one "
+        "camera seen at the same time, i.e. known different people; docs/video.md)",
     )  # fmt: skip
     cut.add_argument("--calibration", type=Path, metavar="FILE", help="JSON file with a 'threshold' key")
     parser.add_argument("--crops-per-track", type=int, default=8, metavar="K", help="boxes embedded per track (8)")
@@ -110,13 +110,13 @@ def _threshold(args: argparse.Namespace) -> float | None:
 def _run_associate(args: argparse.Namespace) -> int:
     from spanet.deploy.reid import ReID
     from spanet.outputs import guard_folder
-    from spanet.tracking.associate import DEFAULT_QUANTILE, MIN_TRACKS_TO_CENTRE, associate
+    from spanet.tracking.associate import DEFAULT_SPREAD, MIN_TRACKS_TO_CENTRE, associate
 
     guard_folder(args.out, option="--out", inputs=[args.checkpoint, args.calibration, *args.sequences, *args.tracks])
     threshold = _threshold(args)
     source = ("--threshold" if args.threshold is not None else f"--calibration {args.calibration}" if threshold is not None
-              else f"derived from this footage: the {100 * DEFAULT_QUANTILE:g}th percentile of distances between tracks "
-              "known to be different people (one camera, same time)")  # fmt: skip
+              else f"derived from this footage: the mean minus {DEFAULT_SPREAD:g} standard deviations of the distances "
+              "between tracks known to be different people (one camera, same time)")  # fmt: skip
     reid = ReID(args.checkpoint, device=args.device, batch_size=args.batch_size)
     result = associate(
         args.sequences, args.tracks, embed=reid.get_features, out_dir=args.out, threshold=threshold,

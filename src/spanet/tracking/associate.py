@@ -34,7 +34,7 @@ from spanet.tracking.mot import Sequence, Tracks, read_frame, read_sequence, rea
 __all__ = [
     "TrackFeature", "Association", "sample_rows", "embed_tracks", "cannot_link", "cluster_tracks", "global_ids",
     "pairwise_f1", "pairwise_precision_recall", "fit_track_threshold", "threshold_from_cannot_links",
-    "DEFAULT_QUANTILE", "read_track_threshold", "centre_cameras", "MIN_TRACKS_TO_CENTRE",
+    "DEFAULT_SPREAD", "MIN_CANNOT_LINK_PAIRS", "read_track_threshold", "centre_cameras", "MIN_TRACKS_TO_CENTRE",
     "associate", "MARKER_FILE",
 ]
 
@@ -201,23 +201,26 @@ def pairwise_precision_recall(labels: np.ndarray, truth: np.ndarray) -> tuple[fl
 
 # chosen on calibration footage (synth-video seed 100) by benchmarks/bench_association_default.py, measured on other
 # footage: docs/video.md
-DEFAULT_QUANTILE = 0.005
+DEFAULT_SPREAD = 3.0
+MIN_CANNOT_LINK_PAIRS = 10
 
 
-def threshold_from_cannot_links(tracks: Seq[TrackFeature], *, quantile: float = DEFAULT_QUANTILE) -> float | None:
-    """The default cut when none is given: the `quantile` of the distances between tracks KNOWN to be different
-    people — two tracks of one camera at the same time — so that at most that share of known different-person pairs
-    would be merged. It is measured on the footage itself, on the model's own scale; None when the footage has no
-    such pair (nobody is ever seen together with someone else)."""
+def threshold_from_cannot_links(tracks: Seq[TrackFeature], *, spread: float = DEFAULT_SPREAD) -> float | None:
+    """The default cut when none is given, from the distances between tracks KNOWN to be different people — two
+    tracks of one camera at the same time: their mean minus `spread` standard deviations, floored at 0 (nothing
+    merges). With the default 3 that is the 0.13th percentile of a normal fitted to those distances: a few hundred
+    pairs measure a mean and a spread well, where an empirical 0.5th percentile of them is little more than their
+    smallest one and moved between footages by 3x (measured, docs/video.md). It is measured on the footage itself,
+    on the model's own scale; None when the footage has fewer than `MIN_CANNOT_LINK_PAIRS` such pairs."""
     blocked = np.triu(cannot_link(tracks), k=1)
     usable = np.array([t.crops > 0 for t in tracks], dtype=bool)
     blocked &= usable[:, None] & usable[None, :]
-    if not blocked.any():
+    if blocked.sum() < MIN_CANNOT_LINK_PAIRS:
         return None
     features = np.stack([t.feature for t in tracks]).astype(np.float64)
     sq = (features**2).sum(axis=1)
-    dist = np.maximum(sq[:, None] + sq[None, :] - 2 * features @ features.T, 0.0)
-    return float(np.quantile(dist[blocked], quantile))
+    dist = np.maximum(sq[:, None] + sq[None, :] - 2 * features @ features.T, 0.0)[blocked]
+    return max(float(dist.mean() - spread * dist.std()), 0.0)
 
 
 def read_track_threshold(path: str | Path) -> float:
@@ -325,8 +328,11 @@ def associate(
     if threshold is None:
         threshold = threshold_from_cannot_links(tracks)
         if threshold is None:
-            raise SpanetError("no threshold given and none can be derived: no two tracks of one camera overlap in time "
-                              "(no pair known to be different people); give --threshold")  # fmt: skip
+            raise SpanetError(
+                "no threshold given and none can be derived: fewer than "
+                f"{MIN_CANNOT_LINK_PAIRS} pairs of tracks of one camera overlap in time (pairs known to be different "
+                "people, whose distances the default is derived from); give --threshold"
+            )  # fmt: skip
     ids = global_ids(tracks, threshold=threshold)
     lookup = {(t.camera, t.track_id): int(gid) for t, gid in zip(tracks, ids)}
     outputs = []
