@@ -62,7 +62,8 @@ def test_adapt_writes_a_loadable_checkpoint_with_its_origin_and_round_statistics
         assert stats["crops"] == 48 and stats["clusters"] >= 2 and 0.0 <= stats["unclustered_share"] < 1.0
         assert 0.0 < stats["purity"] <= 1.0 and 0.0 <= stats["pair_precision"] <= 1.0  # names give ground truth
     assert model.num_classes == len({x for x in json.loads((out / "rounds" / "02.json").read_text())["labels"]} - {-1})
-    assert not any(torch.equal(a, b) for a, b in zip(model.backbone.parameters(), load_model(parent)[0].backbone.parameters()))
+    before_weights = load_model(parent)[0].backbone.parameters()
+    assert not any(torch.equal(a, b) for a, b in zip(model.backbone.parameters(), before_weights))
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["round"] for r in logged if r["type"] == "round"] == [1, 2]
     assert not (out / "rounds" / "01" / "last.pt").exists()  # a finished round's resumable checkpoint is dropped
@@ -189,7 +190,9 @@ def _gallery_of(crops: Path, folder: Path) -> Path:
     return folder
 
 
-def test_a_gallery_source_gives_tracklets_whose_crops_share_a_label(tiny_market: Path, parent: Path, tmp_path: Path) -> None:
+def test_a_gallery_source_gives_tracklets_whose_crops_share_a_label(
+    tiny_market: Path, parent: Path, tmp_path: Path
+) -> None:
     from spanet.data.unlabelled import read_unlabelled
 
     gallery = _gallery_of(tiny_market / "bounding_box_train", tmp_path / "gallery")

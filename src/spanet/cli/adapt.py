@@ -38,7 +38,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_checkpoint_arg(parser, help="the checkpoint to adapt (from `spanet train`; never modified)")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="run folder to write")
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="folder of Market-style crops, or gallery folder")
-    parser.add_argument("--rounds", type=int, default=3, metavar="N", help="clustering + fine-tuning rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, metavar="N",
+                        help="clustering + fine-tuning rounds (default 3)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=3, metavar="N", help="fine-tuning epochs per round (default 3)")
     parser.add_argument("--lr", type=float, default=0.01, metavar="LR", help="fine-tuning learning rate (default 0.01)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="training batch (default: the checkpoint's)")
@@ -50,13 +51,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-samples", type=int, default=4, metavar="N",
                         help="DBSCAN: crops or tracklets a cluster needs around its core (default 4)")  # fmt: skip
     parser.add_argument("--init", choices=("centroids", "random"), default="centroids",
-                        help="new classifiers each round: from the clusters' mean features (default) or random")  # fmt: skip
+                        help="new classifiers each round: from the clusters' mean features (default) or "
+                        "random")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
     add_device_arg(parser)
     parser.add_argument("--resume", action="store_true", help="continue the adaptation in --output")
     add_overwrite_arg(parser, what="--output folder")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a fine-tuning config value, e.g. --set data.num_workers=0 (repeatable)")  # fmt: skip
+                        help="override a fine-tuning config value, e.g. --set data.num_workers=0 "
+                        "(repeatable)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 

@@ -111,6 +111,7 @@ def _gallery_crops(path: Path, *, prefix: str) -> list[UnlabelledCrop]:
     for entry, seconds, image in rows:
         key = f"{prefix}{entry.camera}:{entry.track}" if entry.track is not None else None
         times = spans.get(key or "", [seconds] if seconds is not None else [])
+        start, end = (min(times), max(times)) if times else (None, None)
         crops.append(UnlabelledCrop(path=image, camera=int(entry.camera), tracklet=key,  # type: ignore[arg-type]
-                                    start=min(times) if times else None, end=max(times) if times else None))  # fmt: skip
+                                    start=start, end=end))  # fmt: skip
     return crops

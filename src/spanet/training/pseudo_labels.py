@@ -70,8 +70,8 @@ def pseudo_labels(features: np.ndarray, crops: Sequence[UnlabelledCrop], *, sett
     num_items = int(item_of.max()) + 1 if len(item_of) else 0
     if num_items <= settings.k1:
         raise SpanetError(
-            f"adaptation needs more than k1={settings.k1} crops or tracklets to find neighbours among, got {num_items}; "
-            "add crops (more footage or cameras) or lower --k1"
+            f"adaptation needs more than k1={settings.k1} crops or tracklets to find neighbours among, got "
+            f"{num_items}; add crops (more footage or cameras) or lower --k1"
         )
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     pooled = np.zeros((num_items, features.shape[1]), dtype=np.float64)
@@ -94,7 +94,9 @@ def udap_eps(distances: np.ndarray, *, share: float) -> float:
     return float(np.partition(upper, count - 1)[:count].mean())
 
 
-def item_tracklets(crops: Sequence[UnlabelledCrop], item_of: np.ndarray, num_items: int) -> list[tuple[int, float, float] | None]:
+def item_tracklets(
+    crops: Sequence[UnlabelledCrop], item_of: np.ndarray, num_items: int
+) -> list[tuple[int, float, float] | None]:
     """Per item (camera, start, end) when it is a tracklet with a known time span, else None."""
     spans: list[tuple[int, float, float] | None] = [None] * num_items
     for crop, item in zip(crops, item_of):
