@@ -22,8 +22,8 @@ import numpy as np
 from spanet.data.unlabelled import UnlabelledCrop
 from spanet.errors import SpanetError
 
-__all__ = ["ClusterSettings", "PseudoLabels", "group_tracklets", "pseudo_labels", "split_conflicts",
-           "cluster_statistics", "pair_counts"]  # fmt: skip
+__all__ = ["ClusterSettings", "PseudoLabels", "group_tracklets", "pseudo_labels", "centre_cameras", "udap_eps",
+           "item_tracklets", "split_conflicts", "cluster_statistics", "pair_counts"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -35,10 +35,11 @@ class ClusterSettings:
     eps: float | None = None  # None: the UDAP rule below
     eps_share: float = 0.0016  # UDAP's rho: the share of smallest pairwise distances whose mean is eps
     min_samples: int = 4  # DBSCAN: an item with this many neighbours within eps (itself included) is a core
+    camera_centre: bool = False  # subtract each camera's mean feature first (its colour cast, its background)
 
     def to_json(self) -> dict[str, Any]:
         return {"k1": self.k1, "k2": self.k2, "eps": self.eps, "eps_share": self.eps_share,
-                "min_samples": self.min_samples}  # fmt: skip
+                "min_samples": self.min_samples, "camera_centre": self.camera_centre}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ def pseudo_labels(features: np.ndarray, crops: Sequence[UnlabelledCrop], *, sett
             f"{num_items}; add crops (more footage or cameras) or lower --k1"
         )
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
+    if settings.camera_centre:
+        unit = centre_cameras(unit, np.array([crop.camera for crop in crops]))
     pooled = np.zeros((num_items, features.shape[1]), dtype=np.float64)
     np.add.at(pooled, item_of, unit)
     pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
@@ -85,6 +88,15 @@ def pseudo_labels(features: np.ndarray, crops: Sequence[UnlabelledCrop], *, sett
     _refuse_collapse(labels, eps=eps, settings=settings)
     truth = np.array([-1 if c.truth is None else c.truth for c in crops], dtype=np.int64)
     return PseudoLabels(labels=labels, eps=float(eps), statistics=cluster_statistics(labels, truth, eps=eps))
+
+
+def centre_cameras(unit: np.ndarray, cameras: np.ndarray) -> np.ndarray:
+    """Unit features minus their camera's mean, re-normalised: what all crops of one camera share (its light, its
+    background) stops pulling them together, so clusters form across cameras rather than within one."""
+    centred = unit.astype(np.float64, copy=True)
+    for camera in np.unique(cameras):
+        centred[cameras == camera] -= centred[cameras == camera].mean(axis=0)
+    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
 
 def udap_eps(distances: np.ndarray, *, share: float) -> float:
