@@ -209,3 +209,20 @@ def test_a_gallery_source_gives_tracklets_whose_crops_share_a_label(
     assert all(len(labels) == 1 for labels in by_track.values())  # a tracklet is never split
     assert load_checkpoint(out / "last.pt")["adaptation"]["sources"][0]["kind"] == "gallery"
     assert "purity" not in rounds["statistics"]  # a gallery's rows carry no ground truth
+
+
+def test_camera_centring_lets_clusters_form_across_cameras() -> None:
+    """Crops whose features carry a strong per-camera offset (a colour cast) cluster by camera; centred, by person."""
+    rng = np.random.default_rng(1)
+    people, casts = rng.normal(size=(10, 32)), 4.0 * rng.normal(size=(3, 32))
+    crops, rows, truth = [], [], []
+    for person in range(10):
+        for camera in range(3):
+            for _ in range(2):
+                crops.append(UnlabelledCrop(path="x.jpg", camera=camera + 1, truth=person + 1))
+                rows.append(people[person] + casts[camera] + 0.05 * rng.normal(size=32))
+    features = np.asarray(rows, dtype=np.float32)
+    plain, centred = (pseudo_labels(features, crops, settings=ClusterSettings(k1=5, k2=2, eps=0.45, min_samples=2,
+                                                                              camera_centre=c)) for c in (False, True))
+    assert centred.statistics["purity"] == 1.0 and centred.statistics["pair_recall"] == 1.0
+    assert plain.statistics["pair_recall"] < 0.5  # one camera's crops of a person together, the others apart
