@@ -50,6 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--k2", type=int, default=6, help="query-expansion neighbours (default 6)")
     parser.add_argument("--min-samples", type=int, default=4, metavar="N",
                         help="DBSCAN: crops or tracklets a cluster needs around its core (default 4)")  # fmt: skip
+    parser.add_argument("--camera-centre", action="store_true",
+                        help="subtract each camera's mean feature before clustering (its colour cast, background)")
     parser.add_argument("--init", choices=("centroids", "random"), default="centroids",
                         help="new classifiers each round: from the clusters' mean features (default) or "
                         "random")  # fmt: skip
@@ -72,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     guard_folder(args.output, option="--output", inputs=[args.checkpoint, *args.sources])
     options = AdaptOptions(
         rounds=args.rounds, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, init=args.init,
-        cluster=ClusterSettings(k1=args.k1, k2=args.k2, eps=args.eps, min_samples=args.min_samples),
+        cluster=ClusterSettings(k1=args.k1, k2=args.k2, eps=args.eps, min_samples=args.min_samples,
+                                camera_centre=args.camera_centre),  # fmt: skip
         device=args.device, seed=args.seed, overrides=tuple(args.overrides), progress=not args.no_progress,
     )  # fmt: skip
     summary = adapt(args.checkpoint, args.sources, output_dir=args.output, options=options, resume=args.resume,
