@@ -226,3 +226,15 @@ def test_camera_centring_lets_clusters_form_across_cameras() -> None:
                                                                               camera_centre=c)) for c in (False, True))
     assert centred.statistics["purity"] == 1.0 and centred.statistics["pair_recall"] == 1.0
     assert plain.statistics["pair_recall"] < 0.5  # one camera's crops of a person together, the others apart
+
+
+def test_a_failed_first_clustering_can_be_rerun_with_other_settings(
+    tiny_market: Path, parent: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out, source = tmp_path / "out", tiny_market / "bounding_box_train"
+    assert main(adapt_args(parent, out, source, "--eps", "0.0001", "--min-samples", "20")) == 2
+    assert main(adapt_args(parent, out, source, "--eps", "0.0001", "--min-samples", "19")) == 2  # moved aside
+    assert "not empty" not in capsys.readouterr().err
+    (out / "last.pt").write_bytes(b"")  # trained weights are never replaced without --overwrite
+    assert main(adapt_args(parent, out, source)) == 2
+    assert "is not empty" in capsys.readouterr().err

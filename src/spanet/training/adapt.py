@@ -166,13 +166,21 @@ def _prepare_output(output_dir: Path, record: dict[str, Any], *, resume: bool, o
         last = output_dir / LAST_CHECKPOINT
         return list(load_checkpoint(last)["adaptation"]["rounds"]) if last.is_file() else []
     if output_dir.is_dir() and any(output_dir.iterdir()):
-        if not overwrite:
+        if not overwrite and not _nothing_trained(output_dir):
             raise SpanetError(f"{output_dir} is not empty; pass --resume to continue the adaptation in it, --overwrite "
                               "to move it aside and start anew, or choose a new --output")  # fmt: skip
         move_aside(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(adapt_file, record)
     return []
+
+
+def _nothing_trained(output_dir: Path) -> bool:
+    """An adaptation folder that holds no trained weights (its first clustering failed, e.g. on --eps): a new start
+    may replace it (moved aside), as `spanet train` does with a failed first run."""
+    return (output_dir / ADAPT_FILE).is_file() and not (output_dir / LAST_CHECKPOINT).exists() and not any(
+        (output_dir / ROUNDS_DIR).glob(f"*/{LAST_CHECKPOINT}")
+    )
 
 
 def round_config(parent: dict[str, Any], options: AdaptOptions, *, root: str) -> Config:
