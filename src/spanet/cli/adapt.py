@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--batch-size", type=int, metavar="N", help="training batch (default: the checkpoint's)")
     parser.add_argument("--eps", type=float, metavar="D",
                         help="DBSCAN radius on the Jaccard distance (default: chosen from the data each round, the "
-                        "mean of the smallest 0.16%% of pairwise distances; Cluster Contrast uses 0.6)")  # fmt: skip
+                        "mean of the smallest 0.5%% of pairwise distances; Cluster Contrast uses 0.6)")  # fmt: skip
     parser.add_argument("--k1", type=int, default=30, help="k-reciprocal neighbours (default 30)")
     parser.add_argument("--k2", type=int, default=6, help="query-expansion neighbours (default 6)")
     parser.add_argument("--min-samples", type=int, default=4, metavar="N",
