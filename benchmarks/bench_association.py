@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from spanet.synth.video import VideoOptions, generate_video
-from spanet.tracking.associate import associate, fit_track_threshold, embed_tracks
+from spanet.tracking.associate import associate, centre_cameras, fit_track_threshold, embed_tracks
 from spanet.tracking.metrics import cross_camera_scores
 from spanet.tracking.mot import Tracks, read_sequence, read_tracks, write_tracks
 
@@ -84,6 +84,7 @@ def calibrate(embed, footage: Path, work: Path, *, cameras: int, fragmented: boo
     seqs = [read_sequence(s) for s in sequences]
     tables = [read_tracks(f, sequence=s) for f, s in zip(files, seqs)]
     tracks = embed_tracks(seqs, tables, embed=embed, crops_per_track=8)
+    tracks = centre_cameras(tracks) or tracks  # the space `associate` clusters in by default
     return fit_track_threshold(tracks, [truth_of(t.track_id, fragmented=fragmented) for t in tracks])
 
 

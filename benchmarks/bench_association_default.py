@@ -7,8 +7,10 @@ people (one camera, overlapping in time) — no labels. Its one parameter, the q
 footage (seed 100: 48 people, 40 s) as the largest candidate whose pairwise precision there is at least 0.95, then
 measured on test footage it was not chosen on (seeds 0-4: 3 cameras, 24 people, 20 s at 10 fps, 640×360), on
 ground-truth tracks and on the same tracks cut into pieces of at most 2 s ("fragmented", as bench_association.py).
-For comparison: the old fixed default 1.0, and the cut calibrated with labels on the calibration footage (best
-pairwise F1, as bench_association.py). Pairwise precision = share of track pairs put together that are one person;
+Each in the two feature spaces `associate` can cluster in: the raw track features, and the features centred per
+camera (`centre_cameras`, the default). For comparison: the old fixed default 1.0, and the cut calibrated with
+labels on the calibration footage (best pairwise F1, as bench_association.py). `--cache FILE` keeps the embedded
+tracks (a pickle) so that a second run with the same checkpoint skips the embedding. Pairwise precision = share of track pairs put together that are one person;
 recall = share of same-person track pairs put together. Results: benchmarks/results/association_default.{json,md}.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import pickle
 import sys
 import tempfile
 from pathlib import Path
@@ -24,7 +27,8 @@ import numpy as np
 
 from spanet.synth.video import VideoOptions, generate_video
 from spanet.tracking.associate import (
-    fit_track_threshold, cannot_link, embed_tracks, global_ids, pairwise_precision_recall, threshold_from_cannot_links,
+    DEFAULT_QUANTILE, centre_cameras, fit_track_threshold, cannot_link, embed_tracks, global_ids,
+    pairwise_precision_recall, threshold_from_cannot_links,
 )  # fmt: skip
 from spanet.tracking.mot import read_sequence, read_tracks
 
@@ -51,42 +55,74 @@ def evaluate(tracks: list, truth: np.ndarray, threshold: float) -> dict[str, flo
             "ids": int(len(np.unique(labels))), "people": int(len(np.unique(truth)))}  # fmt: skip
 
 
+def spaces(tracks: list) -> dict[str, list]:
+    """The two feature spaces `associate` can cluster in: raw track features and features centred per camera."""
+    centred = centre_cameras(tracks)
+    return {"raw": tracks, "centred": centred if centred is not None else tracks}
+
+
+def choose(tracks: list, truth: np.ndarray) -> dict:
+    """On calibration footage: the largest quantile with pairwise precision >= 0.95 (else the smallest), and the
+    labelled cut with the best pairwise F1."""
+    per_q = {q: evaluate(tracks, truth, threshold_from_cannot_links(tracks, quantile=q)) for q in QUANTILES}
+    good = [q for q in QUANTILES if per_q[q]["precision"] >= 0.95]
+    labelled, _f1 = fit_track_threshold(tracks, truth)
+    return {"per_quantile": {str(q): v for q, v in per_q.items()}, "chosen_quantile": max(good) if good else min(QUANTILES),
+            "labelled_threshold": labelled, "cannot_link_pairs": int(np.triu(cannot_link(tracks), 1).sum())}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--stem", default="association_default")
+    parser.add_argument("--cache", type=Path, help="pickle of the embedded tracks, written once, then reused")
     args = parser.parse_args()
     from spanet.deploy.reid import ReID
 
-    embed = ReID(args.checkpoint, device="cpu").get_features
-    results: dict = {"checkpoint": str(args.checkpoint), "quantiles": QUANTILES, "calibration": {}, "test": []}
+    cached = pickle.loads(args.cache.read_bytes()) if args.cache and args.cache.exists() else {}
+    reid = ReID(args.checkpoint, device="cpu")
+
+    def footage_tracks_cached(footage: Path, work: Path, *, seed: int, fragmented: bool) -> tuple[list, np.ndarray]:
+        if (seed, fragmented) not in cached:
+            cached[(seed, fragmented)] = footage_tracks(reid.get_features, footage, work, fragmented=fragmented)
+        return cached[(seed, fragmented)]
+
+    results: dict = {"checkpoint": str(args.checkpoint), "quantiles": QUANTILES, "default_quantile": DEFAULT_QUANTILE,
+                     "calibration": {}, "test": []}  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        generate_video(tmp / "calib", VideoOptions(people=48, seconds=40.0, seed=100))
+        if {(100, False), (100, True)} - cached.keys():
+            generate_video(tmp / "calib", VideoOptions(people=48, seconds=40.0, seed=100))
         chosen = {}
         for fragmented in (False, True):
             kind = "fragmented" if fragmented else "gt tracks"
-            tracks, truth = footage_tracks(embed, tmp / "calib", tmp / f"calib_{fragmented}", fragmented=fragmented)
-            per_q = {q: evaluate(tracks, truth, threshold_from_cannot_links(tracks, quantile=q)) for q in QUANTILES}
-            good = [q for q in QUANTILES if per_q[q]["precision"] >= 0.95]
-            labelled, _f1 = fit_track_threshold(tracks, truth)
-            chosen[fragmented] = (max(good) if good else min(QUANTILES), labelled)
-            results["calibration"][kind] = {"per_quantile": {str(q): v for q, v in per_q.items()},
-                                            "chosen_quantile": chosen[fragmented][0], "labelled_threshold": labelled,
-                                            "cannot_link_pairs": int(np.triu(cannot_link(tracks), 1).sum())}  # fmt: skip
-            print(kind, results["calibration"][kind], flush=True)
+            tracks, truth = footage_tracks_cached(tmp / "calib", tmp / f"calib_{fragmented}", seed=100,
+                                                  fragmented=fragmented)
+            for space, feats in spaces(tracks).items():
+                chosen[(fragmented, space)] = choose(feats, truth)
+                results["calibration"][f"{kind}, {space}"] = chosen[(fragmented, space)]
+                print(kind, space, chosen[(fragmented, space)], flush=True)
         for seed in args.seeds:
-            generate_video(tmp / f"test{seed}", VideoOptions(seed=seed))
+            if {(seed, False), (seed, True)} - cached.keys():
+                generate_video(tmp / f"test{seed}", VideoOptions(seed=seed))
             for fragmented in (False, True):
-                tracks, truth = footage_tracks(embed, tmp / f"test{seed}", tmp / f"t{seed}_{fragmented}", fragmented=fragmented)
-                quantile, labelled = chosen[fragmented]
+                tracks, truth = footage_tracks_cached(tmp / f"test{seed}", tmp / f"t{seed}_{fragmented}", seed=seed,
+                                                      fragmented=fragmented)
                 row = {"seed": seed, "tracks": "fragmented" if fragmented else "gt tracks",
-                       "q0.02": evaluate(tracks, truth, threshold_from_cannot_links(tracks, quantile=0.02)),
-                       f"chosen_q{quantile}": evaluate(tracks, truth, threshold_from_cannot_links(tracks, quantile=quantile)),
-                       "old_fixed_1.0": evaluate(tracks, truth, 1.0), "labelled_calibration": evaluate(tracks, truth, labelled)}  # fmt: skip
+                       "old_fixed_1.0 (raw)": evaluate(tracks, truth, 1.0)}  # fmt: skip
+                for space, feats in spaces(tracks).items():
+                    cal = chosen[(fragmented, space)]
+                    q = cal["chosen_quantile"]
+                    row[f"default q{DEFAULT_QUANTILE} ({space})"] = evaluate(
+                        feats, truth, threshold_from_cannot_links(feats, quantile=DEFAULT_QUANTILE))
+                    row[f"chosen on calibration q{q} ({space})"] = evaluate(
+                        feats, truth, threshold_from_cannot_links(feats, quantile=q))
+                    row[f"labelled calibration ({space})"] = evaluate(feats, truth, cal["labelled_threshold"])
                 results["test"].append(row)
                 print(row, flush=True)
+    if args.cache:
+        args.cache.write_bytes(pickle.dumps(cached))
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{args.stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (RESULTS / f"{args.stem}.md").write_text(_markdown(results))

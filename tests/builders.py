@@ -150,3 +150,28 @@ def write_own_data(market: Path, out: Path, *, layout: str, cameras: bool) -> Pa
     lines = [f"{p},{pid},{cam}" if cameras else f"{p},{pid}" for p, pid, cam in rows]
     csv_path.write_text("\n".join([header, *lines]) + "\n")
     return csv_path
+
+
+FOOTAGE_START = "2024-05-01T08:00:00+00:00"
+
+
+def ingest_args(foot: Path, gallery: Path, checkpoint: Path, *extra: str, cameras: tuple[int, ...] = (1, 2, 3)) -> list[str]:
+    """`spanet ingest` of `synth-video` footage with each camera's ground-truth boxes as its detections."""
+    args = ["ingest", "--gallery", str(gallery), "--checkpoint", str(checkpoint), "--device", "cpu",
+            "--start-time", FOOTAGE_START, "--quiet", *extra]  # fmt: skip
+    for cam in cameras:
+        seq = foot / f"cam{cam}"
+        args += ["--camera", str(cam), str(seq), "--detections", str(cam), str(seq / "gt" / "gt.txt")]
+    return args
+
+
+def ingest_synthetic_footage(root: Path, *, seed: int = 2) -> dict[str, Path]:
+    """3 cameras, 4 people, 8 s of `synth-video` footage ingested into `root/people` with a random-weight model."""
+    from spanet.cli import main
+
+    assert main(["synth-video", str(root / "foot"), "--cameras", "3", "--people", "4", "--seconds", "8", "--fps", "10",
+                 "--size", "256x144", "--seed", str(seed)]) == 0  # fmt: skip
+    checkpoint = make_checkpoint(root / "model" / "last.pt")
+    assert main(ingest_args(root / "foot", root / "people", checkpoint)) == 0
+    return {"root": root, "foot": root / "foot", "gallery": root / "people", "checkpoint": checkpoint}
+

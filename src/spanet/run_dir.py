@@ -4,7 +4,8 @@ A run folder is what `spanet train` writes and what `evaluate`, `cam` and `repor
 
 ```
 RUN/config.yaml  log.jsonl  tb/  last.pt  best.pt  report.html  report_files/  split.csv (own data)
-RUN/calibration.json                                               (spanet calibrate; beside the checkpoint)
+RUN/calibration.json  best.calibration.json        (last.pt's and best.pt's threshold: training with data.val_ids,
+                                                   or spanet calibrate; beside the checkpoint)
 RUN/eval/metrics.json  eval/features.npz  eval/per_query.csv  eval/ranked/*.png  eval/worst/*.png  eval/analysis/*.png
                                                                    (spanet evaluate; eval/ lies beside the checkpoint)
 RUN/cam/*.png  cam/spread.json  cam/spread.csv                      (spanet cam --out RUN/cam)
@@ -52,6 +53,7 @@ __all__ = [
     "WORST_DIR",
     "PER_QUERY_FILE",
     "CALIBRATION_FILE",
+    "BEST_CALIBRATION_FILE",
     "RESULT_FILE",
     "ABLATION_TABLE",
     "ABLATION_JSON",
@@ -87,7 +89,8 @@ SPLIT_FILE = "split.csv"  # own data (folders/list): the split used, readable wi
 ANALYSIS_DIR = "analysis"  # in eval/: camera pairs, distance histograms, embedding
 WORST_DIR = "worst"  # in eval/: ranked lists of the lowest-AP queries
 PER_QUERY_FILE = "per_query.csv"  # in eval/
-CALIBRATION_FILE = "calibration.json"  # beside the checkpoint (spanet calibrate)
+CALIBRATION_FILE = "calibration.json"  # beside the checkpoint (spanet calibrate; training with data.val_ids)
+BEST_CALIBRATION_FILE = "best.calibration.json"  # best.pt's: other weights than last.pt, so another threshold
 RESULT_FILE = "result.json"  # an ablation cell's run folder: its final metrics and settings digest
 ABLATION_TABLE = "ablation.md"  # an ablation's output folder
 ABLATION_JSON = "ablation.json"

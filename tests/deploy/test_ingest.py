@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,9 @@ pytest.importorskip("cv2", reason="footage is decoded with OpenCV (opencv-python
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 START = "2024-05-01T08:00:00+00:00"
-# The checkpoint has random weights, so which person ranks first depends on the footage: with seed 2 every query's
-# person ranks first; with seeds 4 and 5 one query's does not, and neither with a 10-epoch demo model (measured;
-# seeds 6 and 7 pass with it). Filters, times, tracks and grouping are checked on every hit whatever the model.
+# Queries are asked only for people the gallery holds in the next camera (a right answer exists). The checkpoint has
+# random weights; with that rule the person ranks first on every footage seed measured (docs/video.md, "End to
+# end"); filters, times, tracks and grouping are checked on every hit whatever the model.
 SEED = 2
 
 
@@ -62,6 +63,11 @@ def _person(gallery, entry, truth) -> int:
     return found[0]
 
 
+def _frame(entry) -> int:
+    """The 1-based footage frame an enrolled crop was cut from (its `source` ends in `#frame=N`)."""
+    return int(entry.source.rsplit("=", 1)[1])
+
+
 def _seconds(frame: int) -> str:
     return (dt.datetime.fromisoformat(START) + dt.timedelta(seconds=(frame - 1) / 10)).isoformat()
 
@@ -93,19 +99,36 @@ def test_footage_to_search_by_camera_and_time(footage: dict, tmp_path: Path, cap
     assert all(len(p) == 1 for p in tracks.values()), tracks
     assert len({e.track for e in entries}) >= 4  # one person per track
     client = TestClient(create_app(gallery=gallery, extractor=extractor))
-    asked = 0
-    for cam, frames in truth.items():  # every person seen in two cameras: query in one, find them in the next
-        for pid in {p for rows in frames.values() for p, *_ in rows}:
-            later = [(c, f) for c in truth if c != cam for f, rows in truth[c].items() if any(p == pid for p, *_ in rows)]
+    found = _search_crossings(client, footage["foot"], truth, entries, person)
+    assert len(found) >= 2
+    # random weights: which person ranks first is luck (docs/video.md, "End to end"); said, not asserted
+    print(f"random-weight model: the queried person first in {sum(p == q for p, q in found)} of {len(found)} searches")
+    query = next(iter((footage["foot"] / "cam1" / "img1").iterdir())).read_bytes()
+    bad = client.post("/search", files={"file": ("q.jpg", query, "image/jpeg")},
+                      data={"after": "2024-05-01T09:00:00", "before": "2024-05-01T08:00:00"})  # fmt: skip
+    assert bad.status_code == 400 and "later than before" in bad.json()["error"]
+    gallery.close()
+
+
+def _search_crossings(client, foot: Path, truth: dict, entries: list, person: dict[int, int]) -> list[tuple[int, int]]:
+    """For every person the gallery holds in a later camera: a crop of them in one camera searched, through the
+    service, in the other cameras within the window of their next appearance, grouped by track. Filters, times and
+    grouping are asserted on every hit, and that the first hit's whole track is one person; returns (queried person,
+    person of the first hit) per search."""
+    found = []
+    for cam, frames in truth.items():
+        for pid in sorted({p for rows in frames.values() for p, *_ in rows}):
             mine = sorted(f for f, rows in frames.items() if any(p == pid for p, *_ in rows))
-            later = [(c, f) for c, f in later if f > mine[-1]]
+            # where the gallery holds them next (a right answer exists): the ground truth alone also names
+            # appearances the tracker made no track of (before `test_far_narrow_walkers_are_tracked`: most far walkers)
+            later = sorted((_frame(e), e.camera) for e in entries
+                           if person[e.id] == pid and e.camera != cam and _frame(e) > mine[-1])  # fmt: skip
             if not later:
                 continue
-            other = later[0][0]
-            window = sorted(f for c, f in later if c == other)
+            window = [f for f, c in later if c == later[0][1]]
             frame = mine[len(mine) // 2]
             _, x, y, w, h = next(r for r in frames[frame] if r[0] == pid)
-            with Image.open(footage["foot"] / f"cam{cam}" / "img1" / f"{frame:06d}.jpg") as image:
+            with Image.open(foot / f"cam{cam}" / "img1" / f"{frame:06d}.jpg") as image:
                 crop = image.crop((x, y, x + w, y + h))
             buffer = io.BytesIO()
             crop.save(buffer, format="PNG")
@@ -117,15 +140,72 @@ def test_footage_to_search_by_camera_and_time(footage: dict, tmp_path: Path, cap
             assert matches and all(m["camera"] != cam for m in matches)
             assert all(form["after"] <= m["timestamp"] < form["before"] for m in matches)
             assert len({m["track"] for m in matches}) == len(matches)  # grouped: one row per track
-            assert person[matches[0]["id"]] == pid, (pid, cam, other, [(person[m["id"]], m["distance"]) for m in matches])
             listed = client.get("/gallery", params={"track": matches[0]["track"]}).json()["entries"]
-            assert listed and {person[e["id"]] for e in listed} == {pid}  # the hit's whole track
-            asked += 1
-    assert asked >= 2
-    bad = client.post("/search", files={"file": ("q.png", buffer.getvalue(), "image/png")},
-                      data={"after": "2024-05-01T09:00:00", "before": "2024-05-01T08:00:00"})  # fmt: skip
-    assert bad.status_code == 400 and "later than before" in bad.json()["error"]
-    gallery.close()
+            assert listed and {person[e["id"]] for e in listed} == {person[matches[0]["id"]]}  # the hit's whole track
+            found.append((pid, person[matches[0]["id"]]))
+    return found
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_these_people_finds_each_one_first(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Identity end to end, where a model should succeed by construction: a tiny SPANet trained (10 epochs, ~50 s on
+    one core) on crops cut from the footage's own people finds the queried person first in every search — on footage
+    (seed 0) where the random-weight model does not (measured: 3 of 4)."""
+    from fastapi.testclient import TestClient
+
+    from spanet.cli import main
+    from spanet.deploy.gallery import Gallery
+    from spanet.deploy.service import create_app
+    from spanet.features import FeatureExtractor
+
+    foot = tmp_path / "foot"
+    assert main(["synth-video", str(foot), "--cameras", "3", "--people", "4", "--seconds", "8", "--fps", "10",
+                 "--size", "256x144", "--seed", "0"]) == 0  # fmt: skip
+    checkpoint = _train_on_footage(foot, tmp_path / "crops", tmp_path / "run")
+    args = _ingest_args({"foot": foot, "checkpoint": checkpoint}, tmp_path / "people")
+    assert main(args) == 0
+    capsys.readouterr()
+    extractor = FeatureExtractor(checkpoint, device="cpu")
+    gallery = Gallery.open(tmp_path / "people", model_info=extractor.info)
+    try:
+        entries, _ = gallery.store.query(limit=1000, offset=0)
+        truth = _truth(foot)
+        person = {e.id: _person(gallery, e, truth) for e in entries}
+        found = _search_crossings(TestClient(create_app(gallery=gallery, extractor=extractor)), foot, truth, entries,
+                                  person)  # fmt: skip
+    finally:
+        gallery.close()
+    assert len(found) >= 3 and all(queried == first for queried, first in found), found
+
+
+def _train_on_footage(foot: Path, crops: Path, run: Path) -> Path:
+    """Every 2nd frame's ground-truth boxes cut into a Market-layout training set; a 64×32 ResNet-18 SPANet trained on
+    it from scratch (no evaluation); its last.pt."""
+    from spanet.config import load_config
+    from spanet.training.loop import train
+
+    for split in ("bounding_box_train", "query", "bounding_box_test"):
+        (crops / split).mkdir(parents=True)
+    for cam, frames in _truth(foot).items():
+        for frame, rows in frames.items():
+            if frame % 2 == 0:
+                with Image.open(foot / f"cam{cam}" / "img1" / f"{frame:06d}.jpg") as image:
+                    for pid, x, y, w, h in rows:
+                        name = f"{pid:04d}_c{cam}s1_{frame:06d}_00.jpg"
+                        image.crop((x, y, x + w, y + h)).save(crops / "bounding_box_train" / name)
+    first = sorted((crops / "bounding_box_train").iterdir())[0]  # the layout needs a query and a test image
+    for split in ("query", "bounding_box_test"):
+        (crops / split / first.name).write_bytes(first.read_bytes())
+    config = load_config(None, [
+        "data.dataset=synthetic", f"data.root={crops}", "data.height=64", "data.width=32", "data.batch_size=16",
+        "data.num_instances=4", "data.num_workers=0", "model.backbone=resnet18", "model.pretrained=null",
+        "model.reduced_dim=32", "optim.lr=0.02", "optim.backbone_lr_mult=1.0", "optim.epochs=10", "optim.milestones=[6]",
+        "train.device=cpu", "train.amp=none", "train.eval_every=0", "train.progress=false", "train.log_every=50",
+    ])  # fmt: skip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the one-image query/test splits are warned about; they are not used
+        train(config, output_dir=run)
+    return run / "last.pt"
 
 
 def test_ingest_into_milvus_matches_sqlite(footage: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

@@ -41,6 +41,7 @@ def test_filters_select_the_same_rows_everywhere(store) -> None:
     rows, total = store.query(limit=1, offset=1, where=Where(cameras=(2,)))
     assert total == 2 and [r.id for r in rows] == [3] and rows[0].track == 2
     assert store.query(camera=1, limit=10, offset=0)[1] == 2
+    assert store.query(camera=1, limit=10, offset=0, where=Where(cameras=()))[1] == 0  # an empty set stays empty
     assert store.segments() == {"cam1:abc:0-600:hog"} and store.max_track() == 3
 
 

@@ -11,7 +11,9 @@ from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.spatial.distance import pdist
 
 from spanet.errors import SpanetError
-from spanet.tracking.associate import TrackFeature, cannot_link, cluster_tracks, embed_tracks, global_ids, sample_rows
+from spanet.tracking.associate import (
+    MIN_TRACKS_TO_CENTRE, TrackFeature, cannot_link, centre_cameras, cluster_tracks, embed_tracks, global_ids, sample_rows,
+)
 from spanet.tracking.mot import read_sequence, read_tracks
 
 
@@ -91,3 +93,40 @@ def test_default_threshold_comes_from_pairs_known_to_be_different_people() -> No
     assert list(labels) == [1, 2, 1]
     assert pairwise_precision_recall(np.array([1, 2, 1]), np.array([7, 8, 7])) == (1.0, 1.0)
     assert pairwise_precision_recall(np.array([1, 1, 1]), np.array([7, 8, 7])) == (pytest.approx(1 / 3), 1.0)
+
+
+def test_centring_per_camera_removes_a_camera_shift() -> None:
+    # six people seen in two cameras; camera 2 adds the same strong shift (a colour cast) to every feature
+    rng = np.random.default_rng(0)
+    people = rng.normal(size=(6, 16))
+    cast = 3.0 * rng.normal(size=16)
+    unit = lambda v: v / np.linalg.norm(v)  # noqa: E731
+    tracks = [track(0, 10 * i, 10 * i + 5, list(unit(p)), track_id=i) for i, p in enumerate(people)]
+    tracks += [track(1, 10 * i, 10 * i + 5, list(unit(p + cast)), track_id=i) for i, p in enumerate(people)]
+    raw = np.stack([t.feature for t in tracks])
+    centred = centre_cameras(tracks)
+    assert centred is not None
+    feats = np.stack([t.feature for t in centred])
+    np.testing.assert_allclose(np.linalg.norm(feats, axis=1), 1.0, rtol=1e-5)
+
+    def same_vs_other(f: np.ndarray) -> tuple[float, float]:
+        """Largest distance between one person's two tracks; smallest between two different people."""
+        d = ((f[:, None] - f[None]) ** 2).sum(-1)
+        person = np.arange(12) % 6
+        same = person[:, None] == person[None]
+        np.fill_diagonal(same, False)
+        other = person[:, None] != person[None]
+        return float(d[same].max()), float(d[other].min())
+
+    same, other = same_vs_other(feats)
+    assert same < other  # centred: any cut between the two joins exactly each person's tracks
+    same, other = same_vs_other(raw)
+    assert same > other  # raw: the shift puts some different people closer than one person in two cameras
+    assert [(t.camera, t.track_id) for t in centred] == [(t.camera, t.track_id) for t in tracks]
+
+
+def test_centring_needs_enough_tracks_in_every_camera() -> None:
+    many = [track(0, i, i, [1.0, float(i)], track_id=i) for i in range(MIN_TRACKS_TO_CENTRE)]
+    few = [track(1, i, i, [0.0, 1.0], track_id=i) for i in range(MIN_TRACKS_TO_CENTRE - 1)]
+    assert centre_cameras(many + few) is None
+    assert centre_cameras(many) is not None

@@ -236,3 +236,18 @@ def test_iou_tracker_keeps_people_walking_past_each_other_apart() -> None:
         seen[1].add(int(out[0, 4]))
         seen[2].add(int(out[1, 4]))
     assert seen == {1: {1}, 2: {2}}
+
+
+def test_far_narrow_walkers_are_tracked() -> None:
+    """A far person, 10 px wide, moving 9 px per frame: consecutive boxes barely overlap (IoU 0.05), so only the
+    buffered IoU of a track's second frame lets it start (before it, every frame began a new one-box track)."""
+    from spanet.tracking.iou_tracker import IoUTracker
+
+    tracker = IoUTracker()
+    ids = {int(tracker.update(np.array([[9 * t, 46, 9 * t + 10, 94, 1.0]]), t)[0, 4]) for t in range(12)}
+    assert ids == {1}
+    near = IoUTracker()  # two people side by side, each new: each keeps their own track
+    seen = [{int(r[4]) for r in near.update(np.array([[9 * t, 40, 9 * t + 10, 90, 1.0],
+                                                      [9 * t + 60, 40, 9 * t + 70, 90, 1.0]]), t)} for t in range(6)]
+    assert all(ids == {1, 2} for ids in seen)
+

@@ -74,7 +74,8 @@ def test_run_writes_config_logs_and_checkpoints(straight_run: dict, tiny_market:
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     kinds = [r["type"] for r in records]
     assert kinds.count("step") == 4 and kinds.count("epoch") == 2 and kinds.count("val") == 2
-    assert kinds.count("test") == 1 and kinds[-1] == "test" and "eval" not in kinds
+    assert kinds.count("test") == 1 and "eval" not in kinds
+    assert kinds[kinds.index("test") + 1 :] == ["calibration"] * len(list(out.glob("*calibration.json")))
     step = next(r for r in records if r["type"] == "step")
     assert {"epoch", "step", "loss", "terms", "lr", "images_per_s"} <= step.keys() and step["terms"]
     evals = [r for r in records if r["type"] == "val"]
@@ -92,6 +93,43 @@ def test_run_writes_config_logs_and_checkpoints(straight_run: dict, tiny_market:
     model, _ = load_model(out / "last.pt")
     assert not model.training
     assert_same_weights(model.state_dict(), straight_run["state"])
+
+
+def test_validation_ids_write_each_checkpoints_threshold(straight_run: dict, tiny_market: Path) -> None:
+    """With data.val_ids, last.pt's and best.pt's same-person thresholds are chosen on the validation identities by
+    `spanet calibrate`'s method and default target, each with its own checkpoint's fingerprints, and found by
+    `--threshold auto` for either checkpoint."""
+    import numpy as np
+
+    from spanet.data.datasets import load_dataset
+    from spanet.data.split import hold_out_identities
+    from spanet.evaluation.calibration import DEFAULT_TARGET_FPR, resolve_threshold
+    from spanet.evaluation.verification import calibrate_threshold
+    from spanet.features import FeatureExtractor
+
+    out = straight_run["out"]
+    _, validation = hold_out_identities(load_dataset("synthetic", tiny_market), num_ids=3, seed=0)
+    samples = [*validation.query, *validation.gallery]
+    logged = {r["checkpoint"]: r for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+              if r["type"] == "calibration"}  # fmt: skip
+    assert set(logged) == {"last.pt", "best.pt"}
+    for name, file in (("last.pt", "calibration.json"), ("best.pt", "best.calibration.json")):
+        record = json.loads((out / file).read_text())
+        extractor = FeatureExtractor(out / name, device="cpu")
+        info = extractor.info
+        assert (record["weights_fingerprint"], record["args_fingerprint"]) == (info["weights_fingerprint"],
+                                                                               info["args_fingerprint"])
+        expected = calibrate_threshold(extractor([s.path for s in samples]), np.array([s.pid for s in samples]),
+                                       np.array([s.camid for s in samples]), target_fpr=DEFAULT_TARGET_FPR)
+        assert record["threshold"] == pytest.approx(expected["threshold"], rel=1e-5)
+        assert record["target"] == {"fpr": DEFAULT_TARGET_FPR} and record["checkpoint"] == str(out / name)
+        assert record["calibration_data"]["identities"] == 3 and "validation" in record["calibration_data"]["dataset"]
+        assert logged[name]["threshold"] == record["threshold"] and logged[name]["file"] == file
+        assert resolve_threshold("auto", checkpoint=out / name, info=info) == record["threshold"]
+    last, best = (load_checkpoint(out / n) for n in ("last.pt", "best.pt"))
+    same = all(torch.equal(last["model"][k], best["model"][k]) for k in last["model"])
+    assert same == (json.loads((out / "calibration.json").read_text())["weights_fingerprint"]
+                    == json.loads((out / "best.calibration.json").read_text())["weights_fingerprint"])
 
 
 def test_training_changes_the_weights(straight_run: dict, tiny_market: Path) -> None:

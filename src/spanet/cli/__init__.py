@@ -25,8 +25,8 @@ __all__ = ["main", "build_parser", "one_line"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from spanet.cli import adapt, bench, calibrate, data, deploy, evaluate, experiments, ingest, serve, synth, tracking
-    from spanet.cli import train, viz
+    from spanet.cli import adapt, bench, calibrate, data, deploy, evaluate, experiments, ingest, search, serve, synth
+    from spanet.cli import tracking, train, viz
 
     parser = argparse.ArgumentParser(
         prog="spanet",
@@ -42,8 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
         "CPU training and feature extraction 1.1-1.6x faster (most at large batches)",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in (synth, data, train, evaluate, calibrate, viz, deploy, serve, tracking, ingest, adapt, experiments,
-                   bench):
+    for module in (synth, data, train, evaluate, calibrate, viz, deploy, search, serve, tracking, ingest, adapt,
+                   experiments, bench):
         module.register(subparsers)
     return parser
 

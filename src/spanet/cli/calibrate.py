@@ -36,15 +36,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "Euclidean distance threshold whose false-accept rate is at most the target: pairwise (--target-fpr,\n"
             "different-person pairs) or per search of a gallery of N images (--target-fpir with --gallery-size).\n"
             "Writes the threshold with the checkpoint's fingerprints to --out (default: calibration.json beside\n"
-            "the checkpoint), which `spanet search --threshold auto` reads."
+            "the checkpoint; best.calibration.json for a run's best.pt), which `spanet search --threshold auto`,\n"
+            "`spanet serve` and `spanet ingest` read. Without a target: --target-fpr 1e-3."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_checkpoint_arg(parser)
     add_dataset_args(parser)
-    target = parser.add_mutually_exclusive_group(required=True)
-    target.add_argument("--target-fpr", type=float, metavar="F", help="pairwise false-accept rate, e.g. 1e-4")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--target-fpr", type=float, metavar="F",
+                        help="pairwise false-accept rate, e.g. 1e-4 (default 1e-3 when no target is given, as training "
+                        "with validation identities uses)")
     target.add_argument("--target-fpir", type=float, metavar="F",
                         help="share of strangers matched to someone in a gallery of --gallery-size images, e.g. 0.05")
     parser.add_argument("--gallery-size", type=int, metavar="N", help="with --target-fpir: images in the searched gallery")
@@ -60,9 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run_calibrate(args: argparse.Namespace) -> int:
     from spanet.cli.common import dataset_from_args
     from spanet.errors import SpanetError
-    from spanet.evaluation.calibration import calibrate_checkpoint, default_calibration_path
+    from spanet.evaluation.calibration import DEFAULT_TARGET_FPR, calibrate_checkpoint, default_calibration_path
     from spanet.outputs import JSON_FILE, guard_file
 
+    if args.target_fpr is None and args.target_fpir is None:
+        args.target_fpr = DEFAULT_TARGET_FPR
     for name in ("target_fpr", "target_fpir"):
         value = getattr(args, name)
         if value is not None and not 0.0 < value < 1.0:

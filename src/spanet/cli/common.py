@@ -20,6 +20,8 @@ __all__ = [
     "add_overwrite_arg",
     "writes",
     "dataset_from_args",
+    "add_model_args",
+    "report_failures",
 ]
 
 
@@ -118,3 +120,28 @@ def add_amp_arg(parser: argparse.ArgumentParser) -> None:
         "(reproducible to the bit); bf16/fp16 force that dtype. Reduced precision changes features slightly "
         "(metrics within ~0.1 points, docs/training.md)",
     )  # fmt: skip
+
+
+def add_model_args(parser: argparse.ArgumentParser) -> None:
+    """`--checkpoint`, `--device`, `--batch-size`, `--quiet`, `--amp`: what a command that embeds images takes."""
+    add_checkpoint_arg(parser)
+    add_device_arg(parser)
+    add_batch_size_arg(parser)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_amp_arg(parser)
+
+
+_MAX_LISTED_FAILURES = 20
+
+
+def report_failures(failures: tuple[tuple[str, str], ...]) -> None:
+    """List unreadable images on stderr (the first 20)."""
+    import sys
+
+    if not failures:
+        return
+    print(f"skipped {len(failures)} unreadable image(s):", file=sys.stderr)
+    for path, reason in failures[:_MAX_LISTED_FAILURES]:
+        print(f"  {path}: {reason}", file=sys.stderr)
+    if len(failures) > _MAX_LISTED_FAILURES:
+        print(f"  … and {len(failures) - _MAX_LISTED_FAILURES} more", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Subcommands for using a trained model: extract, index build, search, export."""
+"""Subcommands for using a trained model: extract, index build, export (`search` is `cli/search.py`)."""
 
 from __future__ import annotations
 
@@ -6,34 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from spanet.cli.common import (
-    EMBEDDING_CHOICES,
-    add_amp_arg,
-    add_batch_size_arg,
-    add_checkpoint_arg,
-    add_device_arg,
-    add_overwrite_arg,
-)
+from spanet.cli.common import EMBEDDING_CHOICES, add_checkpoint_arg, add_model_args, add_overwrite_arg, report_failures
 from spanet.errors import SpanetError
 
 __all__ = ["register"]
 
-_MAX_LISTED_FAILURES = 20
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     _register_extract(subparsers)
     _register_index(subparsers)
-    _register_search(subparsers)
     _register_export(subparsers)
-
-
-def _add_model_args(parser: argparse.ArgumentParser) -> None:
-    add_checkpoint_arg(parser)
-    add_device_arg(parser)
-    add_batch_size_arg(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_amp_arg(parser)
 
 
 def _register_extract(subparsers: argparse._SubParsersAction) -> None:
@@ -46,7 +27,7 @@ def _register_extract(subparsers: argparse._SubParsersAction) -> None:
             "for image files) or glob patterns (quote them). Unreadable images are listed and skipped."
         ),
     )
-    _add_model_args(parser)
+    add_model_args(parser)
     parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files, folders or glob patterns")
     parser.add_argument("--out", type=Path, required=True, metavar="FEATS.npz",
                         help="where to write the features (--engine ray: a folder of Parquet shards)")
@@ -96,31 +77,6 @@ def _register_index(subparsers: argparse._SubParsersAction) -> None:
     build.set_defaults(func=_run_index_build)
 
 
-def _register_search(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "search",
-        help="find the gallery images nearest to query images",
-        description=(
-            "Extract features of the QUERY images with CKPT and print, per query, the top-K gallery images of "
-            "INDEX with their squared Euclidean distances. The checkpoint must be the one the gallery was "
-            "extracted with (checked)."
-        ),
-    )
-    _add_model_args(parser)
-    parser.add_argument("--index", type=Path, required=True, metavar="INDEX", help="folder from `spanet index build`")
-    parser.add_argument("queries", nargs="+", metavar="QUERY_IMAGES", help="query image files, folders or globs")
-    parser.add_argument("--top-k", type=int, default=10, metavar="K", help="matches per query (default: 10)")
-    parser.add_argument("--nprobe", type=int, metavar="P", help="ivfpq: override the index's nprobe")
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the results as JSON")
-    parser.add_argument("--visualize", type=Path, metavar="DIR", help="save one PNG per query with its matches")
-    parser.add_argument("--threshold", metavar="T|auto",
-                        help="matches farther than T (squared euclidean) are reported as unknown; auto: the threshold "
-                        "from `spanet calibrate` (--calibration, default calibration.json beside the checkpoint)")
-    parser.add_argument("--calibration", type=Path, metavar="FILE", help="calibration file for --threshold auto")
-    add_overwrite_arg(parser, what="--json file")
-    parser.set_defaults(func=_run_search)
-
-
 def _register_export(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "export",
@@ -160,7 +116,7 @@ def _run_extract(args: argparse.Namespace) -> int:
     if not args.quiet:
         print(extractor.precision.describe(), file=sys.stderr)
     result = extractor.extract_files(paths, progress=not args.quiet and sys.stderr.isatty())
-    _report_failures(result.failures)
+    report_failures(result.failures)
     if not result.paths:
         raise SpanetError(f"none of the {len(paths)} images could be read; nothing written to {args.out}")
     save_features(args.out, features=result.features, paths=result.paths, info=extractor.info,
@@ -196,71 +152,6 @@ def _run_index_build(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_search(args: argparse.Namespace) -> int:
-    from spanet.data.images import collect_images
-    from spanet.features import FeatureExtractor
-    from spanet.deploy.index import GalleryIndex, check_compatible
-    from spanet.evaluation.calibration import resolve_threshold
-    from spanet.outputs import JSON_FILE, guard_file, guard_folder, write_json
-    from spanet.viz.figures import draw_matches
-
-    inputs = [args.checkpoint, args.index, args.calibration, *args.queries]
-    if args.json is not None:
-        guard_file(args.json, option="--json", kind=JSON_FILE, inputs=inputs, overwrite=args.overwrite)
-    if args.visualize is not None:
-        guard_folder(args.visualize, option="--visualize", inputs=inputs)
-    if args.top_k < 1:
-        raise SpanetError(f"--top-k must be at least 1, got {args.top_k}")
-    gallery = GalleryIndex.load(args.index)
-    if args.nprobe is not None:
-        gallery.set_nprobe(args.nprobe)
-    queries = collect_images(args.queries)
-    extractor = FeatureExtractor(
-        args.checkpoint, device=args.device, batch_size=args.batch_size, amp=args.amp,
-        kind=gallery.meta.get("model", {}).get("kind", "parts"),
-    )  # fmt: skip
-    if not args.quiet:
-        print(extractor.precision.describe(), file=sys.stderr)
-    check_compatible(gallery.meta, extractor.info, index_path=args.index)
-    threshold = resolve_threshold(args.threshold, checkpoint=args.checkpoint, info=extractor.info,
-                                  calibration=args.calibration)  # fmt: skip
-    result = extractor.extract_files(queries, progress=not args.quiet and sys.stderr.isatty())
-    _report_failures(result.failures)
-    if not result.paths:
-        raise SpanetError(f"none of the {len(queries)} query images could be read")
-    all_matches = gallery.search(result.features, top_k=args.top_k)
-    records = []
-    for query, matches in zip(result.paths, all_matches):
-        record = _search_record(query, matches, threshold)
-        print(f"{query}" + ("" if threshold is None else f"  -> {record['identity']}"))
-        for rank, (match, shown) in enumerate(zip(matches, record["matches"]), start=1):
-            print(f"  {rank:3d}. {match.distance:10.4f}  {match.path}" + ("" if shown["known"] else "  unknown"))
-        records.append(record)
-    if args.json:
-        write_json(args.json, records)
-        print(f"results written to {args.json}")
-    if args.visualize:
-        for number, (query, matches) in enumerate(zip(result.paths, all_matches)):
-            draw_matches(query, matches, out_path=args.visualize / f"query_{number:05d}_{Path(query).stem}.png",
-                         threshold=threshold)
-        print(f"pictures written to {args.visualize}/")
-    return 0
-
-
-def _search_record(query: str, matches: list, threshold: float | None) -> dict:
-    """JSON of one search; with a threshold, matches beyond it are unknown and so is a query with no match within
-    (`spanet.evaluation.verification.is_unknown`, the rule the service applies too)."""
-    from spanet.evaluation.verification import is_unknown, nearest_is_unknown
-
-    shown = [{"path": m.path, "distance": m.distance, "known": not is_unknown(m.distance, threshold)} for m in matches]
-    record: dict = {"query": query, "matches": shown}
-    if threshold is not None:
-        record["threshold"] = threshold
-        unknown = nearest_is_unknown([m.distance for m in matches], threshold)
-        record["identity"] = "unknown" if unknown else shown[0]["path"]
-    return record
-
-
 def _run_export(args: argparse.Namespace) -> int:
     from spanet.deploy.export import export_checkpoint
     from spanet.outputs import ONNX_MODEL, guard_file
@@ -274,13 +165,3 @@ def _run_export(args: argparse.Namespace) -> int:
     )
     print(f"max |onnxruntime - pytorch|: {diffs} (tolerance {args.tolerance:g})")
     return 0
-
-
-def _report_failures(failures: tuple[tuple[str, str], ...]) -> None:
-    if not failures:
-        return
-    print(f"skipped {len(failures)} unreadable image(s):", file=sys.stderr)
-    for path, reason in failures[:_MAX_LISTED_FAILURES]:
-        print(f"  {path}: {reason}", file=sys.stderr)
-    if len(failures) > _MAX_LISTED_FAILURES:
-        print(f"  … and {len(failures) - _MAX_LISTED_FAILURES} more", file=sys.stderr)

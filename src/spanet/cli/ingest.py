@@ -20,6 +20,9 @@ examples:
       --start-time 2024-05-01T08:00:00+02:00
   spanet ingest --gallery people/ --checkpoint runs/mine/last.pt --camera 1 footage/cam1 --detections 1 dets.txt
 then: spanet serve --gallery people/ --checkpoint runs/mine/last.pt
+      spanet search --gallery people/ --checkpoint runs/mine/last.pt --camera 2 --after 2024-05-01T08:00 query.jpg
+The same-person threshold (--threshold, --calibration, else calibration.json beside the checkpoint) is printed and
+stored with the gallery, so `serve` and `search --gallery` use it when given none; ingest itself enrols every track.
 Run the same command again after an interruption: segments already enrolled are skipped.
 """
 
@@ -60,6 +63,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="where rows and vectors of a new gallery live: sqlite (default), milvus:FILE.db (Milvus "
                         "Lite) or milvus://HOST:PORT; an existing gallery folder keeps its own")
     parser.add_argument("--kind", default="parts", choices=("parts", "reduced", "global"), help="embedding of a new gallery")
+    parser.add_argument("--threshold", type=float, metavar="D",
+                        help="same-person distance stored with the gallery for its searches (default: --calibration, "
+                        "else the calibration beside the checkpoint, else the gallery's own, else none)")
+    parser.add_argument("--calibration", type=Path, metavar="FILE",
+                        help="calibration file (spanet calibrate) whose threshold to store (fingerprints checked)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, ... (default: auto)")
     parser.add_argument("--batch-size", type=int, default=64, metavar="N", help="crops per forward pass (default: 64)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -140,6 +148,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     from spanet.deploy.backend import open_gallery, parse_store
     from spanet.deploy.gallery import Gallery
     from spanet.deploy.ingest import IngestOptions, ingest
+    from spanet.deploy.threshold import choose_threshold, store_threshold
     from spanet.features import FeatureExtractor
 
     try:
@@ -150,15 +159,20 @@ def run_ingest(args: argparse.Namespace) -> int:
 
     parse_store(args.store)  # a bad --store is refused before any footage is read
     footage = footage_from_args(args)
-    for item in footage:  # bad footage is refused before a gallery folder is made
+    for item in footage:  # bad footage (and below a bad threshold) is refused before a gallery folder is made
         open_footage(item.path, fps=args.fps)
     detector = _detector_factory(args, footage)
     options = IngestOptions(crops_per_track=args.crops_per_track, segment_seconds=args.segment_seconds, fps=args.fps,
                             batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
     kind = Gallery.stored_kind(args.gallery) or args.kind
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind)
+    chosen = choose_threshold(checkpoint=args.checkpoint, info=extractor.info, threshold=args.threshold,
+                              calibration=args.calibration, gallery=args.gallery)  # fmt: skip
     gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     try:
+        store_threshold(args.gallery, chosen, info=extractor.info)
+        print(chosen.describe() + ("" if chosen.value is None or chosen.from_gallery else
+                                   f"; stored in {args.gallery}/gallery.json for searches of this gallery"))  # fmt: skip
         with _sigterm_as_interrupt():
             report = ingest(gallery, extractor, footage, detector=detector, options=options)
         size = len(gallery)

@@ -61,6 +61,9 @@ def _register_gallery(subparsers: argparse._SubParsersAction) -> None:
     from spanet.cli.retention import add_gallery_actions
 
     add_gallery_actions(actions)  # forget, prune
+    from spanet.cli.reembed import add_reembed_action
+
+    add_reembed_action(actions)  # reembed
     from spanet.cli.scale import register_gallery_actions
 
     register_gallery_actions(actions)  # export / import (Parquet)
@@ -82,7 +85,9 @@ def _register_serve(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
     parser.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
     parser.add_argument("--token", help="required API token (default: $SPANET_TOKEN; required off 127.0.0.1)")
-    parser.add_argument("--threshold", type=float, metavar="D", help="matches farther than D are marked unknown")
+    parser.add_argument("--threshold", type=float, metavar="D",
+                        help="matches farther than D are marked unknown (default: --calibration, else the calibration "
+                        "beside the checkpoint, else the one `spanet ingest` stored in the gallery, else none)")
     parser.add_argument("--calibration", type=Path, metavar="FILE",
                         help="JSON with a 'threshold' calibrated for this checkpoint (fingerprints checked)")
     parser.add_argument("--kind", default="parts", choices=EMBEDDING_CHOICES, help="embedding of a new gallery")
@@ -100,6 +105,7 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     from spanet.deploy.backend import open_gallery
     from spanet.deploy.enrol import enrol_files, read_cameras_csv
     from spanet.deploy.gallery import Gallery
+    from spanet.deploy.reembed import model_mismatch
     from spanet.features import FeatureExtractor
     from spanet.outputs import guard_folder
 
@@ -110,6 +116,9 @@ def _run_gallery_build(args: argparse.Namespace) -> int:
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=args.batch_size, kind=kind, amp=args.amp)
     if not args.quiet:
         print(extractor.precision.describe(), file=sys.stderr)
+    mismatch = model_mismatch(args.gallery, extractor.info, checkpoint=str(args.checkpoint))
+    if mismatch:
+        raise SpanetError(mismatch)
     gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     try:
         report = enrol_files(gallery, extractor, paths, cameras=cameras, batch_size=args.batch_size,
@@ -142,9 +151,9 @@ def _run_serve(args: argparse.Namespace) -> int:
         raise SpanetError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
     from spanet.deploy.backend import open_gallery, parse_store
     from spanet.deploy.gallery import Gallery
+    from spanet.deploy.reembed import model_mismatch
     from spanet.deploy.service import Limits, create_app
-    from spanet.evaluation.calibration import default_calibration_path
-    from spanet.evaluation.verification import load_calibration
+    from spanet.deploy.threshold import choose_threshold
     from spanet.features import FeatureExtractor
     from spanet.outputs import guard_folder
 
@@ -153,13 +162,13 @@ def _run_serve(args: argparse.Namespace) -> int:
     kind = Gallery.stored_kind(args.gallery) or args.kind  # an existing gallery decides the embedding kind
     extractor = FeatureExtractor(args.checkpoint, device=args.device, batch_size=64, kind=kind, amp=args.amp)
     print(extractor.precision.describe(), file=sys.stderr)
-    threshold = args.threshold
-    if args.calibration is not None:  # checked against the model and the kind even when --threshold wins
-        calibrated = float(load_calibration(args.calibration, info=extractor.info)["threshold"])
-        threshold = calibrated if threshold is None else threshold
-    if threshold is None and default_calibration_path(args.checkpoint).is_file():  # the one stored with the model
-        threshold = float(load_calibration(default_calibration_path(args.checkpoint), info=extractor.info)["threshold"])
-    print(_threshold_line(args, threshold), flush=True)
+    mismatch = model_mismatch(args.gallery, extractor.info, checkpoint=str(args.checkpoint))
+    if mismatch:
+        raise SpanetError(mismatch)
+    chosen = choose_threshold(checkpoint=args.checkpoint, info=extractor.info, threshold=args.threshold,
+                              calibration=args.calibration, gallery=args.gallery)  # fmt: skip
+    threshold = chosen.value
+    print(chosen.describe(), flush=True)
     gallery = open_gallery(args.gallery, model_info=extractor.info, create=True, store=args.store)
     limits = Limits(max_request_bytes=int(args.max_upload_mb * 1024 * 1024))
     # without a token only loopback Host names are served: a web page cannot reach the API by DNS rebinding
@@ -172,18 +181,3 @@ def _run_serve(args: argparse.Namespace) -> int:
     finally:
         gallery.close()
     return 0
-
-
-def _threshold_line(args: argparse.Namespace, threshold: float | None) -> str:
-    """Which "unknown person" threshold the service uses and where it comes from (printed at start)."""
-    from spanet.evaluation.calibration import default_calibration_path
-
-    if args.threshold is not None:
-        return f"threshold {threshold:g} (--threshold)"
-    if args.calibration is not None:
-        return f"threshold {threshold:g} (--calibration {args.calibration})"
-    beside = default_calibration_path(args.checkpoint)
-    if beside.is_file():
-        return f"threshold {threshold:g} from {beside} (the calibration stored with this checkpoint; fingerprints checked)"
-    return (f"threshold: none ({beside} does not exist; `spanet calibrate` writes it): every hit is ranked, none is "
-            "marked unknown")

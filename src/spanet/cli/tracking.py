@@ -66,13 +66,16 @@ def _run_synth_video(args: argparse.Namespace) -> int:
 
 
 def _register_associate(subparsers: argparse._SubParsersAction) -> None:
+    from spanet.tracking.associate import DEFAULT_QUANTILE, MIN_TRACKS_TO_CENTRE
+
     parser = subparsers.add_parser(
         "associate",
         help="give tracks from several cameras global identities (re-ID across cameras)",
         description="For each camera: a MOTChallenge sequence folder and a track file (frame, id, x, y, w, h, ...) "
         "from any tracker, or gt/gt.txt. Up to K boxes per track are embedded with the checkpoint and pooled; "
         "tracks are clustered across cameras (average linkage on squared Euclidean distance, cut at the "
-        "threshold; two tracks of one camera that overlap in time are never merged). Writes OUT/<sequence>.txt "
+        "threshold; two tracks of one camera that overlap in time are never merged), after centring the features "
+        "per camera (each camera's mean track feature removed). Writes OUT/<sequence>.txt "
         "per camera with global ids, OUT/index.html (one row per identity) and OUT/association.json.",
     )
     parser.add_argument("--sequences", nargs="+", required=True, type=Path, metavar="DIR", help="sequence folders")
@@ -83,11 +86,16 @@ def _register_associate(subparsers: argparse._SubParsersAction) -> None:
     cut.add_argument(
         "--threshold", type=float, metavar="T",
         help="largest squared distance (0-4, between unit vectors) at which clusters merge (default: derived from "
-        "the footage: the 0.5th percentile of distances between tracks of one camera seen at the same time, i.e. "
-        "known different people; docs/video.md)",
+        f"the footage: the {100 * DEFAULT_QUANTILE:g}th percentile of distances between tracks of one camera seen at "
+        "the same time, i.e. known different people; docs/video.md)",
     )  # fmt: skip
     cut.add_argument("--calibration", type=Path, metavar="FILE", help="JSON file with a 'threshold' key")
     parser.add_argument("--crops-per-track", type=int, default=8, metavar="K", help="boxes embedded per track (8)")
+    parser.add_argument(
+        "--no-camera-centring", dest="camera_centring", action="store_false",
+        help="cluster the raw track features (by default each camera's mean track feature is removed first, where "
+        f"every camera has at least {MIN_TRACKS_TO_CENTRE} tracks: it takes out the camera's colour cast and light)",
+    )  # fmt: skip
     add_device_arg(parser)
     add_batch_size_arg(parser, what="crops")
     parser.set_defaults(func=_run_associate)
@@ -102,21 +110,23 @@ def _threshold(args: argparse.Namespace) -> float | None:
 def _run_associate(args: argparse.Namespace) -> int:
     from spanet.deploy.reid import ReID
     from spanet.outputs import guard_folder
-    from spanet.tracking.associate import associate
+    from spanet.tracking.associate import DEFAULT_QUANTILE, MIN_TRACKS_TO_CENTRE, associate
 
     guard_folder(args.out, option="--out", inputs=[args.checkpoint, args.calibration, *args.sequences, *args.tracks])
     threshold = _threshold(args)
     source = ("--threshold" if args.threshold is not None else f"--calibration {args.calibration}" if threshold is not None
-              else "derived from this footage: the 0.5th percentile of distances between tracks known to be different "
-              "people (one camera, same time)")  # fmt: skip
+              else f"derived from this footage: the {100 * DEFAULT_QUANTILE:g}th percentile of distances between tracks "
+              "known to be different people (one camera, same time)")  # fmt: skip
     reid = ReID(args.checkpoint, device=args.device, batch_size=args.batch_size)
     result = associate(
         args.sequences, args.tracks, embed=reid.get_features, out_dir=args.out, threshold=threshold,
-        crops_per_track=args.crops_per_track,
+        crops_per_track=args.crops_per_track, camera_centring=args.camera_centring,
     )  # fmt: skip
+    centring = "features centred per camera" if result.camera_centring else "raw features" + (
+        f" (a camera has fewer than {MIN_TRACKS_TO_CENTRE} tracks to centre on)" if args.camera_centring else "")
     print(
         f"{len(result.tracks)} tracks in {len(args.sequences)} cameras -> {result.identities} identities "
-        f"(threshold {result.threshold:.4g}, {source}); "
+        f"(threshold {result.threshold:.4g}, {source}; {centring}); "
         f"{reid.skipped_boxes} boxes had no pixels in their frame"
     )
     print(f"wrote {', '.join(str(p) for p in result.outputs)} and {result.page}")

@@ -117,7 +117,8 @@ def narrow(where: Where | None, *, camera: int | None = None, label: str | None 
     """`where` further restricted to one camera and one label (a listing's `camera` and `label` options)."""
     where = where or Where()
     if camera is not None:
-        where = dataclasses.replace(where, cameras=tuple(c for c in (where.cameras or (camera,)) if c == camera))
+        kept = where.cameras if where.cameras is not None else (camera,)  # an empty set stays empty
+        where = dataclasses.replace(where, cameras=tuple(c for c in kept if c == camera))
     if label is not None:
         where = dataclasses.replace(where, label=label) if where.label in (None, label) else dataclasses.replace(where, ids=())
     return where

@@ -1,7 +1,8 @@
 """A persistent, editable gallery folder: image copies, one database row per entry, and a faiss index over them.
 
 Layout of a gallery folder (spanet owns everything in it):
-- `gallery.json`: format, feature dimension and the model that made the features (fingerprints, as in an index).
+- `gallery.json`: format, feature dimension and the model that made the features (fingerprints, as in an index),
+  and the same-person threshold `spanet ingest` used (`spanet.deploy.threshold`), if any.
 - `entries.sqlite`: one row per entry (id, image file, camera, timestamp, label, source, feature fingerprint, the
   feature vector itself, the track it came from and its time as UTC seconds), SQLite in WAL mode; a `segments` table
   names the stretches of footage `spanet ingest` enrolled (docs/video.md). Galleries made before the track and time
@@ -33,21 +34,26 @@ import numpy as np
 
 from spanet.data.images import IMAGE_EXTENSIONS
 from spanet.deploy.entry import Entry, Hit, NewEntry, Want
-from spanet.deploy.filters import Where, to_seconds
+from spanet.deploy.filters import Where, narrow, to_seconds
+from spanet.deploy.folder import (
+    DB_FILE,
+    GALLERY_FORMAT,
+    IMAGES_DIR,
+    INDEX_FILE,
+    META_FILE,
+    lock_folder,
+    open_folder,
+    read_meta,
+    write_meta,
+)
 from spanet.deploy.sqlite_store import GalleryStore, SQLiteStore
 from spanet.errors import SpanetError
-from spanet.outputs import durable_replace, write_text
+from spanet.outputs import durable_replace
 
 __all__ = ["Entry", "NewEntry", "Hit", "GalleryStore", "SQLiteStore", "Gallery", "GALLERY_FORMAT", "open_folder", "store_image",
-           "image_name", "existing_ids", "to_seconds"]
+           "image_name", "existing_ids", "to_seconds", "lock_folder", "read_meta", "write_meta", "META_FILE", "DB_FILE",
+           "INDEX_FILE", "IMAGES_DIR"]
 
-GALLERY_FORMAT = "spanet-gallery"
-GALLERY_VERSION = 1
-_META_FILE = "gallery.json"
-_DB_FILE = "entries.sqlite"
-_INDEX_FILE = "index.faiss"
-_IMAGES_DIR = "images"
-_LOCK_FILE = ".lock"
 
 
 class Gallery:
@@ -70,10 +76,13 @@ class Gallery:
 
         A gallery made by another model (different fingerprints, kind or dimension) raises `SpanetError`.
         """
+        from spanet.deploy.reembed import finish_switch
+
         directory = Path(directory)
+        finish_switch(directory)  # a model switch a killed `spanet gallery reembed` left half done is completed first
         meta, lock = open_folder(directory, model_info=model_info, create=create)
         try:
-            store = SQLiteStore(directory / _DB_FILE, feature_dim=int(meta["feature_dim"]))
+            store = SQLiteStore(directory / DB_FILE, feature_dim=int(meta["feature_dim"]))
             strangers = store.fingerprints() - {meta["model"].get("weights_fingerprint")}
             if strangers:
                 store.close()
@@ -83,7 +92,7 @@ class Gallery:
             if lock is not None:
                 lock.close()
             raise
-        index = _load_index(directory / _INDEX_FILE, int(meta["feature_dim"]))
+        index = _load_index(directory / INDEX_FILE, int(meta["feature_dim"]))
         gallery = cls(directory, meta, store, index, lock=lock)
         gallery.reconcile()
         from spanet.deploy.retention import finish_pending
@@ -94,12 +103,9 @@ class Gallery:
     @staticmethod
     def stored_kind(directory: str | os.PathLike[str]) -> str | None:
         """The embedding kind ("parts", "reduced", "global") an existing gallery was built with; None for a new one."""
-        meta_path = Path(directory) / _META_FILE
-        if not meta_path.is_file():
-            return None
         try:
-            return json.loads(meta_path.read_text(encoding="utf-8"))["model"].get("kind")
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            return read_meta(directory)["model"].get("kind")  # type: ignore[index]
+        except (KeyError, TypeError, AttributeError):
             return None  # Gallery.open says what is wrong with the file
 
     @property
@@ -125,7 +131,7 @@ class Gallery:
             if extra.size or missing.size:
                 self.save_index()
             referenced = self.store.images()
-            orphans = [p for p in (self.directory / _IMAGES_DIR).iterdir() if p.name not in referenced]
+            orphans = [p for p in (self.directory / IMAGES_DIR).iterdir() if p.name not in referenced]
             for path in orphans:
                 path.unlink()
         return {"added": int(missing.size), "removed": int(extra.size), "orphan_files": len(orphans)}
@@ -155,7 +161,7 @@ class Gallery:
             self._cameras.pop(entry_id, None)
             self._dirty = True
             if entry.image not in self.store.images():
-                (self.directory / _IMAGES_DIR / entry.image).unlink(missing_ok=True)
+                (self.directory / IMAGES_DIR / entry.image).unlink(missing_ok=True)
         return entry
 
     def remove_where(self, where: Where) -> list[Entry]:
@@ -171,7 +177,7 @@ class Gallery:
             self.save_index()
             referenced = self.store.images()
             for name in {e.image for e in removed} - referenced:
-                (self.directory / _IMAGES_DIR / name).unlink(missing_ok=True)
+                (self.directory / IMAGES_DIR / name).unlink(missing_ok=True)
         return removed
 
     def purge(self) -> None:
@@ -217,9 +223,9 @@ class Gallery:
 
         found = []
         for row, ((top_k, camera, exclude), condition) in enumerate(zip(wants, where)):
-            allowed = self.store.ids(condition)
-            if camera is not None or exclude is not None:
-                allowed = np.array([i for i in allowed if self._camera_filter(camera, exclude)(int(i))], dtype=np.int64)
+            allowed = self.store.ids(narrow(condition, camera=camera))  # the camera in SQL: (time, camera) index
+            if exclude is not None:
+                allowed = np.array([i for i in allowed if self._camera_filter(None, exclude)(int(i))], dtype=np.int64)
             k = min(top_k, len(allowed))
             if k == 0:
                 found.append([])
@@ -257,24 +263,24 @@ class Gallery:
 
     def image_path(self, entry: Entry) -> Path:
         """The file of an entry's image; always inside the gallery's images folder."""
-        folder = (self.directory / _IMAGES_DIR).resolve()
+        folder = (self.directory / IMAGES_DIR).resolve()
         path = (folder / entry.image).resolve()
         if path.parent != folder:
             raise SpanetError(f"entry {entry.id} names an image outside the gallery; the database was edited by hand")
         return path
 
-    def known_hashes(self) -> set[str]:
-        """SHA-256 of every enrolled image, to skip files already enrolled when a build is run again."""
-        return self.store.hashes()
+    def known_hashes(self, among: Sequence[str] | None = None) -> set[str]:
+        """SHA-256 of every enrolled image (or of those in `among`), to skip files already enrolled."""
+        return self.store.hashes(among)
 
     def save_index(self) -> None:
         """Write `index.faiss` atomically (temporary file, then rename), if anything changed."""
         import faiss
 
         with self._lock:
-            tmp = self.directory / f"{_INDEX_FILE}.tmp"
+            tmp = self.directory / f"{INDEX_FILE}.tmp"
             faiss.write_index(self.index, str(tmp))
-            durable_replace(tmp, self.directory / _INDEX_FILE)
+            durable_replace(tmp, self.directory / INDEX_FILE)
             self._dirty = False
 
     def close(self) -> None:
@@ -293,36 +299,10 @@ class Gallery:
         return lambda i: (camera is None or cams.get(i) == camera) and (exclude_camera is None or cams.get(i) != exclude_camera)
 
     def _write_image(self, entry: NewEntry) -> str:
-        return store_image(self.directory / _IMAGES_DIR, entry)
+        return store_image(self.directory / IMAGES_DIR, entry)
 
 
 _SAFE_SUFFIXES = (*IMAGE_EXTENSIONS, ".gif")  # what the service accepts: the readable images and GIF
-
-
-def open_folder(directory: Path, *, model_info: dict[str, Any], create: bool) -> tuple[dict[str, Any], Any]:
-    """The checked `gallery.json` of a gallery folder (written first for a new one) and the folder's lock, with
-    `images/` made: what every backend (`spanet.deploy.backend`) shares."""
-    from spanet.deploy.index import check_compatible
-
-    meta_path = directory / _META_FILE
-    if not meta_path.is_file():
-        if not create:
-            raise SpanetError(f"{directory} is not a spanet gallery (no {_META_FILE}); make one with `spanet gallery build`")
-        if directory.exists() and any(directory.iterdir()):
-            raise SpanetError(f"{directory} exists and is not empty; give a new or empty folder for a new gallery")
-        _write_meta(directory, model_info)
-    meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    if meta.get("format") != GALLERY_FORMAT:
-        raise SpanetError(f"{meta_path} is not a spanet gallery description (format {meta.get('format')!r})")
-    check_compatible(meta, model_info, index_path=directory)
-    lock = _lock(directory)
-    try:
-        (directory / _IMAGES_DIR).mkdir(exist_ok=True)
-    except BaseException:
-        if lock is not None:
-            lock.close()
-        raise
-    return meta, lock
 
 
 def store_image(folder: Path, entry: NewEntry) -> str:
@@ -339,9 +319,9 @@ def store_image(folder: Path, entry: NewEntry) -> str:
 def existing_ids(gallery: Any, entries: Sequence[NewEntry]) -> list[int | None]:
     """Per entry, the id of a stored one with the same bytes, camera, timestamp and label (a client's retry), or
     None. Uses only what every backend offers (`known_hashes`, `query`)."""
-    known = gallery.known_hashes()
-    return [_existing_id(gallery, entry) if hashlib.sha256(entry.data).hexdigest() in known else None
-            for entry in entries]  # fmt: skip
+    hashes = [hashlib.sha256(entry.data).hexdigest() for entry in entries]
+    known = gallery.known_hashes(hashes)  # only these: a service's enrolment does not read every row's hash
+    return [_existing_id(gallery, entry) if sha in known else None for entry, sha in zip(entries, hashes)]
 
 
 def _existing_id(gallery: Any, entry: NewEntry) -> int | None:
@@ -362,18 +342,6 @@ def image_name(entry: NewEntry) -> str:
     return f"{hashlib.sha256(entry.data).hexdigest()}{suffix}"
 
 
-def _write_meta(directory: Path, model_info: dict[str, Any]) -> None:
-    directory.mkdir(parents=True, exist_ok=True)
-    meta = {
-        "format": GALLERY_FORMAT,
-        "version": GALLERY_VERSION,
-        "feature_dim": int(model_info["feature_dim"]),
-        "index": "flat",
-        "model": model_info,
-    }
-    write_text(directory / _META_FILE, json.dumps(meta, indent=2) + "\n")
-
-
 def _load_index(path: Path, dim: int) -> Any:
     """index.faiss, or a new empty index when there is none or it cannot be read: the index is a cache of the rows,
     and `reconcile` re-adds every row from the stored vectors."""
@@ -392,22 +360,3 @@ def _load_index(path: Path, dim: int) -> Any:
             raise SpanetError(f"{path} holds {index.d}-d vectors but the gallery's are {dim}-d; delete {path} to rebuild it")
         return index
     return faiss.IndexIDMap2(faiss.IndexFlatL2(dim))
-
-
-def _lock(directory: Path) -> Any:
-    """An exclusive lock on DIR/.lock, held while the gallery is open (the OS releases it if the process dies), or
-    None where there is no `fcntl` (not POSIX)."""
-    try:
-        import fcntl
-    except ImportError:
-        return None
-    handle = open(directory / _LOCK_FILE, "a+b")  # noqa: SIM115 - kept open while the gallery is
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        handle.close()
-        raise SpanetError(
-            f"gallery {directory} is open in another process (a running `spanet serve` or `spanet gallery build`); "
-            "stop it first, or enrol through the running service (POST /gallery)"
-        ) from None
-    return handle

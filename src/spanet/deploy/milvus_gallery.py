@@ -37,7 +37,8 @@ from pymilvus import MilvusClient
 
 from spanet.deploy.entry import Entry, Hit, NewEntry, Want
 from spanet.deploy.filters import Where, narrow
-from spanet.deploy.gallery import open_folder, store_image
+from spanet.deploy.folder import open_folder
+from spanet.deploy.gallery import store_image
 from spanet.deploy.milvus_schema import (
     check_collection, connect, create_collection, in_window, to_entry, to_row, where_expression,
 )
@@ -59,7 +60,7 @@ class MilvusGallery:
     (Milvus Lite requires serialised writes; the model, not Milvus, is the service's bottleneck)."""
 
     def __init__(self, directory: Path, meta: dict[str, Any], client: MilvusClient, record: dict[str, Any], *,
-                 lock: Any, spec: StoreSpec) -> None:  # fmt: skip
+                 lock: Any, spec: StoreSpec, seal_before_search: bool = False) -> None:  # fmt: skip
         self.directory = directory
         self.meta = meta
         self.spec = spec
@@ -69,6 +70,7 @@ class MilvusGallery:
         self._lock_file = lock
         self._lock = threading.RLock()
         self._unflushed = 0
+        self._seal_before_search = seal_before_search
 
     @classmethod
     def open(cls, directory: str | os.PathLike[str], *, model_info: dict[str, Any], create: bool = False,
@@ -91,7 +93,8 @@ class MilvusGallery:
             if lock is not None:
                 lock.close()
             raise
-        gallery = cls(directory, meta, client, record, lock=lock, spec=spec)
+        lite = str(client.get_server_version()).startswith("milvus_lite")  # file or `milvus_lite server`
+        gallery = cls(directory, meta, client, record, lock=lock, spec=spec, seal_before_search=lite)
         gallery._check_fingerprints()
         gallery._finish_segment()
         gallery._remove_orphans()
@@ -222,6 +225,8 @@ class MilvusGallery:
         for row, (_k, expression) in enumerate(wants):
             groups.setdefault(expression, []).append(row)
         with self._lock:
+            if self._seal_before_search and self._unflushed:
+                self.save_index()  # Milvus Lite searches unsealed rows in Python: 60 of them made a search 7x slower
             for expression, rows in groups.items():
                 limit = min(_MAX_LIMIT, max(int(wants[r][0]) for r in rows))
                 found = self.client.search(
@@ -264,9 +269,17 @@ class MilvusGallery:
             raise SpanetError(f"entry {entry.id} names an image outside the gallery; the collection was edited by hand")
         return path
 
-    def known_hashes(self) -> set[str]:
+    def known_hashes(self, among: Sequence[str] | None = None) -> set[str]:
         with self._lock:
-            return {str(r["sha256"]) for r in self._iterate("", ["sha256"])}
+            if among is None:
+                return {str(r["sha256"]) for r in self._iterate("", ["sha256"])}
+            wanted, found = list(dict.fromkeys(among)), set()
+            for start in range(0, len(wanted), 100):  # 100 hashes: the limit leaves room for 160 rows per image
+                chunk = wanted[start : start + 100]  # `sha256 in [...]` uses the INVERTED index: no scan
+                rows = self.client.query(self.collection, filter=f"sha256 in {json.dumps(chunk)}", output_fields=["sha256"],
+                                         limit=_MAX_LIMIT)  # fmt: skip
+                found.update(str(r["sha256"]) for r in rows)
+            return found
 
     def save_index(self) -> None:
         """Seal the rows inserted since the last flush into indexed segments. Inserts are durable without it (Milvus'

@@ -80,6 +80,9 @@ def _delete(gallery: GalleryBackend, where: Where) -> ForgetReport:
     images_before = _image_files(gallery)
     removed = gallery.remove_where(where)
     gallery.purge()
+    from spanet.deploy.reembed import drop_staged
+
+    drop_staged(gallery.directory, [entry.id for entry in removed])  # vectors staged by `spanet gallery reembed`
     gone = len(images_before - _image_files(gallery))
     return ForgetReport(entries=len(removed), images=gone, where=where)
 

@@ -27,6 +27,7 @@ from PIL import Image
 from spanet.deploy.backend import GalleryBackend
 from spanet.deploy.filters import where_from_text
 from spanet.deploy.gallery import Entry, NewEntry, existing_ids
+from spanet.deploy.search import SearchRequest, search_gallery
 from spanet.errors import SpanetError
 from spanet.evaluation.verification import is_unknown, nearest_is_unknown
 from spanet.features import FeatureExtractor
@@ -119,11 +120,10 @@ class _Service:
         with self.model_lock:
             return self.extractor(images)
 
-    def _search_batch(self, jobs: list[tuple[Any, ...]]) -> list[Any]:
-        """Jobs are (image, (top_k, camera, exclude_camera)) or the same with a `Where` (time window, cameras)."""
-        features = self.embed([job[0] for job in jobs])
-        where = [(job[2:] or (None,))[0] for job in jobs]
-        return self.gallery.search_many(features, [job[1] for job in jobs], where=where)
+    def _search_batch(self, jobs: list[tuple[Image.Image, SearchRequest]]) -> list[Any]:
+        """Jobs are (query image, `SearchRequest`): one forward pass and one gallery call (`search_gallery`)."""
+        features = self.embed([image for image, _ in jobs])
+        return search_gallery(self.gallery, features, [request for _, request in jobs])
 
     def entry(self, entry_id: int) -> Entry:
         from fastapi import HTTPException
@@ -259,9 +259,8 @@ def _add_search_routes(app: Any, service: _Service) -> None:
     ) -> dict[str, Any]:
         where = where_from_text(cameras=cameras, after=after, before=before)  # bad text: 400 before any decoding
         (image, *_), = service.read_uploads([file])
-        wanted = min(top_k * 8, 1000) if group else top_k  # grouping keeps one hit per track: look further down
-        hits = service.searcher.submit((image, (wanted, camera, exclude_camera), where))
-        hits = _best_per_track(hits)[:top_k] if group else hits
+        request = SearchRequest(top_k=top_k, where=where, group=group, camera=camera, exclude_camera=exclude_camera)
+        hits = service.searcher.submit((image, request))
         limit = service.threshold if threshold is None else threshold
         matches = [{**_entry_json(h.entry), "distance": h.distance, "unknown": is_unknown(h.distance, limit)}
                    for h in hits]  # fmt: skip
@@ -285,18 +284,6 @@ def _add_search_routes(app: Any, service: _Service) -> None:
             "distance": float(((features[0] - features[1]) ** 2).sum()),
             "query": pictures[0], "match": pictures[1],
         }  # fmt: skip
-
-
-def _best_per_track(hits: list[Any]) -> list[Any]:
-    """The nearest hit of each track, in distance order; entries without a track are each their own group."""
-    seen: set[int] = set()
-    kept = []
-    for hit in hits:
-        if hit.entry.track is None or hit.entry.track not in seen:
-            kept.append(hit)
-            if hit.entry.track is not None:
-                seen.add(hit.entry.track)
-    return kept
 
 
 def _add_retention_routes(app: Any, service: _Service) -> None:

@@ -16,7 +16,7 @@ from spanet.deploy.entry import Entry, NewEntry
 from spanet.deploy.filters import Where, narrow, to_seconds, where_sql
 from spanet.errors import SpanetError
 
-__all__ = ["GalleryStore", "SQLiteStore"]
+__all__ = ["GalleryStore", "SQLiteStore", "entry_images"]
 
 _ENTRY_COLUMNS = "id, image, camera, timestamp, label, source, fingerprint, track"
 
@@ -41,8 +41,9 @@ class GalleryStore(Protocol):
     def features(self, entry_ids: Sequence[int]) -> np.ndarray: ...
     def cameras(self) -> dict[int, int | None]: ...
     def fingerprints(self) -> set[str]: ...
+    def adopt_features(self, path: Path, *, table: str, fingerprint: str) -> int: ...
     def images(self) -> set[str]: ...
-    def hashes(self) -> set[str]: ...
+    def hashes(self, among: Sequence[str] | None = None) -> set[str]: ...
     def close(self) -> None: ...
 
 
@@ -159,6 +160,31 @@ class SQLiteStore:
                 out[i] = np.frombuffer(blob, dtype=np.float32)
         return out
 
+    def adopt_features(self, path: Path, *, table: str, fingerprint: str) -> int:
+        """In one transaction, replace every row's vector by the one with its id in `table` (id, feature) of the
+        SQLite file `path` and set its fingerprint; the number of rows. Nothing changes when a row has none there."""
+        with self._lock:
+            self._db.execute("ATTACH DATABASE ? AS incoming", (str(path),))
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    lacking = self._db.execute(
+                        f"SELECT COUNT(*) FROM entries WHERE id NOT IN (SELECT id FROM incoming.{table})"
+                    ).fetchone()[0]
+                    if lacking:
+                        raise SpanetError(f"{path} lacks the new vectors of {lacking} gallery entries; nothing switched")
+                    cursor = self._db.execute(
+                        f"UPDATE entries SET fingerprint = ?, feature = (SELECT feature FROM incoming.{table} AS new "
+                        "WHERE new.id = entries.id)", (fingerprint,),
+                    )  # fmt: skip
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+            finally:
+                self._db.execute("DETACH DATABASE incoming")
+        return int(cursor.rowcount)
+
     def cameras(self) -> dict[int, int | None]:
         with self._lock:
             return dict(self._db.execute("SELECT id, camera FROM entries").fetchall())
@@ -171,9 +197,17 @@ class SQLiteStore:
         with self._lock:
             return {r[0] for r in self._db.execute("SELECT DISTINCT image FROM entries")}
 
-    def hashes(self) -> set[str]:
+    def hashes(self, among: Sequence[str] | None = None) -> set[str]:
+        """The distinct image hashes stored; with `among`, only those of `among` (by the sha256 index, not a scan)."""
         with self._lock:
-            return {r[0] for r in self._db.execute("SELECT DISTINCT sha256 FROM entries")}
+            if among is None:
+                return {r[0] for r in self._db.execute("SELECT DISTINCT sha256 FROM entries")}
+            wanted, found = list(dict.fromkeys(among)), set()
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                sql = f"SELECT DISTINCT sha256 FROM entries WHERE sha256 IN ({','.join('?' * len(chunk))})"
+                found.update(r[0] for r in self._db.execute(sql, chunk))
+            return found
 
     def close(self) -> None:
         with self._lock:
@@ -181,6 +215,16 @@ class SQLiteStore:
 
     def _rows(self, sql: str, params: Sequence[Any]) -> list[Entry]:
         return [Entry(*row) for row in self._db.execute(sql, params).fetchall()]
+
+
+def entry_images(path: Path) -> list[tuple[int, str]]:
+    """(id, image file name) of every row of the gallery database `path`, read-only: a process that has the gallery
+    open (`spanet serve`) goes on reading and writing meanwhile (WAL mode)."""
+    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    try:
+        return [(int(i), str(image)) for i, image in db.execute("SELECT id, image FROM entries ORDER BY id")]
+    finally:
+        db.close()
 
 
 def _migrate(db: sqlite3.Connection) -> None:
@@ -196,6 +240,7 @@ def _migrate(db: sqlite3.Connection) -> None:
             for entry_id, stamp in db.execute("SELECT id, timestamp FROM entries WHERE timestamp IS NOT NULL").fetchall():
                 db.execute("UPDATE entries SET time = ? WHERE id = ?", (to_seconds(stamp), entry_id))
         db.execute("CREATE INDEX IF NOT EXISTS entries_track ON entries (track)")
+        db.execute("CREATE INDEX IF NOT EXISTS entries_sha256 ON entries (sha256)")  # an enrolment's retry check
         db.execute("CREATE INDEX IF NOT EXISTS entries_time_camera ON entries (time, camera)")  # covers time + camera filters
         db.execute("CREATE TABLE IF NOT EXISTS segments (key TEXT PRIMARY KEY, entries INTEGER NOT NULL)")
         db.execute("COMMIT")

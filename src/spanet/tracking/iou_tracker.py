@@ -2,8 +2,12 @@
 
 Matching is one optimal assignment per frame (Hungarian, `scipy.optimize.linear_sum_assignment`) on 1 − IoU with
 the box the track is predicted at: its last box moved by its velocity (per frame, smoothed over frames) times the
-frames since. Pairs below `min_iou` stay unmatched. An unmatched detection starts a track; a track unseen for more
-than `max_missed` frames ends. No appearance: enough for fixed cameras at normal frame rates, where a person moves a
+frames since. A track seen once has no velocity yet: it is compared with buffered boxes instead (both boxes widened
+by `buffer` × their width and height on each side, the buffered IoU of C-BIoU, Yang et al., WACV 2023), so a far,
+narrow person who moves most of their width per frame still gets a track (plain IoU of two 10-px-wide boxes 9 px
+apart is 0.05: every frame started a new track, and `spanet ingest` dropped them all as too short). Pairs below
+`min_iou` stay unmatched. An unmatched detection starts a track; a track unseen for more than `max_missed` frames
+ends. No appearance: enough for fixed cameras at normal frame rates, where a person moves a
 fraction of their width per frame; the velocity keeps two people walking past each other apart. People walking
 the same way at the same speed through each other can still swap ids; `spanet ingest`
 keeps few crops per track, so a swap costs a mixed track, not a wrong gallery. boxmot's BoT-SORT with `spanet.ReID`
@@ -33,6 +37,12 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
 
 
+def _buffered(boxes: np.ndarray, scale: float) -> np.ndarray:
+    """x0, y0, x1, y1 boxes (N, 4) widened by `scale` × their width and height on each side."""
+    size = np.column_stack([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]]).clip(0)  # (N, 2)
+    return boxes + scale * np.column_stack([-size, size])
+
+
 @dataclass
 class _Track:
     track_id: int
@@ -53,9 +63,10 @@ class _Track:
 class IoUTracker:
     """`update(detections, frame)` -> (M, 6) rows x0, y0, x1, y1, track id, score of the detections it placed."""
 
-    def __init__(self, *, min_iou: float = 0.3, max_missed: int = 5) -> None:
+    def __init__(self, *, min_iou: float = 0.3, max_missed: int = 5, buffer: float = 0.5) -> None:
         self.min_iou = min_iou
         self.max_missed = max_missed
+        self.buffer = buffer  # for tracks without a velocity yet (seen once)
         self._live: list[_Track] = []
         self._next_id = 1
 
@@ -68,7 +79,12 @@ class IoUTracker:
         if self._live and len(dets):
             from scipy.optimize import linear_sum_assignment
 
-            overlap = iou_matrix(np.stack([t.predicted(frame) for t in self._live]), dets[:, :4])
+            overlap = iou_matrix(np.stack([t.predicted(frame) for t in self._live]), dets[:, :4])  # (T, N)
+            young = np.array([t.velocity is None for t in self._live])
+            if young.any():
+                buffered = iou_matrix(_buffered(np.stack([t.box for t in self._live]), self.buffer),
+                                      _buffered(dets[:, :4], self.buffer))  # fmt: skip
+                overlap = np.where(young[:, None], buffered, overlap)
             rows, cols = linear_sum_assignment(1.0 - overlap)
             for r, c in zip(rows, cols):
                 if overlap[r, c] >= self.min_iou:

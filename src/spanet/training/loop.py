@@ -73,7 +73,8 @@ def train(
     """Run (or continue) a training run into `output_dir`; return a summary with the trained model.
 
     Writes `config.yaml`, `log.jsonl`, `tb/`, `last.pt` every epoch and, with `data.val_ids > 0`, `best.pt`
-    (highest validation mAP).
+    (highest validation mAP) and at the end each one's same-person threshold on the validation identities
+    (`calibration.json`, `best.calibration.json`).
     A non-empty `output_dir` is refused unless `resume` (continue it) or `overwrite` (move it aside first).
     A resume with changed settings that change what is learned is refused unless `allow_changed`.
     Under torchrun every process trains its share of each batch; only rank 0 writes files and prints.
@@ -250,6 +251,8 @@ def _train_epochs(run: _Run, state: _RunState, model: nn.Module, *, rng: dict[st
     # also when an earlier call trained every epoch but its final test failed or was killed
     if finished and config.train.eval_every > 0 and not state.test_metrics:
         _final_test(run, state)
+    if finished and state.validation is not None:
+        _calibrate(run, state)
     return interrupted
 
 
@@ -356,6 +359,32 @@ def _final_test(run: _Run, state: _RunState) -> None:
         step = epoch * run.steps
         run.run_log.write({"type": "test", "epoch": epoch, "step": step, **state.test_metrics}, step=step)
         run.save(LAST_CHECKPOINT, state, epoch=epoch)
+
+
+def _calibrate(run: _Run, state: _RunState) -> None:
+    """The same-person threshold of last.pt (and best.pt) on the validation identities, written beside each
+    (`evaluation.calibration.calibrate_run`) and logged; a validation set it cannot be chosen on is said, not fatal."""
+    from spanet.evaluation.calibration import calibrate_run
+
+    if run.dist_info.is_main:
+        names = [LAST_CHECKPOINT, *([BEST_CHECKPOINT] if state.best_map is not None else [])]
+        step = run.config.optim.epochs * run.steps
+        try:
+            written = calibrate_run([run.output_dir / name for name in names], state.validation,
+                                    device=str(run.device), batch_size=run.config.train.eval_batch_size,
+                                    progress=run.config.train.progress)  # fmt: skip
+        except SpanetError as exc:
+            run.run_log.write({"type": "calibration", "error": str(exc)}, step=step)
+            run.say(f"no same-person threshold written: {exc}")
+            written = []
+        for record, path in written:
+            achieved = record["calibration_data"]["achieved"]
+            run.run_log.write({"type": "calibration", "checkpoint": Path(record["checkpoint"]).name, "file": path.name,
+                               "threshold": record["threshold"], "target": record["target"], "achieved": achieved,
+                               "resolved": record["calibration_data"]["resolved"]}, step=step)  # fmt: skip
+            run.say(f"{path.name}: same-person threshold {record['threshold']:.4g} for {Path(record['checkpoint']).name}"
+                    f" at FPR {achieved['fpr']:.2g} on the validation identities (TPR {achieved['tpr']:.1%})")
+    barrier(run.dist_info)
 
 
 def _attention_probe(model: nn.Module, dataset: Any, config: Config, *, device: torch.device) -> torch.Tensor | None:

@@ -1,0 +1,66 @@
+"""scripts/adapt_benchmark.py: the summary (means, the gap, the share of it adaptation closes) and the docs section
+it writes, from made-up per-seed results (the benchmark itself trains for minutes and is run by hand)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "adapt_benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def bench():
+    spec = importlib.util.spec_from_file_location("adapt_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(rank1: float, mAP: float, cpu: float = 2.0) -> dict:
+    return {"rank1": rank1, "mAP": mAP, "cpu_minutes": cpu, "wall_minutes": cpu / 2}
+
+
+PER_SEED = {
+    0: {"source": _run(0.9, 0.8), "direct": _run(0.4, 0.2), "supervised": _run(0.8, 0.6), "adapted": _run(0.6, 0.4, 3)},
+    1: {"source": _run(0.9, 0.7), "direct": _run(0.5, 0.3), "supervised": _run(0.9, 0.7), "adapted": _run(0.7, 0.6, 5)},
+}
+
+
+def test_summary_gap_and_share_closed(bench) -> None:
+    summary = bench.summarise(PER_SEED)
+    assert summary["direct"]["mAP"]["mean"] == pytest.approx(0.25)
+    assert summary["adapted"]["cpu_minutes"]["mean"] == pytest.approx(4.0)
+    assert summary["gap_mAP"]["mean"] == pytest.approx(0.4) and summary["gap_mAP"]["per_seed"] == pytest.approx([0.4, 0.4])
+    assert summary["gap_closed"]["of_means"] == pytest.approx((0.5 - 0.25) / 0.4)
+    assert summary["gap_closed"]["per_seed"] == pytest.approx([0.5, 0.75])
+    without = bench.summarise({s: {k: v for k, v in r.items() if k != "adapted"} for s, r in PER_SEED.items()})
+    assert "adapted" not in without and "gap_closed" not in without
+
+
+def test_markdown_section_replaces_only_its_own_section(bench, tmp_path: Path) -> None:
+    report = {"summary": bench.summarise(PER_SEED), "seeds": [0, 1], "per_seed": PER_SEED, "date": "2026-12-02",
+              "machine": {"cpu": "some CPU", "cores": 2, "note": ""}, "command": "python scripts/adapt_benchmark.py",
+              "commands": ["spanet synth ..."]}  # fmt: skip
+    text = bench.markdown(report)
+    assert text.startswith(bench.SECTION) and "| 25.0 ± 7.1 |" in text and "closes 62 %" in text
+    doc = tmp_path / "adapt.md"
+    doc.write_text(f"# Adapt\n\nintro\n\n{bench.SECTION}\n\nold numbers\n\n## Later\n\nkept\n")
+    bench.write_section(doc, text)
+    new = doc.read_text()
+    assert "old numbers" not in new and new.count(bench.SECTION) == 1 and new.endswith("## Later\n\nkept\n")
+    assert new.startswith("# Adapt\n\nintro\n\n")
+    bench.write_section(tmp_path / "new.md", text)  # a missing file gets a title and the section
+    assert (tmp_path / "new.md").read_text().count(bench.SECTION) == 1
+
+
+def test_partial_runs_and_unrecorded_cpu_time(bench) -> None:
+    partial = {0: {"supervised": _run(0.8, 0.6)}, 1: {"direct": {**_run(0.4, 0.2), "cpu_minutes": None}}}
+    summary = bench.summarise(partial)
+    assert "gap_mAP" not in summary and summary["direct"]["cpu_minutes"] == {"mean": None, "std": None}
+    report = {"summary": summary, "seeds": [0, 1], "per_seed": partial, "date": "d", "command": "c", "commands": [],
+              "machine": {"cpu": "x", "cores": 2, "note": ""}}  # fmt: skip
+    text = bench.markdown(report)
+    assert "not recorded" in text and "| 0 | — | 60.0 / 60.0 |" not in text and "| 1 | 40.0 / 20.0 | — |" in text
