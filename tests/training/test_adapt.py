@@ -62,7 +62,8 @@ def test_adapt_writes_a_loadable_checkpoint_with_its_origin_and_round_statistics
         assert stats["crops"] == 48 and stats["clusters"] >= 2 and 0.0 <= stats["unclustered_share"] < 1.0
         assert 0.0 < stats["purity"] <= 1.0 and 0.0 <= stats["pair_precision"] <= 1.0  # names give ground truth
     assert model.num_classes == len({x for x in json.loads((out / "rounds" / "02.json").read_text())["labels"]} - {-1})
-    assert not any(torch.equal(a, b) for a, b in zip(model.backbone.parameters(), load_model(parent)[0].backbone.parameters()))
+    before_weights = load_model(parent)[0].backbone.parameters()
+    assert not any(torch.equal(a, b) for a, b in zip(model.backbone.parameters(), before_weights))
     logged = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["round"] for r in logged if r["type"] == "round"] == [1, 2]
     assert not (out / "rounds" / "01" / "last.pt").exists()  # a finished round's resumable checkpoint is dropped
@@ -189,7 +190,9 @@ def _gallery_of(crops: Path, folder: Path) -> Path:
     return folder
 
 
-def test_a_gallery_source_gives_tracklets_whose_crops_share_a_label(tiny_market: Path, parent: Path, tmp_path: Path) -> None:
+def test_a_gallery_source_gives_tracklets_whose_crops_share_a_label(
+    tiny_market: Path, parent: Path, tmp_path: Path
+) -> None:
     from spanet.data.unlabelled import read_unlabelled
 
     gallery = _gallery_of(tiny_market / "bounding_box_train", tmp_path / "gallery")
@@ -206,3 +209,32 @@ def test_a_gallery_source_gives_tracklets_whose_crops_share_a_label(tiny_market:
     assert all(len(labels) == 1 for labels in by_track.values())  # a tracklet is never split
     assert load_checkpoint(out / "last.pt")["adaptation"]["sources"][0]["kind"] == "gallery"
     assert "purity" not in rounds["statistics"]  # a gallery's rows carry no ground truth
+
+
+def test_camera_centring_lets_clusters_form_across_cameras() -> None:
+    """Crops whose features carry a strong per-camera offset (a colour cast) cluster by camera; centred, by person."""
+    rng = np.random.default_rng(1)
+    people, casts = rng.normal(size=(10, 32)), 4.0 * rng.normal(size=(3, 32))
+    crops, rows, truth = [], [], []
+    for person in range(10):
+        for camera in range(3):
+            for _ in range(2):
+                crops.append(UnlabelledCrop(path="x.jpg", camera=camera + 1, truth=person + 1))
+                rows.append(people[person] + casts[camera] + 0.05 * rng.normal(size=32))
+    features = np.asarray(rows, dtype=np.float32)
+    plain, centred = (pseudo_labels(features, crops, settings=ClusterSettings(k1=5, k2=2, eps=0.45, min_samples=2,
+                                                                              camera_centre=c)) for c in (False, True))
+    assert centred.statistics["purity"] == 1.0 and centred.statistics["pair_recall"] == 1.0
+    assert plain.statistics["pair_recall"] < 0.5  # one camera's crops of a person together, the others apart
+
+
+def test_a_failed_first_clustering_can_be_rerun_with_other_settings(
+    tiny_market: Path, parent: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out, source = tmp_path / "out", tiny_market / "bounding_box_train"
+    assert main(adapt_args(parent, out, source, "--eps", "0.0001", "--min-samples", "20")) == 2
+    assert main(adapt_args(parent, out, source, "--eps", "0.0001", "--min-samples", "19")) == 2  # moved aside
+    assert "not empty" not in capsys.readouterr().err
+    (out / "last.pt").write_bytes(b"")  # trained weights are never replaced without --overwrite
+    assert main(adapt_args(parent, out, source)) == 2
+    assert "is not empty" in capsys.readouterr().err

@@ -38,25 +38,30 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_checkpoint_arg(parser, help="the checkpoint to adapt (from `spanet train`; never modified)")
     parser.add_argument("--output", type=Path, required=True, metavar="DIR", help="run folder to write")
     parser.add_argument("sources", nargs="+", metavar="SOURCE", help="folder of Market-style crops, or gallery folder")
-    parser.add_argument("--rounds", type=int, default=3, metavar="N", help="clustering + fine-tuning rounds (default 3)")
+    parser.add_argument("--rounds", type=int, default=3, metavar="N",
+                        help="clustering + fine-tuning rounds (default 3)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=3, metavar="N", help="fine-tuning epochs per round (default 3)")
     parser.add_argument("--lr", type=float, default=0.01, metavar="LR", help="fine-tuning learning rate (default 0.01)")
     parser.add_argument("--batch-size", type=int, metavar="N", help="training batch (default: the checkpoint's)")
     parser.add_argument("--eps", type=float, metavar="D",
                         help="DBSCAN radius on the Jaccard distance (default: chosen from the data each round, the "
-                        "mean of the smallest 0.16%% of pairwise distances; Cluster Contrast uses 0.6)")  # fmt: skip
+                        "mean of the smallest 0.5%% of pairwise distances; Cluster Contrast uses 0.6)")  # fmt: skip
     parser.add_argument("--k1", type=int, default=30, help="k-reciprocal neighbours (default 30)")
     parser.add_argument("--k2", type=int, default=6, help="query-expansion neighbours (default 6)")
     parser.add_argument("--min-samples", type=int, default=4, metavar="N",
                         help="DBSCAN: crops or tracklets a cluster needs around its core (default 4)")  # fmt: skip
+    parser.add_argument("--camera-centre", action="store_true",
+                        help="subtract each camera's mean feature before clustering (its colour cast, background)")
     parser.add_argument("--init", choices=("centroids", "random"), default="centroids",
-                        help="new classifiers each round: from the clusters' mean features (default) or random")  # fmt: skip
+                        help="new classifiers each round: from the clusters' mean features (default) or "
+                        "random")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
     add_device_arg(parser)
     parser.add_argument("--resume", action="store_true", help="continue the adaptation in --output")
     add_overwrite_arg(parser, what="--output folder")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a fine-tuning config value, e.g. --set data.num_workers=0 (repeatable)")  # fmt: skip
+                        help="override a fine-tuning config value, e.g. --set data.num_workers=0 "
+                        "(repeatable)")  # fmt: skip
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.set_defaults(func=run)
 
@@ -69,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     guard_folder(args.output, option="--output", inputs=[args.checkpoint, *args.sources])
     options = AdaptOptions(
         rounds=args.rounds, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, init=args.init,
-        cluster=ClusterSettings(k1=args.k1, k2=args.k2, eps=args.eps, min_samples=args.min_samples),
+        cluster=ClusterSettings(k1=args.k1, k2=args.k2, eps=args.eps, min_samples=args.min_samples,
+                                camera_centre=args.camera_centre),  # fmt: skip
         device=args.device, seed=args.seed, overrides=tuple(args.overrides), progress=not args.no_progress,
     )  # fmt: skip
     summary = adapt(args.checkpoint, args.sources, output_dir=args.output, options=options, resume=args.resume,

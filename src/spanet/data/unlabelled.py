@@ -12,7 +12,6 @@ a gallery folder written by `spanet ingest`, read into `UnlabelledCrop`s (camera
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from spanet.errors import SpanetError
 
 __all__ = ["UnlabelledCrop", "read_unlabelled", "describe_sources"]
 
-GALLERY_META = "gallery.json"  # what marks a gallery folder (spanet.deploy.gallery writes it)
+GALLERY_META = "gallery.json"  # what marks a gallery folder (`spanet.deploy.folder.META_FILE`)
 
 
 @dataclass(frozen=True)
@@ -88,11 +87,11 @@ def _gallery_crops(path: Path, *, prefix: str) -> list[UnlabelledCrop]:
     """Rows of a gallery folder, opened with the model description it stores (no checkpoint needed)."""
     from spanet.deploy.backend import open_gallery
     from spanet.deploy.filters import to_seconds
+    from spanet.deploy.folder import read_meta
 
-    try:
-        model = json.loads((path / GALLERY_META).read_text(encoding="utf-8"))["model"]
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SpanetError(f"{path / GALLERY_META} cannot be read as a gallery description") from None
+    model = (read_meta(path) or {}).get("model")
+    if not isinstance(model, dict):
+        raise SpanetError(f"{path / GALLERY_META} cannot be read as a gallery description")
     gallery = open_gallery(path, model_info=model)
     try:
         entries, _total = gallery.query(camera=None, label=None, limit=10**9, offset=0)
@@ -111,6 +110,7 @@ def _gallery_crops(path: Path, *, prefix: str) -> list[UnlabelledCrop]:
     for entry, seconds, image in rows:
         key = f"{prefix}{entry.camera}:{entry.track}" if entry.track is not None else None
         times = spans.get(key or "", [seconds] if seconds is not None else [])
+        start, end = (min(times), max(times)) if times else (None, None)
         crops.append(UnlabelledCrop(path=image, camera=int(entry.camera), tracklet=key,  # type: ignore[arg-type]
-                                    start=min(times) if times else None, end=max(times) if times else None))  # fmt: skip
+                                    start=start, end=end))  # fmt: skip
     return crops

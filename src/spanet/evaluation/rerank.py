@@ -136,7 +136,9 @@ def k_reciprocal_jaccard(
 
     values = torch.as_tensor(features).detach().cpu().float()
     if values.ndim != 2 or len(values) < 2:
-        raise SpanetError(f"the k-reciprocal Jaccard distance needs (N, D) features with N >= 2, got {tuple(values.shape)}")
+        raise SpanetError(
+            f"the k-reciprocal Jaccard distance needs (N, D) features with N >= 2, got {tuple(values.shape)}"
+        )
     if not torch.isfinite(values).all():
         raise SpanetError("k-reciprocal Jaccard: the features hold NaN or inf; check the model weights")
     if k1 < 1 or k2 < 1:

@@ -128,9 +128,10 @@ def _check_crops(crops: list[UnlabelledCrop], sources: Sequence[Any], settings: 
         )
     minimum = max(settings.k1 + 1, 2 * settings.min_samples)
     if len(crops) < minimum:
-        raise SpanetError(f"{where}: {len(crops)} crops; adaptation needs at least {minimum} (more than --k1 "
-                          f"{settings.k1} neighbours, two clusters of --min-samples {settings.min_samples}) from two or "
-                          "more cameras; add crops")  # fmt: skip
+        raise SpanetError(
+            f"{where}: {len(crops)} crops; adaptation needs at least {minimum} (more than --k1 {settings.k1} "
+            f"neighbours, two clusters of --min-samples {settings.min_samples}) from two or more cameras; add crops"
+        )
 
 
 def _record(checkpoint: Path, parent: dict[str, Any], sources: Sequence[Any], options: AdaptOptions) -> dict[str, Any]:
@@ -138,7 +139,8 @@ def _record(checkpoint: Path, parent: dict[str, Any], sources: Sequence[Any], op
     from spanet.features import model_fingerprints
 
     return {
-        "parent": {"checkpoint": str(checkpoint.resolve()), **model_fingerprints(parent["model_args"], parent["model"])},
+        "parent": {"checkpoint": str(checkpoint.resolve()),
+                   **model_fingerprints(parent["model_args"], parent["model"])},  # fmt: skip
         "sources": describe_sources(sources),
         "settings": options.to_json(),
     }
@@ -148,26 +150,37 @@ def _prepare_output(output_dir: Path, record: dict[str, Any], *, resume: bool, o
     """Check or create the run folder; return the rounds already finished (resume)."""
     adapt_file = output_dir / ADAPT_FILE
     if resume and overwrite:
-        raise SpanetError("--resume and --overwrite exclude each other: resume continues the run, overwrite starts anew")
+        raise SpanetError("--resume and --overwrite exclude each other: resume continues the run, overwrite starts "
+                          "anew")  # fmt: skip
     if resume:
         if not adapt_file.is_file():
             raise SpanetError(f"--resume: {adapt_file} does not exist; start a new adaptation without --resume")
         before = json.loads(adapt_file.read_text(encoding="utf-8"))
         for key in ("parent", "sources", "settings"):
             if before.get(key) != record[key]:
-                raise SpanetError(f"--resume: {output_dir} was adapted with other {key} ({before.get(key)}); resume "
-                                  "with the same --checkpoint, SOURCEs and settings, or start a new --output")  # fmt: skip
+                raise SpanetError(
+                    f"--resume: {output_dir} was adapted with other {key} ({before.get(key)}); resume with the same "
+                    "--checkpoint, SOURCEs and settings, or start a new --output"
+                )
         remove_stale_temp_files(output_dir)
         last = output_dir / LAST_CHECKPOINT
         return list(load_checkpoint(last)["adaptation"]["rounds"]) if last.is_file() else []
     if output_dir.is_dir() and any(output_dir.iterdir()):
-        if not overwrite:
+        if not overwrite and not _nothing_trained(output_dir):
             raise SpanetError(f"{output_dir} is not empty; pass --resume to continue the adaptation in it, --overwrite "
                               "to move it aside and start anew, or choose a new --output")  # fmt: skip
         move_aside(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_json(adapt_file, record)
     return []
+
+
+def _nothing_trained(output_dir: Path) -> bool:
+    """An adaptation folder that holds no trained weights (its first clustering failed, e.g. on --eps): a new start
+    may replace it (moved aside), as `spanet train` does with a failed first run."""
+    return (output_dir / ADAPT_FILE).is_file() and not (output_dir / LAST_CHECKPOINT).exists() and not any(
+        (output_dir / ROUNDS_DIR).glob(f"*/{LAST_CHECKPOINT}")
+    )
 
 
 def round_config(parent: dict[str, Any], options: AdaptOptions, *, root: str) -> Config:
@@ -210,7 +223,8 @@ def _features(model: torch.nn.Module, state: dict[str, Any], crops: list[Unlabel
 
     device = resolve_device(options.device)
     model.to(device)
-    extraction = ExtractionOptions(batch_size=128, device=device, kind=kind, progress=options.progress)  # type: ignore[arg-type]
+    extraction = ExtractionOptions(batch_size=128, device=device, kind=kind,  # type: ignore[arg-type]
+                                   progress=options.progress)  # fmt: skip
     return extract_features(model, [c.path for c in crops], input_size=checkpoint_input_size(state, path="model"),
                             options=extraction, desc=f"features ({kind})").features  # fmt: skip
 

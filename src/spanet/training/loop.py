@@ -216,8 +216,9 @@ def _run(run: _Run, *, validation: Any, loaded: Any, resume: bool) -> dict[str, 
             run.run_log.close()
             shutdown_loader(run.loader)
     if interrupted:
+        hint = run.resume_hint or f"spanet train --config {run.output_dir / CONFIG_FILE} --output {run.output_dir} --resume"
         run.say(f"stopped by {run.stop.signal_name}; checkpoint saved to {run.output_dir / LAST_CHECKPOINT}. Resume "
-                f"with: {run.resume_hint or f'spanet train --config {run.output_dir / CONFIG_FILE} --output {run.output_dir} --resume'}")
+                f"with: {hint}")
     return {
         "output_dir": str(run.output_dir),
         "rank": dist_info.rank,  # under torchrun only rank 0 should report
