@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from spanet.errors import SpanetError
 
-__all__ = ["METRICS", "pairwise_distances", "prepare", "distance_rows"]
+__all__ = ["METRICS", "pairwise_distances", "prepare", "distance_rows", "centre_per_camera"]
 
 METRICS = ("euclidean", "cosine")
 
@@ -68,3 +68,14 @@ def _as_features(x: np.ndarray | torch.Tensor, name: str) -> torch.Tensor:
     if tensor.ndim != 2:
         raise SpanetError(f"features {name} must be 2-D (num_images, dim), got shape {tuple(tensor.shape)}")
     return tensor.float()
+
+
+def centre_per_camera(features: np.ndarray, cameras: np.ndarray) -> np.ndarray:
+    """Features (n, d) minus their camera's mean feature, each row re-normalised to unit length (float64): what every
+    crop of one camera shares (its colour cast, light, background) stops pulling that camera's people together, so
+    one person in two cameras comes closer. Used by cross-camera association and by adaptation's pseudo-labels."""
+    centred = np.asarray(features, dtype=np.float64).copy()
+    cameras = np.asarray(cameras)
+    for camera in np.unique(cameras):
+        centred[cameras == camera] -= centred[cameras == camera].mean(axis=0)
+    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)

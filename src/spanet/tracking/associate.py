@@ -124,17 +124,11 @@ def centre_cameras(tracks: Seq[TrackFeature]) -> list[TrackFeature] | None:
     counts = {c: sum(t.camera == c for t in usable) for c in cameras}
     if not usable or min(counts.values()) < MIN_TRACKS_TO_CENTRE:
         return None
-    means = {c: np.mean([t.feature for t in usable if t.camera == c], axis=0) for c in cameras}
-    centred = []
-    for t in tracks:
-        if t.crops == 0:
-            centred.append(t)
-            continue
-        shifted = t.feature.astype(np.float64) - means[t.camera]
-        norm = float(np.linalg.norm(shifted))
-        feature = (shifted / norm if norm > 0 else shifted).astype(np.float32)
-        centred.append(dataclasses.replace(t, feature=feature))
-    return centred
+    from spanet.evaluation.distance import centre_per_camera
+
+    features = centre_per_camera(np.stack([t.feature for t in usable]), np.array([t.camera for t in usable]))
+    shifted = iter(features.astype(np.float32))
+    return [dataclasses.replace(t, feature=next(shifted)) if t.crops > 0 else t for t in tracks]
 
 
 def cannot_link(tracks: Seq[TrackFeature]) -> np.ndarray:

@@ -22,8 +22,9 @@ import numpy as np
 
 from spanet.data.unlabelled import UnlabelledCrop
 from spanet.errors import SpanetError
+from spanet.evaluation.distance import centre_per_camera
 
-__all__ = ["ClusterSettings", "PseudoLabels", "group_tracklets", "pseudo_labels", "centre_cameras", "udap_eps",
+__all__ = ["ClusterSettings", "PseudoLabels", "group_tracklets", "pseudo_labels", "udap_eps",
            "item_tracklets", "split_conflicts", "cluster_statistics", "pair_counts"]  # fmt: skip
 
 
@@ -77,7 +78,7 @@ def pseudo_labels(features: np.ndarray, crops: Sequence[UnlabelledCrop], *, sett
         )
     unit = features / np.maximum(np.linalg.norm(features, axis=1, keepdims=True), 1e-12)
     if settings.camera_centre:
-        unit = centre_cameras(unit, np.array([crop.camera for crop in crops]))
+        unit = centre_per_camera(unit, np.array([crop.camera for crop in crops]))
     pooled = np.zeros((num_items, features.shape[1]), dtype=np.float64)
     np.add.at(pooled, item_of, unit)
     pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
@@ -89,15 +90,6 @@ def pseudo_labels(features: np.ndarray, crops: Sequence[UnlabelledCrop], *, sett
     _refuse_collapse(labels, eps=eps, settings=settings)
     truth = np.array([-1 if c.truth is None else c.truth for c in crops], dtype=np.int64)
     return PseudoLabels(labels=labels, eps=float(eps), statistics=cluster_statistics(labels, truth, eps=eps))
-
-
-def centre_cameras(unit: np.ndarray, cameras: np.ndarray) -> np.ndarray:
-    """Unit features minus their camera's mean, re-normalised: what all crops of one camera share (its light, its
-    background) stops pulling them together, so clusters form across cameras rather than within one."""
-    centred = unit.astype(np.float64, copy=True)
-    for camera in np.unique(cameras):
-        centred[cameras == camera] -= centred[cameras == camera].mean(axis=0)
-    return centred / np.maximum(np.linalg.norm(centred, axis=1, keepdims=True), 1e-12)
 
 
 def udap_eps(distances: np.ndarray, *, share: float) -> float:
