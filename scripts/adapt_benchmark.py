@@ -57,7 +57,7 @@ def run(command: list[str], *, log: Path | None = None) -> float:
 
 def timed(record: Path, command: list[str], *, log: Path) -> dict:
     """Run `command` unless `record` says it finished; {cpu_minutes, wall_minutes} (kept in `record`)."""
-    if record.is_file():
+    if record.is_file():  # may carry a "note" on how the run was made (listed in the docs)
         return json.loads(record.read_text())
     began = time.perf_counter()
     cpu = run(command, log=log)
@@ -181,6 +181,10 @@ def markdown(report: dict) -> str:
         cells = [f"{100 * runs[n]['rank1']:.1f} / {100 * runs[n]['mAP']:.1f}" if n in runs else "—"
                  for n in ("source", *RUNS) if n in s]  # fmt: skip
         lines.append(f"| {seed} | " + " | ".join(cells) + " |")
+    notes = [f"- seed {seed}, {name}: {runs[name]['note']}" for seed, runs in report["per_seed"].items()
+             for name in RUNS if name in runs and runs[name].get("note")]  # fmt: skip
+    if notes:
+        lines += ["", "Notes:", *notes]
     m = report["machine"]
     lines += ["", f"Measured on {m['cpu']} ({m['cores']} cores{m['note']}), {report['date']}. Regenerate with",
               "", "```", report["command"], "```", "", "which runs, per seed S (printed as it goes):", "", "```"]  # fmt: skip
