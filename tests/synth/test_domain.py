@@ -6,7 +6,6 @@ import hashlib
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from spanet.cli import main
@@ -46,9 +45,18 @@ def test_domain_b_people_and_cameras_come_from_other_distributions() -> None:
     assert {p.upper for p in people_b} - set(a.upper_colours) and {p.upper for p in people_b} <= set(b.upper_colours)
     assert {p.width_scale for p in people_b} <= set(b.width_scales)
     assert {p.upper_pattern for p in people_b} - set(a.upper_patterns)  # styles domain a never draws
-    cameras_a, cameras_b = build_cameras(6, seed=0, domain=a), build_cameras(6, seed=0, domain=b)
-    assert b.brightness[1] < a.brightness[1] and all(b.brightness[0] <= c.brightness <= b.brightness[1] for c in cameras_b)
-    assert np.mean([c.noise for c in cameras_b]) > np.mean([c.noise for c in cameras_a])
+    assert (a.wall, a.floor_grey) != (b.wall, b.floor_grey)  # and other walls and floors
+
+
+def test_domain_b_cameras_are_as_clean_as_domain_a() -> None:
+    # b's cameras differ in colour casts and backgrounds only: with b's earlier dimmer, softer, noisier cameras a
+    # model trained on b with labels learned more slowly than on a, and was no upper bound (docs/adapt.md).
+    a, b = DOMAINS["a"], DOMAINS["b"]
+    optics = ("brightness", "blur", "pixelate", "noise", "occlusion", "light_across", "light_down")
+    assert all(getattr(a, name) == getattr(b, name) for name in optics)
+    cameras_b = build_cameras(200, seed=3, domain=b)
+    assert all(a.brightness[0] <= c.brightness <= a.brightness[1] and a.noise[0] <= c.noise <= a.noise[1] for c in cameras_b)
+    assert {c.blur for c in cameras_b} == set(a.blur)
 
 
 def test_domain_b_is_repeatable_differs_from_a_and_is_recorded(tmp_path: Path) -> None:
