@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -64,3 +65,16 @@ def test_partial_runs_and_unrecorded_cpu_time(bench) -> None:
               "machine": {"cpu": "x", "cores": 2, "note": ""}}  # fmt: skip
     text = bench.markdown(report)
     assert "not recorded" in text and "| 0 | — | 60.0 / 60.0 |" not in text and "| 1 | 40.0 / 20.0 | — |" in text
+
+
+def test_a_supervised_only_process_leaves_the_a_model_to_the_other(bench, tmp_path: Path, monkeypatch) -> None:
+    trained: list[str] = []
+    monkeypatch.setattr(bench, "synth", lambda folder, **_: None)
+    monkeypatch.setattr(bench, "train", lambda data, output, **_: trained.append(output.name) or {"cpu_minutes": 1.0})
+    monkeypatch.setattr(bench, "adapt", lambda *_, **__: {"cpu_minutes": 1.0})
+    monkeypatch.setattr(bench, "evaluate", lambda *_: {"rank1": 0.5, "mAP": 0.4})
+    args = SimpleNamespace(work=str(tmp_path), preset="demo", runs=["supervised"], no_adapt=False)
+    assert set(bench.one_seed(0, args)) == {"supervised"} and trained == ["train_b"]
+    trained.clear()
+    assert set(bench.one_seed(0, SimpleNamespace(**{**vars(args), "runs": ["direct", "adapted"]}))) == {"source", "direct", "adapted"}
+    assert trained == ["train_a"]
