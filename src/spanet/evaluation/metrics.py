@@ -19,7 +19,7 @@ import numpy as np
 
 from spanet.errors import SpanetError
 
-__all__ = ["RankMetrics", "rank_metrics"]
+__all__ = ["RankMetrics", "rank_metrics", "pair_counts"]
 
 # Padded candidate entries handled at once; bounds the temporary memory (~40 bytes each).
 _MAX_CANDIDATES = 4_000_000
@@ -218,3 +218,15 @@ def _ranks_of_true_matches(
     first = rank[index, np.argmax(positive, axis=1)]
     last = rank[index, width - 1 - np.argmax(positive[:, ::-1], axis=1)]
     return first, last, ap_sum
+
+
+def pair_counts(labels: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
+    """For a clustering `labels` of items with identities `truth`: (pairs put together, pairs of one person, pairs
+    both), counted from a contingency table in O(N) — the counts behind pairwise precision, recall and F1 (used by
+    cross-camera association and by adaptation's cluster statistics)."""
+
+    def pairs(counts: np.ndarray) -> float:
+        return float((counts * (counts - 1) // 2).sum())
+
+    _, joint = np.unique(np.stack([labels, truth]), axis=1, return_counts=True)
+    return pairs(np.unique(labels, return_counts=True)[1]), pairs(np.unique(truth, return_counts=True)[1]), pairs(joint)

@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from spanet.errors import SpanetError
+from spanet.evaluation.metrics import pair_counts
 from spanet.tracking.mot import Sequence, Tracks, read_frame, read_sequence, read_tracks, write_tracks
 
 __all__ = [
@@ -174,22 +175,14 @@ def cluster_tracks(features: np.ndarray, *, threshold: float, blocked: np.ndarra
 
 def pairwise_f1(labels: np.ndarray, truth: np.ndarray) -> float:
     """F1 of the "same identity" decision over all pairs of tracks: 1 for a perfect partition."""
-    same_pred = labels[:, None] == labels[None, :]
-    same_true = truth[:, None] == truth[None, :]
-    upper = np.triu(np.ones_like(same_pred), k=1)
-    hits = float((same_pred & same_true & upper).sum())
-    predicted, actual = float((same_pred & upper).sum()), float((same_true & upper).sum())
+    predicted, actual, hits = pair_counts(np.asarray(labels), np.asarray(truth))
     return 2 * hits / (predicted + actual) if predicted + actual else 1.0
 
 
 def pairwise_precision_recall(labels: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
     """Of the pairs of tracks put together, the share that are one person (precision), and of the pairs that are one
     person, the share put together (recall); 1.0 where there is no pair to count."""
-    upper = np.triu(np.ones((len(labels), len(labels)), dtype=bool), k=1)
-    same_pred = (labels[:, None] == labels[None, :]) & upper
-    same_true = (truth[:, None] == truth[None, :]) & upper
-    hits = float((same_pred & same_true).sum())
-    predicted, actual = float(same_pred.sum()), float(same_true.sum())
+    predicted, actual, hits = pair_counts(np.asarray(labels), np.asarray(truth))
     return (hits / predicted if predicted else 1.0), (hits / actual if actual else 1.0)
 
 

@@ -23,9 +23,10 @@ import numpy as np
 from spanet.data.unlabelled import UnlabelledCrop
 from spanet.errors import SpanetError
 from spanet.evaluation.distance import centre_per_camera
+from spanet.evaluation.metrics import pair_counts
 
 __all__ = ["ClusterSettings", "PseudoLabels", "group_tracklets", "pseudo_labels", "udap_eps",
-           "item_tracklets", "split_conflicts", "cluster_statistics", "pair_counts"]  # fmt: skip
+           "item_tracklets", "split_conflicts", "cluster_statistics"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -149,15 +150,6 @@ def _refuse_collapse(labels: np.ndarray, *, eps: float, settings: ClusterSetting
             f"clustering put every clustered crop into one identity (eps {eps:.3f}): adaptation needs crops of several "
             "different people; add crops of more people or lower --eps"
         )
-
-
-def pair_counts(labels: np.ndarray, truth: np.ndarray) -> tuple[float, float, float]:
-    """(pairs put together, pairs of one person, pairs both) over the given crops, from a contingency table (O(N))."""
-    def pairs(counts: np.ndarray) -> float:
-        return float((counts * (counts - 1) // 2).sum())
-
-    _, joint = np.unique(np.stack([labels, truth]), axis=1, return_counts=True)
-    return pairs(np.unique(labels, return_counts=True)[1]), pairs(np.unique(truth, return_counts=True)[1]), pairs(joint)
 
 
 def cluster_statistics(labels: np.ndarray, truth: np.ndarray, *, eps: float) -> dict[str, Any]:
