@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from spanet.deploy.folder import DB_FILE, IMAGES_DIR, INDEX_FILE, META_FILE, create_meta, lock_folder
+from spanet.deploy.folder import DB_FILE, IMAGES_DIR, INDEX_FILE, META_FILE, create_meta, lock_folder, read_meta
 from spanet.deploy.sqlite_store import SQLiteStore, entry_images
 from spanet.deploy.store_spec import recorded_store
 from spanet.errors import SpanetError
@@ -139,10 +139,8 @@ def drop_staged(directory: str | os.PathLike[str], entry_ids: list[int]) -> None
 def model_mismatch(directory: str | os.PathLike[str], model_info: dict[str, Any], *, checkpoint: str) -> str | None:
     """None when the gallery `directory` (if it exists) holds vectors of `model_info`'s model; else one line that
     names the gallery's model and the way out (`spanet gallery reembed`)."""
-    meta_path = Path(directory) / META_FILE
-    try:
-        built = json.loads(meta_path.read_text(encoding="utf-8"))["model"]
-    except (OSError, ValueError, KeyError, TypeError):
+    built = (read_meta(directory) or {}).get("model")
+    if not isinstance(built, dict):
         return None  # a new gallery, or one `Gallery.open` will report on
     if _same_model(built, model_info, missing_ok=True):
         return None
@@ -263,10 +261,10 @@ def _check_sqlite_gallery(directory: Path) -> None:
 
 
 def _read_meta(directory: Path) -> dict[str, Any]:
-    try:
-        return json.loads((directory / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise SpanetError(f"cannot read {directory / META_FILE} ({exc})") from None
+    meta = read_meta(directory)
+    if meta is None:
+        raise SpanetError(f"cannot read {directory / META_FILE} (missing, unreadable or not a JSON object)")
+    return meta
 
 
 def _same_model(a: dict[str, Any], b: dict[str, Any], *, missing_ok: bool = False) -> bool:
