@@ -69,3 +69,30 @@ def test_associate_refuses_a_spanet_calibrate_file(footage: Path, tmp_path: Path
                  str(calibration), "--device", "cpu"])  # fmt: skip
     assert code == 2 and "`spanet calibrate` file" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_disjoint_views_keep_tracks_at_the_same_moment_apart(footage: Path, tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture) -> None:  # fmt: skip
+    import shutil
+
+    checkpoint = make_checkpoint(tmp_path / "model.pt")
+    sequences = [footage / "cam1", footage / "cam2"]
+    base = ["associate", "--tracks", *(str(s / "gt" / "gt.txt") for s in sequences), "--checkpoint", str(checkpoint),
+            "--crops-per-track", "2", "--device", "cpu", "--threshold", "4", "--disjoint-views"]  # fmt: skip
+    assert main([*base, "--sequences", *map(str, sequences), "--out", str(tmp_path / "assoc")]) == 0
+    summary = json.loads((tmp_path / "assoc" / "association.json").read_text())
+    assert summary["disjoint_views"] is True
+    rows = summary["tracks"]  # the widest cut merges all it may: still no id at two places at once
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            if a["first"] <= b["last"] and b["first"] <= a["last"]:
+                assert a["global_id"] != b["global_id"], (a, b)
+    other = tmp_path / "cam2"  # the same camera said to run at another frame rate: frame N is not one moment
+    shutil.copytree(sequences[1], other)
+    ini = other / "seqinfo.ini"
+    ini.write_text("\n".join("frameRate=7" if line.startswith("frameRate") else line
+                             for line in ini.read_text().splitlines()) + "\n")  # fmt: skip
+    capsys.readouterr()
+    assert main([*base, "--sequences", str(sequences[0]), str(other), "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err
+    assert "frame rates differ" in err and len(err.strip().splitlines()) == 1

@@ -54,6 +54,24 @@ def test_same_camera_overlapping_tracks_never_merge() -> None:
     assert unconstrained[0] == unconstrained[1]  # the constraint is what kept them apart
 
 
+def test_disjoint_views_keep_cameras_apart_at_the_same_moment() -> None:
+    from spanet.tracking.associate import threshold_from_cannot_links
+
+    tracks = [
+        track(0, 1, 10, [1, 0], 1), track(1, 5, 20, [1, 0.01], 2),  # alike, two cameras, same moment
+        track(1, 30, 40, [1, 0.02], 3),  # camera 1 later: the same look may be the camera-0 person walking on
+    ]
+    assert not cannot_link(tracks)[0, 1] and cannot_link(tracks, disjoint_views=True)[0, 1]
+    assert not cannot_link(tracks, disjoint_views=True)[0, 2]
+    assert len(set(global_ids(tracks, threshold=1.0))) == 1  # overlapping views: one person seen twice at once
+    ids = global_ids(tracks, threshold=1.0, disjoint_views=True)
+    assert ids[0] != ids[1] and ids[2] in (ids[0], ids[1])
+    rng = np.random.default_rng(0)
+    crowd = [track(c, 1, 10, list(rng.normal(size=4)), i) for i, c in enumerate([0, 1] * 3)]  # 3 per camera at once
+    assert threshold_from_cannot_links(crowd) is None  # 2 x 3 same-camera pairs: too few to derive a cut from
+    assert threshold_from_cannot_links(crowd, disjoint_views=True) is not None  # all 15 pairs are known apart
+
+
 def test_sample_rows_spreads_over_the_track(tmp_path: Path) -> None:
     path = tmp_path / "t.txt"
     path.write_text("".join(f"{f},4,0,0,5,5\n" for f in range(10, 0, -1)) + "3,9,0,0,5,5\n")

@@ -96,6 +96,12 @@ def _register_associate(subparsers: argparse._SubParsersAction) -> None:
         help="cluster the raw track features (by default each camera's mean track feature is removed first, where "
         f"every camera has at least {MIN_TRACKS_TO_CENTRE} tracks: it takes out the camera's colour cast and light)",
     )  # fmt: skip
+    parser.add_argument(
+        "--disjoint-views", action="store_true",
+        help="the cameras' views do not overlap (no person is seen by two cameras at once) and the sequences are "
+        "synchronised (frame N is the same moment in all): tracks of different cameras that overlap in time are "
+        "then never merged either, and their distances also inform the derived threshold",
+    )  # fmt: skip
     add_device_arg(parser)
     add_batch_size_arg(parser, what="crops")
     parser.set_defaults(func=_run_associate)
@@ -116,11 +122,12 @@ def _run_associate(args: argparse.Namespace) -> int:
     threshold = _threshold(args)
     source = ("--threshold" if args.threshold is not None else f"--calibration {args.calibration}" if threshold is not None
               else f"derived from this footage: the mean minus {DEFAULT_SPREAD:g} standard deviations of the distances "
-              "between tracks known to be different people (one camera, same time)")  # fmt: skip
+              "between tracks known to be different people ("
+              + ("any two cameras" if args.disjoint_views else "one camera") + ", same time)")  # fmt: skip
     reid = ReID(args.checkpoint, device=args.device, batch_size=args.batch_size)
     result = associate(
         args.sequences, args.tracks, embed=reid.get_features, out_dir=args.out, threshold=threshold,
-        crops_per_track=args.crops_per_track, camera_centring=args.camera_centring,
+        crops_per_track=args.crops_per_track, camera_centring=args.camera_centring, disjoint_views=args.disjoint_views,
     )  # fmt: skip
     centring = "features centred per camera" if result.camera_centring else "raw features" + (
         f" (a camera has fewer than {MIN_TRACKS_TO_CENTRE} tracks to centre on)" if args.camera_centring else "")

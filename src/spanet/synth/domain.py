@@ -121,9 +121,11 @@ DOMAIN_B = Domain(
     hat_p=(0.3, 0.35, 0.35),
     height_scales=(0.98, 1.02, 1.06),
     width_scales=(0.72, 0.8, 0.9),
+    # amber, green, orange, teal, yellow-green and violet, no stronger than a's casts (gains 0.68-1.16): b's
+    # earlier casts (gains 0.60-1.25) made its people harder to match across cameras than a's (docs/adapt.md)
     colour_casts=(
-        (1.25, 1.02, 0.62), (0.80, 1.22, 0.86), (1.18, 0.84, 0.70),
-        (0.70, 1.05, 1.25), (1.10, 1.20, 0.60), (0.90, 0.80, 1.20),
+        (1.12, 1.02, 0.80), (0.86, 1.14, 0.92), (1.14, 0.92, 0.78),
+        (0.84, 1.02, 1.14), (1.06, 1.12, 0.72), (0.98, 0.86, 1.14),
     ),
     wall=(40, 230),
     floor_grey=(50, 160),

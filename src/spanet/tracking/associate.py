@@ -132,14 +132,15 @@ def centre_cameras(tracks: Seq[TrackFeature]) -> list[TrackFeature] | None:
     return [dataclasses.replace(t, feature=next(shifted)) if t.crops > 0 else t for t in tracks]
 
 
-def cannot_link(tracks: Seq[TrackFeature]) -> np.ndarray:
-    """(n, n) bool: True for two tracks of the same camera whose frame spans overlap."""
+def cannot_link(tracks: Seq[TrackFeature], *, disjoint_views: bool = False) -> np.ndarray:
+    """(n, n) bool: True for two tracks of the same camera whose frame spans overlap; with `disjoint_views` (no
+    person is seen by two cameras at once, and frame N is the same moment in every camera) for any two tracks whose
+    frame spans overlap."""
     camera = np.array([t.camera for t in tracks])
     first = np.array([t.first for t in tracks])
     last = np.array([t.last for t in tracks])
-    same = camera[:, None] == camera[None, :]
     overlap = (first[:, None] <= last[None, :]) & (first[None, :] <= last[:, None])
-    blocked = same & overlap
+    blocked = overlap if disjoint_views else overlap & (camera[:, None] == camera[None, :])
     np.fill_diagonal(blocked, False)
     return blocked
 
@@ -192,14 +193,17 @@ DEFAULT_SPREAD = 3.0
 MIN_CANNOT_LINK_PAIRS = 10
 
 
-def threshold_from_cannot_links(tracks: Seq[TrackFeature], *, spread: float = DEFAULT_SPREAD) -> float | None:
+def threshold_from_cannot_links(
+    tracks: Seq[TrackFeature], *, spread: float = DEFAULT_SPREAD, disjoint_views: bool = False
+) -> float | None:
     """The default cut when none is given, from the distances between tracks KNOWN to be different people — two
     tracks of one camera at the same time: their mean minus `spread` standard deviations, floored at 0 (nothing
     merges). With the default 3 that is the 0.13th percentile of a normal fitted to those distances: a few hundred
     pairs measure a mean and a spread well, where an empirical 0.5th percentile of them is little more than their
     smallest one and moved between footages by 3x (measured, docs/video.md). It is measured on the footage itself,
-    on the model's own scale; None when the footage has fewer than `MIN_CANNOT_LINK_PAIRS` such pairs."""
-    blocked = np.triu(cannot_link(tracks), k=1)
+    on the model's own scale; None when the footage has fewer than `MIN_CANNOT_LINK_PAIRS` such pairs. With
+    `disjoint_views` the pairs of different cameras at the same time count too (`cannot_link`)."""
+    blocked = np.triu(cannot_link(tracks, disjoint_views=disjoint_views), k=1)
     usable = np.array([t.crops > 0 for t in tracks], dtype=bool)
     blocked &= usable[:, None] & usable[None, :]
     if blocked.sum() < MIN_CANNOT_LINK_PAIRS:
@@ -232,26 +236,29 @@ def read_track_threshold(path: str | Path) -> float:
 
 
 def fit_track_threshold(
-    tracks: Seq[TrackFeature], truth: Seq[int], *, candidates: Seq[float] = tuple(np.arange(0.05, 2.01, 0.05))
+    tracks: Seq[TrackFeature], truth: Seq[int], *, candidates: Seq[float] = tuple(np.arange(0.05, 2.01, 0.05)),
+    disjoint_views: bool = False,
 ) -> tuple[float, float]:
     """The cut (and its pairwise F1) that best recovers the known identities `truth` of labelled tracks, e.g. a
     synthetic sequence's ground truth; ties go to the smaller threshold (fewer wrong merges)."""
     truth = np.asarray(truth)
-    blocked = cannot_link(tracks)
+    blocked = cannot_link(tracks, disjoint_views=disjoint_views)
     features = np.stack([t.feature for t in tracks])
     scores = [(pairwise_f1(cluster_tracks(features, threshold=c, blocked=blocked), truth), -c) for c in candidates]
     best_f1, best_negative = max(scores)
     return float(-best_negative), float(best_f1)
 
 
-def global_ids(tracks: Seq[TrackFeature], *, threshold: float) -> np.ndarray:
-    """Global ids 1..G (n,), numbered by first appearance; tracks with no feature stay on their own."""
+def global_ids(tracks: Seq[TrackFeature], *, threshold: float, disjoint_views: bool = False) -> np.ndarray:
+    """Global ids 1..G (n,), numbered by first appearance; tracks with no feature stay on their own; tracks that
+    `cannot_link` (with `disjoint_views`) are never one id."""
     usable = np.array([t.crops > 0 for t in tracks], dtype=bool)
     labels = np.arange(len(tracks)) + len(tracks)  # unusable tracks: a cluster of their own
     if usable.any():
         index = np.flatnonzero(usable)
         sub = [tracks[i] for i in index]
-        found = cluster_tracks(np.stack([t.feature for t in sub]), threshold=threshold, blocked=cannot_link(sub))
+        blocked = cannot_link(sub, disjoint_views=disjoint_views)
+        found = cluster_tracks(np.stack([t.feature for t in sub]), threshold=threshold, blocked=blocked)
         labels[index] = found
     order = sorted(range(len(tracks)), key=lambda i: (tracks[i].first, tracks[i].camera, tracks[i].track_id))
     numbering: dict[int, int] = {}
@@ -270,6 +277,7 @@ class Association:
     page: Path
     threshold: float = 0.0  # the cut used (given, or derived from the footage)
     camera_centring: bool = False  # whether the features were centred per camera before clustering
+    disjoint_views: bool = False  # whether tracks of different cameras at the same time were kept apart
 
     @property
     def identities(self) -> int:
@@ -294,10 +302,13 @@ def associate(
     threshold: float | None,
     crops_per_track: int = 8,
     camera_centring: bool = True,
+    disjoint_views: bool = False,
 ) -> Association:
     """Give every track of every camera a global id; write `OUT/<sequence>.txt` per camera and `OUT/index.html`.
     With `camera_centring` the features are centred per camera first (`centre_cameras`), where every camera has
-    enough tracks; a `threshold` given is then a distance between centred features."""
+    enough tracks; a `threshold` given is then a distance between centred features. `disjoint_views` says that no
+    person is seen by two cameras at once and that the sequences are synchronised (frame N is one moment in all, so
+    their frame rates must agree): tracks of different cameras that overlap in time are then never merged either."""
     if len(sequence_dirs) != len(track_files) or not sequence_dirs:
         raise SpanetError(f"give one --tracks file per --sequences folder (got {len(sequence_dirs)} and {len(track_files)})")
     if threshold is not None and not threshold > 0:
@@ -306,6 +317,12 @@ def associate(
     names = [s.name for s in sequences]
     if len(set(names)) != len(names):
         raise SpanetError(f"two sequences share a name ({', '.join(names)}); output files are named after them")
+    rates = {s.frame_rate for s in sequences if s.frame_rate > 0}
+    if disjoint_views and len(rates) > 1:
+        raise SpanetError(
+            f"--disjoint-views compares frame numbers across cameras, but the sequences' frame rates differ "
+            f"({', '.join(f'{s.name}: {s.frame_rate:g}' for s in sequences)}); leave it out"
+        )  # fmt: skip
     tables = [read_tracks(path, sequence=seq) for path, seq in zip(track_files, sequences)]
     out_dir = Path(out_dir)
     _prepare_out(out_dir)
@@ -313,14 +330,14 @@ def associate(
     centred = centre_cameras(tracks) if camera_centring else None
     tracks = centred if centred is not None else tracks
     if threshold is None:
-        threshold = threshold_from_cannot_links(tracks)
+        threshold = threshold_from_cannot_links(tracks, disjoint_views=disjoint_views)
         if threshold is None:
             raise SpanetError(
                 "no threshold given and none can be derived: fewer than "
                 f"{MIN_CANNOT_LINK_PAIRS} pairs of tracks of one camera overlap in time (pairs known to be different "
                 "people, whose distances the default is derived from); give --threshold"
             )  # fmt: skip
-    ids = global_ids(tracks, threshold=threshold)
+    ids = global_ids(tracks, threshold=threshold, disjoint_views=disjoint_views)
     lookup = {(t.camera, t.track_id): int(gid) for t, gid in zip(tracks, ids)}
     outputs = []
     for camera, (sequence, table) in enumerate(zip(sequences, tables)):
@@ -331,10 +348,11 @@ def associate(
     page = write_page(out_dir, sequences=sequences, tracks=tracks, ids=ids, title="spanet cross-camera association")
     summary = {
         "threshold": threshold, "crops_per_track": crops_per_track, "camera_centring": centred is not None,
+        "disjoint_views": disjoint_views,
         "sequences": [str(s.root) for s in sequences], "track_files": [str(t.path) for t in tables],
         "tracks": [{"sequence": names[t.camera], "track_id": t.track_id, "global_id": int(g), "first": t.first,
                     "last": t.last, "crops": t.crops} for t, g in zip(tracks, ids)],
     }  # fmt: skip
     (out_dir / MARKER_FILE).write_text(json.dumps(summary, indent=1) + "\n")
     return Association(tracks=tracks, ids=ids, outputs=outputs, page=page, threshold=threshold,
-                       camera_centring=centred is not None)
+                       camera_centring=centred is not None, disjoint_views=disjoint_views)
