@@ -31,10 +31,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Measured: domain shift on synthetic data"
-RUNS = ("direct", "adapted", "supervised")
+RUNS = ("direct", "adapted", "footage_tracks", "footage_no_tracks", "supervised")
 LABELS = {
     "direct": "Direct transfer (trained on a, tested on b)",
     "adapted": "Adapted on b's unlabelled training crops (`spanet adapt`)",
+    "footage_tracks": "Adapted on b footage's tracks (`ingest` → `adapt`, with track ids)",
+    "footage_no_tracks": "Adapted on the same footage crops without track ids",
     "supervised": "Supervised on b (labels; the upper bound)",
 }
 
@@ -120,7 +122,24 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict:
     if "adapted" in args.runs and not args.no_adapt:
         cost = adapt(work / "train_a" / "last.pt", data_b / "bounding_box_train", work / "adapt", seed=seed, args=args)
         results["adapted"] = {**evaluate(work / "adapt" / "last.pt", data_b, work / "eval_adapted_on_b.json"), **cost}
+    if args.footage and not args.no_adapt:
+        results.update(footage(work, seed=seed, args=args))
     return results
+
+
+def footage(work: Path, *, seed: int, args: argparse.Namespace) -> dict:
+    """scripts/adapt_footage.py on domain-b footage of this seed: the test-split rows and the search before/after."""
+    out = work / "footage"
+    run([sys.executable, str(ROOT / "scripts" / "adapt_footage.py"), "--checkpoint", str(work / "train_a" / "last.pt"),
+         "--work", str(out), "--seed", str(seed), "--test-data", str(work / "data_b"),
+         *[f"--adapt-arg={a}" for a in args.adapt_args]], log=work / "footage.log")  # fmt: skip
+    found = json.loads((out / "results.json").read_text())
+    split = found["test_split"]
+    return {"footage_tracks": {**split["adapted_with_tracks"], "cpu_minutes": found.get("adapt_cpu_minutes")},
+            "footage_no_tracks": {**split["adapted_without_tracks"],
+                                  "cpu_minutes": found.get("adapt_without_tracks_cpu_minutes")},
+            "search": {"before": found["before"], "after": found["after"], "crops": found["crops"],
+                       "tracks": found["tracks"]}}  # fmt: skip
 
 
 def _spread(values: list[float | None]) -> dict:
@@ -143,13 +162,17 @@ def summarise(per_seed: dict[int, dict]) -> dict:
         return summary
     gaps = [r["supervised"]["mAP"] - r["direct"]["mAP"] for r in both]
     summary["gap_mAP"] = {"mean": statistics.mean(gaps), "per_seed": gaps}
-    if all("adapted" in r for r in both):
-        closed = [(r["adapted"]["mAP"] - r["direct"]["mAP"]) / gap if gap > 0 else None for r, gap in zip(both, gaps)]
-        mean_gap, adapted, direct = statistics.mean(gaps), [r["adapted"]["mAP"] for r in both], [r["direct"]["mAP"] for r in both]
-        summary["gap_closed"] = {
-            "of_means": (statistics.mean(adapted) - statistics.mean(direct)) / mean_gap if mean_gap > 0 else None,
-            "per_seed": closed,
-        }  # fmt: skip
+    mean_gap, direct = statistics.mean(gaps), [r["direct"]["mAP"] for r in both]
+    for name in ("adapted", "footage_tracks", "footage_no_tracks"):
+        if all(name in r for r in both):
+            adapted = [r[name]["mAP"] for r in both]
+            summary.setdefault("gap_closed", {})[name] = {
+                "of_means": (statistics.mean(adapted) - statistics.mean(direct)) / mean_gap if mean_gap > 0 else None,
+                "per_seed": [(a - d) / gap if gap > 0 else None for a, d, gap in zip(adapted, direct, gaps)],
+            }  # fmt: skip
+    searches = [r["search"] for r in per_seed.values() if "search" in r]
+    if searches:
+        summary["search"] = {when: statistics.mean(s[when]["rank1"] for s in searches) for when in ("before", "after")}
     return summary
 
 
@@ -172,11 +195,23 @@ def markdown(report: dict) -> str:
     if gap is not None:
         lines += ["", f"Gap (supervised − direct transfer): {100 * gap['mean']:.1f} mAP points (per seed: "
                   + ", ".join(f"{100 * g:.1f}" for g in gap["per_seed"]) + ")."]  # fmt: skip
-    if "gap_closed" in s and s["gap_closed"]["of_means"] is not None:
-        per = ", ".join("n/a" if c is None else f"{100 * c:.0f} %" for c in s["gap_closed"]["per_seed"])
-        lines.append(f"Adaptation closes {100 * s['gap_closed']['of_means']:.0f} % of it (per seed: {per}).")
-    elif "adapted" not in s:
+    for name, closed in s.get("gap_closed", {}).items():
+        if closed["of_means"] is not None:
+            per = ", ".join("n/a" if c is None else f"{100 * c:.0f} %" for c in closed["per_seed"])
+            lines.append(f"{LABELS[name]} closes {100 * closed['of_means']:.0f} % of it (per seed: {per}).")
+    if "adapted" not in s:
         lines.append("Adaptation: not run here.")
+    if "search" in s:
+        lines += ["", "Cross-camera search on the ingested b footage (`scripts/adapt_footage.py`): each track's first "
+                  "crop sent to the service for the other cameras, one row per track; the share whose first track is "
+                  "the same person (queries / hits per seed):", "",
+                  "| Seed | tracks | crops | before adaptation | after (`adapt` → `gallery reembed`) |", "|---|---|---|---|---|"]
+        for seed, runs in report["per_seed"].items():
+            if "search" in runs:
+                f = runs["search"]
+                cell = lambda r: f"{100 * r['rank1']:.1f} % ({r['hits']} / {r['queries']})"  # noqa: E731
+                lines.append(f"| {seed} | {f['tracks']} | {f['crops']} | {cell(f['before'])} | {cell(f['after'])} |")
+        lines.append(f"| mean | | | {100 * s['search']['before']:.1f} % | {100 * s['search']['after']:.1f} % |")
     lines += ["", "Per seed (rank-1 / mAP, %):", "", "| Seed | " + " | ".join(n for n in ("source", *RUNS) if n in s) + " |",
               "|---|" + "---|" * sum(n in s for n in ("source", *RUNS))]  # fmt: skip
     for seed, runs in report["per_seed"].items():
@@ -215,8 +250,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=None,
                         help="training epochs on a and on b, the step at 3/4 (default: the config's schedule)")
     parser.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE", help="extra train override")
-    parser.add_argument("--adapt-rounds", type=int, default=2, help="`spanet adapt --rounds` (default 2)")
-    parser.add_argument("--adapt-epochs", type=int, default=2, help="`spanet adapt --epochs` (default 2)")
+    parser.add_argument("--adapt-rounds", type=int, default=3, help="`spanet adapt --rounds` (default 3)")
+    parser.add_argument("--adapt-epochs", type=int, default=3, help="`spanet adapt --epochs` (default 3)")
+    parser.add_argument("--footage", action="store_true",
+                        help="also scripts/adapt_footage.py per seed: domain-b footage ingested, adapted on its tracks "
+                        "(and on its crops without track ids), cross-camera search before and after")  # fmt: skip
     parser.add_argument("--adapt-arg", dest="adapt_args", action="append", default=[], metavar="ARG",
                         help="extra `spanet adapt` argument (repeatable), e.g. --adapt-arg=--lr --adapt-arg=0.02")
     parser.add_argument("--no-adapt", action="store_true", help="only direct transfer and supervised (the gap)")

@@ -35,8 +35,18 @@ def test_summary_gap_and_share_closed(bench) -> None:
     assert summary["direct"]["mAP"]["mean"] == pytest.approx(0.25)
     assert summary["adapted"]["cpu_minutes"]["mean"] == pytest.approx(4.0)
     assert summary["gap_mAP"]["mean"] == pytest.approx(0.4) and summary["gap_mAP"]["per_seed"] == pytest.approx([0.4, 0.4])
-    assert summary["gap_closed"]["of_means"] == pytest.approx((0.5 - 0.25) / 0.4)
-    assert summary["gap_closed"]["per_seed"] == pytest.approx([0.5, 0.75])
+    assert summary["gap_closed"]["adapted"]["of_means"] == pytest.approx((0.5 - 0.25) / 0.4)
+    assert summary["gap_closed"]["adapted"]["per_seed"] == pytest.approx([0.5, 0.75])
+    with_footage = {s: {**r, "footage_tracks": _run(0.6, r["direct"]["mAP"] + 0.1),
+                        "search": {"before": {"rank1": 0.5, "hits": 5, "queries": 10},
+                                   "after": {"rank1": 0.8 - 0.1 * s, "hits": 8 - s, "queries": 10},
+                                   "tracks": 30, "crops": 240}} for s, r in PER_SEED.items()}  # fmt: skip
+    summary = bench.summarise(with_footage)
+    assert summary["gap_closed"]["footage_tracks"]["per_seed"] == pytest.approx([0.25, 0.25])
+    assert summary["search"] == pytest.approx({"before": 0.5, "after": 0.75})
+    text = bench.markdown({"summary": summary, "seeds": [0, 1], "per_seed": with_footage, "date": "2026-12-02",
+                           "machine": {"cpu": "c", "cores": 2, "note": ""}, "command": "x", "commands": []})  # fmt: skip
+    assert "| 1 | 30 | 240 | 50.0 % (5 / 10) | 70.0 % (7 / 10) |" in text and "closes 25 % of it" in text
     without = bench.summarise({s: {k: v for k, v in r.items() if k != "adapted"} for s, r in PER_SEED.items()})
     assert "adapted" not in without and "gap_closed" not in without
 
@@ -73,7 +83,7 @@ def test_a_supervised_only_process_leaves_the_a_model_to_the_other(bench, tmp_pa
     monkeypatch.setattr(bench, "train", lambda data, output, **_: trained.append(output.name) or {"cpu_minutes": 1.0})
     monkeypatch.setattr(bench, "adapt", lambda *_, **__: {"cpu_minutes": 1.0})
     monkeypatch.setattr(bench, "evaluate", lambda *_: {"rank1": 0.5, "mAP": 0.4})
-    args = SimpleNamespace(work=str(tmp_path), preset="demo", runs=["supervised"], no_adapt=False)
+    args = SimpleNamespace(work=str(tmp_path), preset="demo", runs=["supervised"], no_adapt=False, footage=False)
     assert set(bench.one_seed(0, args)) == {"supervised"} and trained == ["train_b"]
     trained.clear()
     assert set(bench.one_seed(0, SimpleNamespace(**{**vars(args), "runs": ["direct", "adapted"]}))) == {"source", "direct", "adapted"}

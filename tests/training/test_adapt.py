@@ -200,7 +200,8 @@ def test_a_gallery_source_gives_tracklets_whose_crops_share_a_label(
     assert len(crops) == 48 and all(c.tracklet is not None and c.start is not None and c.truth is None for c in crops)
     out = tmp_path / "adapted"
     assert main(["adapt", "--checkpoint", str(parent), "--output", str(out), str(gallery), *FAST, "--rounds", "1",
-                 "--min-samples", "2"]) == 0  # fmt: skip
+                 "--min-samples", "2", "--no-camera-bn"]) == 0  # fmt: skip  # (with it this tiny model's 16
+    # tracklets all fall within the fixed eps: one cluster, refused; the tracklet rules are what is tested here)
     rounds = json.loads((out / "rounds" / "01.json").read_text())
     tracklet_of = {crop.path: crop.tracklet for crop in crops}
     by_track: dict[str, set[int]] = {}

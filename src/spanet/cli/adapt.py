@@ -52,6 +52,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="DBSCAN: crops or tracklets a cluster needs around its core (default 4)")  # fmt: skip
     parser.add_argument("--camera-centre", action="store_true",
                         help="subtract each camera's mean feature before clustering (its colour cast, background)")
+    parser.add_argument("--no-camera-bn", dest="camera_bn", action="store_false",
+                        help="cluster on the model's plain features (by default each camera's crops are embedded "
+                        "with batch-norm statistics re-estimated on that camera's crops, which takes its colour cast "
+                        "and light out inside the network)")  # fmt: skip
     parser.add_argument("--init", choices=("centroids", "random"), default="centroids",
                         help="new classifiers each round: from the clusters' mean features (default) or "
                         "random")  # fmt: skip
@@ -74,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     guard_folder(args.output, option="--output", inputs=[args.checkpoint, *args.sources])
     options = AdaptOptions(
         rounds=args.rounds, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, init=args.init,
+        camera_bn=args.camera_bn,
         cluster=ClusterSettings(k1=args.k1, k2=args.k2, eps=args.eps, min_samples=args.min_samples,
                                 camera_centre=args.camera_centre),  # fmt: skip
         device=args.device, seed=args.seed, overrides=tuple(args.overrides), progress=not args.no_progress,

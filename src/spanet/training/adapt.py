@@ -1,7 +1,8 @@
 """`spanet adapt`: unsupervised domain adaptation of a checkpoint to the operator's own cameras, in rounds.
 
 Each round (the clustering-based UDA recipe: SSG, UDAP, MMT, SpCL, Cluster Contrast): embed every unlabelled crop
-with the current model (`spanet.features.extract_features`), turn the crops into pseudo-identities
+with the current model (`spanet.features.extract_features`; by default each camera's crops with batch-norm statistics
+of their own, `spanet.training.camera_bn`), turn the crops into pseudo-identities
 (`spanet.training.pseudo_labels`: tracklets pooled, k-reciprocal Jaccard distance, DBSCAN, same-camera tracklets that
 overlap in time kept apart), then fine-tune with the model's own losses on the clustered crops, through the training
 loop itself (`spanet.training.loop.train_on_dataset`) with new classifiers sized to the round's cluster count. The
@@ -62,6 +63,7 @@ class AdaptOptions:
     lr: float = 0.01
     batch_size: int | None = None  # None: the parent's data.batch_size
     init: Literal["centroids", "random"] = "centroids"
+    camera_bn: bool = True  # cluster on features with each camera's own batch-norm statistics (`camera_bn`)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     device: str = "auto"
     seed: int = 0
@@ -70,7 +72,7 @@ class AdaptOptions:
 
     def to_json(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
-                "init": self.init, "cluster": self.cluster.to_json(), "seed": self.seed,
+                "init": self.init, "camera_bn": self.camera_bn, "cluster": self.cluster.to_json(), "seed": self.seed,
                 "overrides": list(self.overrides)}  # fmt: skip
 
 
@@ -225,8 +227,17 @@ def _features(model: torch.nn.Module, state: dict[str, Any], crops: list[Unlabel
     model.to(device)
     extraction = ExtractionOptions(batch_size=128, device=device, kind=kind,  # type: ignore[arg-type]
                                    progress=options.progress)  # fmt: skip
-    return extract_features(model, [c.path for c in crops], input_size=checkpoint_input_size(state, path="model"),
-                            options=extraction, desc=f"features ({kind})").features  # fmt: skip
+    input_size = checkpoint_input_size(state, path="model")
+    paths = [c.path for c in crops]
+
+    def embed(net: torch.nn.Module, images: list[str]) -> np.ndarray:
+        return extract_features(net, images, input_size=input_size, options=extraction, desc=f"features ({kind})").features
+
+    if options.camera_bn:
+        from spanet.training.camera_bn import camera_bn_features
+
+        return camera_bn_features(model, paths, [c.camera for c in crops], input_size=input_size, embed=embed)
+    return embed(model, paths)
 
 
 def _fine_tune(output_dir: Path, number: int, model: torch.nn.Module, state: dict[str, Any],
