@@ -12,7 +12,7 @@ Per run (every step a plain `spanet` command, printed as it runs; steps already 
 3. Before: every track's first enrolled crop is a query, sent to the service (`POST /search`, the app `spanet serve`
    runs) for the other cameras, one row per track; a hit when the first track is the same person (the crop's frame
    and size name its ground-truth box). Only queries whose person has a track in another camera count.
-4. `spanet adapt` on the gallery folder (tracks as tracklets), then `spanet gallery reembed` with the adapted model.
+4. `spanet adapt` on the gallery folder (tracks as tracklets; `TRACKLET_ARGS`), then `spanet gallery reembed` with the adapted model.
 5. After: the same queries again, now embedded and searched with the adapted model.
 6. With --test-data (a `spanet synth --domain b` dataset): both the tracks-adapted model and one adapted on the same
    crops without their track ids (copied out under Market-style names: camera and frame only matter; the identity
@@ -36,6 +36,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 START = "2024-05-01T08:00:00+00:00"
 CAMERAS = (1, 2, 3)
+# Tracklets as items: one person has at most one track per camera here (3), so DBSCAN's core needs 2 of them, query
+# expansion is off (k2=6 averages several people's sets: close pairs end at Jaccard distance 0) and the k-reciprocal
+# sets are a few times a person's tracklets.
+TRACKLET_ARGS = ("--k1", "10", "--k2", "1", "--min-samples", "2")
 
 
 def spanet(*args: str, log: Path) -> float:
@@ -62,14 +66,15 @@ def truth(foot: Path) -> dict[int, dict[int, list[tuple[int, int, int, int, int]
     return table
 
 
-def people(gallery_dir: Path, foot: Path) -> list[dict]:
+def people(gallery_dir: Path, foot: Path, checkpoint: Path) -> list[dict]:
     """Every gallery entry with its person: the ground-truth box of its frame with the crop's size."""
     from PIL import Image
 
     from spanet.deploy.gallery import Gallery
+    from spanet.features import FeatureExtractor
 
     boxes = truth(foot)
-    gallery = Gallery.open(gallery_dir, model_info=None)
+    gallery = Gallery.open(gallery_dir, model_info=FeatureExtractor(checkpoint, device="cpu").info)
     try:
         entries, _ = gallery.store.query(limit=10**6, offset=0)
         rows = []
@@ -170,17 +175,18 @@ def main() -> None:
                         str(foot / f"cam{cam}" / "gt" / "gt.txt")]  # fmt: skip
         cpu = spanet(*command, log=log)
         results["ingest"] = {"cpu_minutes": cpu, "wall_minutes": (time.perf_counter() - began) / 60}
-        results["before"] = cross_camera_hits(gallery, args.checkpoint, people(gallery, foot))
+        results["rows"] = people(gallery, foot, args.checkpoint)
+        results["before"] = cross_camera_hits(gallery, args.checkpoint, results["rows"])
         save()
     print("before:", results["before"], flush=True)
-    rows = people(gallery, foot)
+    rows = results["rows"]
     results["crops"], results["tracks"] = len(rows), len({(r["camera"], r["track"]) for r in rows})
     adapted = work / "adapt"
     if "after" not in results:
         if not (adapted / "last.pt").is_file():
             results["adapt_cpu_minutes"] = spanet("adapt", "--checkpoint", str(args.checkpoint), "--output", str(adapted),
                                                   str(gallery), "--seed", str(args.seed), "--no-progress",
-                                                  *args.adapt_args, log=log)  # fmt: skip
+                                                  *TRACKLET_ARGS, *args.adapt_args, log=log)  # fmt: skip
         spanet("gallery", "reembed", str(gallery), "--checkpoint", str(adapted / "last.pt"), "--quiet", log=log)
         results["after"] = cross_camera_hits(gallery, adapted / "last.pt", rows)
         save()

@@ -154,6 +154,7 @@ def _renamed_copy(source: Path, target: Path, *, camera: int | None = None, coun
     ("too_few", "10 crops; adaptation needs at least 11"),
     ("one_cluster", "every clustered crop into one identity"),
     ("no_cluster", "clustering found no group"),
+    ("zero_eps", r"--eps is a Jaccard distance radius in \(0, 1\], got 0.0"),
 ])  # fmt: skip
 def test_bad_input_is_one_clear_error_and_the_checkpoint_is_untouched(
     tiny_market: Path, parent: Path, tmp_path: Path, capsys: pytest.CaptureFixture, case: str, pattern: str
@@ -162,7 +163,7 @@ def test_bad_input_is_one_clear_error_and_the_checkpoint_is_untouched(
     source = {"one_camera": lambda: _renamed_copy(crops, tmp_path / "crops", camera=1),
               "too_few": lambda: _renamed_copy(crops, tmp_path / "crops", count=10)}.get(case, lambda: crops)()
     extra = {"one_cluster": ["--eps", "0.999", "--min-samples", "2"],
-             "no_cluster": ["--eps", "0.0001", "--min-samples", "20"]}.get(case, [])  # fmt: skip
+             "no_cluster": ["--eps", "0.0001", "--min-samples", "20"], "zero_eps": ["--eps", "0"]}.get(case, [])  # fmt: skip
     before = digest(parent)
     assert main(["adapt", "--checkpoint", str(parent), "--output", str(tmp_path / "out"), str(source), *FAST,
                  *extra]) == 2  # fmt: skip
@@ -239,3 +240,20 @@ def test_a_failed_first_clustering_can_be_rerun_with_other_settings(
     (out / "last.pt").write_bytes(b"")  # trained weights are never replaced without --overwrite
     assert main(adapt_args(parent, out, source)) == 2
     assert "is not empty" in capsys.readouterr().err
+
+
+def test_neighbour_sets_that_cover_everyone_are_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Items whose closest pairs share their expanded k-reciprocal sets exactly (seen with k2=6 on 46 tracklets of
+    footage, at most 3 per person) are at Jaccard distance 0: no radius can be derived, and the error says what to
+    lower (DBSCAN raised a traceback before)."""
+    import spanet.evaluation.rerank as rerank
+    from spanet.errors import SpanetError
+    from spanet.training.pseudo_labels import ClusterSettings, pseudo_labels
+
+    crops = [UnlabelledCrop(path="x.jpg", camera=1 + i % 2) for i in range(12)]
+    distances = np.ones((12, 12), dtype=np.float32)
+    distances[:6, :6] = distances[6:, 6:] = 0.0
+    monkeypatch.setattr(rerank, "k_reciprocal_jaccard", lambda *_, **__: distances)
+    features = np.random.default_rng(0).normal(size=(12, 8)).astype(np.float32)
+    with pytest.raises(SpanetError, match="k1=10 / k2=2 neighbours are too many for so few items; lower --k2 and --k1"):
+        pseudo_labels(features, crops, settings=ClusterSettings(k1=10, k2=2))

@@ -92,6 +92,8 @@ def adapt(
     if options.rounds < 1 or options.epochs < 1:
         raise SpanetError(f"adaptation needs at least one round of one epoch, got {options.rounds} round(s) of "
                           f"{options.epochs} epoch(s)")  # fmt: skip
+    if options.cluster.eps is not None and not options.cluster.eps > 0:
+        raise SpanetError(f"--eps is a Jaccard distance radius in (0, 1], got {options.cluster.eps}")
     parent = load_checkpoint(checkpoint)
     crops = read_unlabelled(sources)
     _check_crops(crops, sources, options.cluster)

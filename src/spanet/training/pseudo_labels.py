@@ -85,6 +85,13 @@ def pseudo_labels(features: np.ndarray, crops: Sequence[UnlabelledCrop], *, sett
     pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
     distances = k_reciprocal_jaccard(pooled.astype(np.float32), k1=settings.k1, k2=settings.k2)
     eps = settings.eps if settings.eps is not None else udap_eps(distances, share=settings.eps_share)
+    if not eps > 0:  # close items share one expanded neighbour set: k1 / k2 reach across several people
+        raise SpanetError(
+            f"the closest {settings.eps_share:.1%} of pairs among {num_items} crops or tracklets are at Jaccard "
+            f"distance 0, so no DBSCAN radius can be derived from them: k1={settings.k1} / k2={settings.k2} "
+            "neighbours are too many for so few items; lower --k2 and --k1 (to about the crops or tracklets one "
+            "person has, and a few times that) or give --eps"
+        )  # fmt: skip
     items = DBSCAN(eps=eps, min_samples=settings.min_samples, metric="precomputed").fit_predict(distances)
     items = split_conflicts(items, item_tracklets(crops, item_of, num_items))
     labels = np.where(items[item_of] >= 0, items[item_of], -1).astype(np.int64)
