@@ -94,6 +94,8 @@ def adapt(
                           f"{options.epochs} epoch(s)")  # fmt: skip
     if options.cluster.eps is not None and not options.cluster.eps > 0:
         raise SpanetError(f"--eps is a Jaccard distance radius in (0, 1], got {options.cluster.eps}")
+    if not 0 < options.cluster.eps_share < 1:
+        raise SpanetError(f"--eps-share is a share of the pairwise distances in (0, 1), got {options.cluster.eps_share}")
     parent = load_checkpoint(checkpoint)
     crops = read_unlabelled(sources)
     _check_crops(crops, sources, options.cluster)
