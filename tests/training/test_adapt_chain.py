@@ -43,7 +43,7 @@ def test_footage_ingest_adapt_reembed_serve(tmp_path: Path, capsys: pytest.Captu
     new = FeatureExtractor(adapted / "last.pt", device="cpu")
     stored = json.loads((gallery / "gallery.json").read_text())["model"]
     assert stored["weights_fingerprint"] == new.info["weights_fingerprint"]
-    with pytest.raises(SpanetError, match="model weights"):  # the gallery follows its new model only
+    with pytest.raises(SpanetError, match="different model"):  # the gallery follows its new model only
         Gallery.open(gallery, model_info=FeatureExtractor(source, device="cpu").info)
     opened = Gallery.open(gallery, model_info=new.info)
     try:
