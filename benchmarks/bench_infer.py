@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from spanet.deploy.export import export_onnx
-from spanet.runtime import retain_freed_memory
+from spanet.runtime import cpu_info, retain_freed_memory
 from spanet.model import SPANet
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -93,15 +93,6 @@ def quantise_int8(onnx_path: Path, folder: Path, *, input_size: tuple[int, int])
     )
     return out
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 def cosine_min(a: np.ndarray, b: np.ndarray) -> float:
@@ -185,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
             "min_cosine_vs_fp32": round(cosine_min(outputs[name], reference), 6),
         })
     result = {
-        "cpu": cpu_name(),
+        "cpu": cpu_info().name,
         "cores": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 import time
 from pathlib import Path
+
+from spanet.runtime import cpu_info
 
 import faiss
 import numpy as np
@@ -175,15 +176,6 @@ def run_wide(args: argparse.Namespace) -> dict:
     return {"num": num, "dim": 12288, "queries": 200, "rows": rows}
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def to_markdown(result: dict) -> str:
     large = result["large"]
@@ -239,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         faiss.omp_set_num_threads(args.threads)
     result = {
-        "cpu": cpu_name(),
+        "cpu": cpu_info().name,
         "faiss": faiss.__version__,
         "threads": faiss.omp_get_max_threads(),
         "quick": args.quick,

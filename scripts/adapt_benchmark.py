@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import shlex
 import statistics
@@ -28,6 +27,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from spanet.runtime import cpu_info
 
 ROOT = Path(__file__).resolve().parent.parent
 SECTION = "## Measured: domain shift on synthetic data"
@@ -283,7 +284,7 @@ def main() -> None:
         "commands": [f"spanet synth {args.work}/seedS/data_{d} --preset {args.preset} --domain {d} --seed S" for d in "ab"]
         + commands
         + [f"spanet evaluate --checkpoint {args.work}/seedS/RUN/last.pt --dataset synthetic --data-root {args.work}/seedS/data_b"],
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(),
+        "machine": {"cpu": cpu_info().name, "cores": os.cpu_count(),
                     "note": f"; {args.note}" if args.note else ""},
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "markdown")},
         "seeds": args.seeds,
@@ -294,15 +295,6 @@ def main() -> None:
     write_section(args.markdown, markdown(report))
     print(markdown(report))
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
 
 
 if __name__ == "__main__":

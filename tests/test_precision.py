@@ -55,7 +55,7 @@ def _mock_cpu(monkeypatch: pytest.MonkeyPatch, *, capability: str, amx: bool, av
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: capability)
     flags = {"avx2"} | ({"amx_bf16", "amx_tile"} if amx else set()) | ({"avx512_bf16"} if avx512_bf16 else set())
-    monkeypatch.setattr(runtime, "_proc_cpu_flags", lambda: flags)
+    monkeypatch.setattr(runtime, "_proc_cpuinfo", lambda: ("Mock CPU", flags))
     runtime.cpu_info.cache_clear()  # and again at teardown (`_fresh_detection`)
 
 

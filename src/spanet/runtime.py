@@ -29,7 +29,7 @@ import ctypes
 import functools
 import platform
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from spanet.errors import SpanetError
@@ -80,6 +80,7 @@ class CpuInfo:
     capability: str  # torch's CPU kernel level: DEFAULT, AVX2, AVX512, ...
     amx: bool  # AMX tiles (Sapphire Rapids and later): native bf16 matrix units
     avx512_bf16: bool  # AVX512-BF16 instructions (Cooper Lake, Zen 4 and later)
+    name: str = field(default="", compare=False)  # the model name (/proc/cpuinfo, else the platform's): for records
 
     @property
     def native_bf16(self) -> bool:
@@ -100,23 +101,29 @@ def cpu_info() -> CpuInfo:
     """This CPU, from torch's own detection (cpuinfo) and, on Linux, the processor flags; computed once."""
     import torch
 
-    flags = _proc_cpu_flags()
+    name, flags = _proc_cpuinfo()
     probe = getattr(torch.cpu, "_is_amx_tile_supported", None)
     amx = bool(probe and probe()) or "amx_bf16" in flags
     probe = getattr(torch.cpu, "_is_avx512_bf16_supported", None)
     avx512_bf16 = bool(probe and probe()) or "avx512_bf16" in flags
-    return CpuInfo(capability=torch.backends.cpu.get_cpu_capability(), amx=amx, avx512_bf16=avx512_bf16)
+    return CpuInfo(capability=torch.backends.cpu.get_cpu_capability(), amx=amx, avx512_bf16=avx512_bf16,
+                   name=name or platform.processor() or platform.machine())  # fmt: skip
 
 
-def _proc_cpu_flags() -> set[str]:
+def _proc_cpuinfo() -> tuple[str, set[str]]:
+    """The first processor's model name and flags in /proc/cpuinfo ("" and none where it cannot be read)."""
+    name, flags = "", set()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
             for line in handle:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
+                if line.startswith("model name") and not name:
+                    name = line.partition(":")[2].strip()
+                elif line.startswith("flags"):
+                    flags = set(line.partition(":")[2].split())
+                    break
     except OSError:
         pass
-    return set()
+    return name, flags
 
 
 @dataclass(frozen=True)
