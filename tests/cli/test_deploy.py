@@ -94,6 +94,32 @@ def test_search_honours_amp(workspace: dict[str, Path], built_index: Path, tmp_p
     assert distances["bf16"] == pytest.approx(distances["fp32"], abs=0.05)
 
 
+def test_search_index_auto_threshold_follows_the_serve_rule(workspace: dict[str, Path], built_index: Path,
+                                                             tmp_path: Path, capsys) -> None:  # fmt: skip
+    """`search --index --threshold auto` without a calibration file says so and marks nothing unknown (as `serve` and
+    `search --gallery`); with one beside the checkpoint it uses and names it."""
+    import shutil
+
+    from spanet.evaluation.verification import save_calibration
+    from spanet.features import FeatureExtractor
+
+    query = sorted((workspace["gallery"] / "a").glob("*.jpg"))[0]
+    checkpoint = Path(shutil.copy(workspace["checkpoint"], tmp_path / "last.pt"))
+    args = ["search", "--index", str(built_index), "--checkpoint", str(checkpoint), str(query), "--threshold", "auto",
+            "--quiet", "--json", str(tmp_path / "hits.json"), "--overwrite"]  # fmt: skip
+    capsys.readouterr()
+    assert main(args) == 0
+    assert f"threshold: none ({tmp_path / 'calibration.json'} does not exist" in capsys.readouterr().out
+    assert all(m["known"] for m in json.loads((tmp_path / "hits.json").read_text())[0]["matches"])
+    info = FeatureExtractor(checkpoint, device="cpu").info
+    save_calibration(tmp_path / "calibration.json", {"threshold": 0.0, "metric": "euclidean", "feature_kind": info["kind"],
+                     "weights_fingerprint": info["weights_fingerprint"], "args_fingerprint": info["args_fingerprint"],
+                     "target": {"fpr": 1e-3}, "calibration_data": {}})  # fmt: skip
+    assert main(args) == 0
+    assert f"threshold 0 from {tmp_path / 'calibration.json'}" in capsys.readouterr().out
+    assert not any(m["known"] for m in json.loads((tmp_path / "hits.json").read_text())[0]["matches"][1:])
+
+
 def test_search_with_another_checkpoint_is_refused(workspace: dict[str, Path], built_index: Path, capsys) -> None:
     query = next((workspace["gallery"] / "a").glob("*.jpg"))
     code = main(["search", "--index", str(built_index), "--checkpoint", str(workspace["other_checkpoint"]), str(query), "--quiet"])

@@ -97,15 +97,13 @@ def run_search(args: argparse.Namespace) -> int:
 
 def _search_index(args: argparse.Namespace, queries: list[str]) -> tuple[list[dict], list[tuple[str, list]]]:
     from spanet.deploy.index import GalleryIndex, check_compatible
-    from spanet.evaluation.calibration import resolve_threshold
 
     gallery = GalleryIndex.load(args.index)
     if args.nprobe is not None:
         gallery.set_nprobe(args.nprobe)
     extractor = _extractor(args, kind=gallery.meta.get("model", {}).get("kind", "parts"))
     check_compatible(gallery.meta, extractor.info, index_path=args.index)
-    threshold = resolve_threshold(args.threshold, checkpoint=args.checkpoint, info=extractor.info,
-                                  calibration=args.calibration)  # fmt: skip
+    threshold = _threshold(args, extractor.info, gallery=None)
     paths, features = _embed_queries(extractor, queries, quiet=args.quiet)
     records, pictures = [], []
     for query, matches in zip(paths, gallery.search(features, top_k=args.top_k)):
@@ -132,7 +130,7 @@ def _search_gallery(args: argparse.Namespace, queries: list[str]) -> tuple[list[
         raise SpanetError(f"{args.gallery} is not a spanet gallery folder (no readable gallery.json); make one with "
                           "`spanet ingest` or `spanet gallery build`, or search an index with --index")  # fmt: skip
     extractor = _extractor(args, kind=kind)
-    threshold = _gallery_threshold(args, extractor.info)
+    threshold = _threshold(args, extractor.info, gallery=args.gallery)
     gallery = open_gallery(args.gallery, model_info=extractor.info)
     try:
         paths, features = _embed_queries(extractor, queries, quiet=args.quiet)
@@ -171,14 +169,15 @@ def _where(args: argparse.Namespace) -> Any:
                  before=parse_time(args.before, option="--before") if args.before else None)  # fmt: skip
 
 
-def _gallery_threshold(args: argparse.Namespace, info: dict[str, Any]) -> float | None:
-    """None, a number, or with "auto" the rule `serve` follows (`deploy.threshold`), printing its source."""
+def _threshold(args: argparse.Namespace, info: dict[str, Any], *, gallery: Path | None) -> float | None:
+    """None, a number, or with "auto" the rule `serve` follows (`deploy.threshold`: --calibration, the file beside
+    the checkpoint, then a gallery folder's stored threshold), printing its source."""
     from spanet.deploy.threshold import choose_threshold
     from spanet.evaluation.calibration import resolve_threshold
 
     if args.threshold != "auto":
         return resolve_threshold(args.threshold, checkpoint=args.checkpoint, info=info)
-    chosen = choose_threshold(checkpoint=args.checkpoint, info=info, calibration=args.calibration, gallery=args.gallery)
+    chosen = choose_threshold(checkpoint=args.checkpoint, info=info, calibration=args.calibration, gallery=gallery)
     print(chosen.describe())
     return chosen.value
 
