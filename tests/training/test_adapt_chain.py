@@ -31,10 +31,9 @@ def test_footage_ingest_adapt_reembed_serve(tmp_path: Path, capsys: pytest.Captu
     source = make_checkpoint(tmp_path / "source.pt")
     assert main(ingest_args(foot, gallery, source, "--crops-per-track", "3")) == 0
     adapted = tmp_path / "adapted"
-    # --cluster dbscan: 8 walkers are too few at once for the linkage cut (pairs seen together) to be derived
     assert main(["adapt", "--checkpoint", str(source), "--output", str(adapted), str(gallery), "--rounds", "1",
                  "--epochs", "1", "--k1", "4", "--k2", "1", "--min-samples", "2", "--eps", "0.9", "--batch-size", "8",
-                 "--cluster", "dbscan", "--device", "cpu", "--no-progress", "--set", "data.num_workers=0", "--set",
+                 "--device", "cpu", "--no-progress", "--set", "data.num_workers=0", "--set",
                  "train.max_steps_per_epoch=2", "--set", "train.amp=none"]) == 0  # fmt: skip
     record = load_checkpoint(adapted / "last.pt")["adaptation"]
     assert record["sources"][0]["kind"] == "gallery" and record["settings"]["camera_bn"] is True

@@ -46,11 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--eps", type=float, metavar="D",
                         help="DBSCAN radius on the Jaccard distance (default: chosen from the data each round, the "
                         "mean of the smallest 0.5%% of pairwise distances; Cluster Contrast uses 0.6)")  # fmt: skip
-    parser.add_argument("--cluster", choices=("auto", "dbscan", "linkage"), default="auto",
-                        help="how items become pseudo-identities: dbscan on the k-reciprocal Jaccard distance, or "
-                        "linkage (tracklets grouped as `spanet associate` groups tracks, its derived cut); auto "
-                        "(default): linkage when every crop is in a tracklet with a time span (an ingested "
-                        "gallery), else dbscan")  # fmt: skip
     parser.add_argument("--eps-share", type=float, default=0.005, metavar="P",
                         help="without --eps: the share of smallest pairwise distances whose mean is the radius "
                         "(default 0.005; tracklets, with few per person, need more, e.g. 0.02)")  # fmt: skip
@@ -87,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     options = AdaptOptions(
         rounds=args.rounds, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, init=args.init,
         camera_bn=args.camera_bn,
-        cluster=ClusterSettings(k1=args.k1, k2=args.k2, eps=args.eps, eps_share=args.eps_share, method=args.cluster,
+        cluster=ClusterSettings(k1=args.k1, k2=args.k2, eps=args.eps, eps_share=args.eps_share,
                                 min_samples=args.min_samples,
                                 camera_centre=args.camera_centre),  # fmt: skip
         device=args.device, seed=args.seed, overrides=tuple(args.overrides), progress=not args.no_progress,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
@@ -39,13 +39,10 @@ class ClusterSettings:
     eps_share: float = 0.005  # the share of smallest pairwise distances whose mean is eps (UDAP: 0.0016; docs/adapt.md)
     min_samples: int = 4  # DBSCAN: an item with this many neighbours within eps (itself included) is a core
     camera_centre: bool = False  # subtract each camera's mean feature first (its colour cast, its background)
-    # "auto": tracklets (every item a track with a time span, e.g. an ingested gallery) are grouped as `spanet
-    # associate` groups tracks ("linkage"); crops by k-reciprocal Jaccard distance + DBSCAN ("dbscan")
-    method: Literal["auto", "dbscan", "linkage"] = "auto"
 
     def to_json(self) -> dict[str, Any]:
         return {"k1": self.k1, "k2": self.k2, "eps": self.eps, "eps_share": self.eps_share,
-                "min_samples": self.min_samples, "camera_centre": self.camera_centre, "method": self.method}  # fmt: skip
+                "min_samples": self.min_samples, "camera_centre": self.camera_centre}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,9 +83,6 @@ def pseudo_labels(features: np.ndarray, crops: Sequence[UnlabelledCrop], *, sett
     pooled = np.zeros((num_items, features.shape[1]), dtype=np.float64)
     np.add.at(pooled, item_of, unit)
     pooled /= np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-    spans = item_tracklets(crops, item_of, num_items)
-    if settings.method == "linkage" or (settings.method == "auto" and all(span is not None for span in spans)):
-        return _linkage_labels(pooled, spans, item_of, crops, settings=settings)
     distances = k_reciprocal_jaccard(pooled.astype(np.float32), k1=settings.k1, k2=settings.k2)
     eps = settings.eps if settings.eps is not None else udap_eps(distances, share=settings.eps_share)
     if not eps > 0:  # close items share one expanded neighbour set: k1 / k2 reach across several people
@@ -99,40 +93,11 @@ def pseudo_labels(features: np.ndarray, crops: Sequence[UnlabelledCrop], *, sett
             "person has, and a few times that) or give --eps"
         )  # fmt: skip
     items = DBSCAN(eps=eps, min_samples=settings.min_samples, metric="precomputed").fit_predict(distances)
-    items = split_conflicts(items, spans)
+    items = split_conflicts(items, item_tracklets(crops, item_of, num_items))
     labels = np.where(items[item_of] >= 0, items[item_of], -1).astype(np.int64)
     _refuse_collapse(labels, eps=eps, settings=settings)
     truth = np.array([-1 if c.truth is None else c.truth for c in crops], dtype=np.int64)
     return PseudoLabels(labels=labels, eps=float(eps), statistics=cluster_statistics(labels, truth, eps=eps))
-
-
-def _linkage_labels(pooled: np.ndarray, spans: Sequence[tuple[int, float, float] | None], item_of: np.ndarray,
-                    crops: Sequence[UnlabelledCrop], *, settings: ClusterSettings) -> PseudoLabels:  # fmt: skip
-    """Tracklets grouped as `spanet associate` groups tracks: features centred per camera (where every camera has
-    enough tracklets), average linkage on squared distance with same-camera tracklets that overlap in time never
-    merged, cut where `associate` cuts by default: mean − 3 sd of the distances of those known-different pairs (eps
-    and the DBSCAN settings do not apply). Groups of one tracklet sit the round out."""
-    from spanet.tracking.associate import TrackFeature, centre_cameras, global_ids, threshold_from_cannot_links
-
-    if any(span is None for span in spans):
-        raise SpanetError("--cluster linkage needs every crop in a tracklet with a time span (an ingested gallery)")
-    tracks = [TrackFeature(camera=span[0], track_id=i, first=span[1], last=span[2], feature=feature,  # type: ignore
-                           crops=1, thumbnail=None) for i, (span, feature) in enumerate(zip(spans, pooled))]  # fmt: skip
-    tracks = centre_cameras(tracks) or tracks
-    cut = threshold_from_cannot_links(tracks)
-    if cut is None:
-        raise SpanetError(
-            "no cut can be derived for the tracklets: fewer than 10 pairs of tracklets of one camera overlap in "
-            "time (pairs known to be different people); add footage with more people at once, or use --cluster dbscan"
-        )  # fmt: skip
-    found = global_ids(tracks, threshold=cut)
-    ids, counts = np.unique(found, return_counts=True)
-    shared = {int(i): n for n, i in enumerate(ids[counts >= 2])}  # groups of two or more tracklets, renumbered
-    items = np.array([shared.get(int(i), -1) for i in found], dtype=np.int64)
-    labels = np.where(items[item_of] >= 0, items[item_of], -1).astype(np.int64)
-    _refuse_collapse(labels, eps=cut, settings=settings)
-    truth = np.array([-1 if c.truth is None else c.truth for c in crops], dtype=np.int64)
-    return PseudoLabels(labels=labels, eps=float(cut), statistics=cluster_statistics(labels, truth, eps=cut))
 
 
 def udap_eps(distances: np.ndarray, *, share: float) -> float:
