@@ -339,7 +339,9 @@ def test_a_failing_evaluation_keeps_the_epoch_it_evaluates(
     def evaluation_that_fails(*args, **kwargs):
         raise SpanetError("evaluation failed")
 
-    monkeypatch.setattr(train_module, "_evaluate", evaluation_that_fails)
+    import spanet.training.measure as measure
+
+    monkeypatch.setattr(measure, "evaluate_run", evaluation_that_fails)
     with pytest.raises(SpanetError, match="evaluation failed"):
         train_module.train(tiny_config(tiny_market, "train.eval_every=1", "optim.epochs=1"), output_dir=tmp_path)
     assert load_checkpoint(tmp_path / "last.pt")["epoch"] == 1  # the trained epoch was saved before evaluating it
@@ -390,16 +392,16 @@ def test_a_failed_final_test_is_evaluated_on_resume(
     straight_run: dict, tiny_market: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Every epoch trained, then the final test failed: resuming trains nothing and produces the test metrics."""
-    real = train_module._final_test
+    real = train_module.final_test  # (imported from spanet.training.measure)
 
     def final_test_that_fails(*args, **kwargs):
         raise SpanetError("gallery image unreadable")
 
-    monkeypatch.setattr(train_module, "_final_test", final_test_that_fails)
+    monkeypatch.setattr(train_module, "final_test", final_test_that_fails)
     with pytest.raises(SpanetError, match="unreadable"):
         train_module.train(tiny_config(tiny_market, *VALIDATED), output_dir=tmp_path)
     assert not load_checkpoint(tmp_path / "last.pt")["test_metrics"]
-    monkeypatch.setattr(train_module, "_final_test", real)
+    monkeypatch.setattr(train_module, "final_test", real)
     resumed = train_module.train(tiny_config(tiny_market, *VALIDATED), output_dir=tmp_path, resume=True)
     assert resumed["final_metrics"] == straight_run["summary"]["final_metrics"]
     assert load_checkpoint(tmp_path / "last.pt")["test_metrics"] == resumed["final_metrics"]

@@ -43,6 +43,7 @@ from spanet.run_dir import BEST_CHECKPOINT, CONFIG_FILE, LAST_CHECKPOINT, RunLog
 from spanet.run_dir import remove_stale_temp_files
 from spanet.runtime import Precision, choose_precision, cpu_info, resolve_device
 from spanet.training.step import EpochSpan, StepSettings, TrainingDiverged, train_one_epoch, train_step
+from spanet.training.measure import attention_probe, attention_spread, calibrate, final_test, validate
 from spanet.training.stopping import StopRequest
 
 __all__ = [
@@ -240,7 +241,7 @@ def _train_epochs(run: _Run, state: _RunState, model: nn.Module, *, rng: dict[st
     """The pending validation, the remaining epochs, then the test split once; True when a stop interrupted."""
     config = run.config
     if state.validation_pending and state.validation is not None:
-        _validate(run, state, epoch=state.epoch)
+        validate(run, state, epoch=state.epoch)
     interrupted, trained = False, False
     for epoch in range(state.epoch, config.optim.epochs):
         trained = True
@@ -250,16 +251,16 @@ def _train_epochs(run: _Run, state: _RunState, model: nn.Module, *, rng: dict[st
     finished = trained or state.epoch >= config.optim.epochs
     # also when an earlier call trained every epoch but its final test failed or was killed
     if finished and config.train.eval_every > 0 and not state.test_metrics:
-        _final_test(run, state)
+        final_test(run, state)
     if finished and state.validation is not None:
-        _calibrate(run, state)
+        calibrate(run, state)
     return interrupted
 
 
 def _wrap_model(run: _Run, state: _RunState) -> nn.Module:
     """What the steps call: the model, under DDP when there are several processes, compiled when asked."""
     if run.dist_info.is_main:
-        state.probe = _attention_probe(state.model, run.dataset, run.config, device=run.device)
+        state.probe = attention_probe(state.model, run.dataset, run.config, device=run.device)
     wrapped = state.model
     if run.dist_info.world_size > 1:
         device_ids = [run.device.index] if run.device.type == "cuda" else None
@@ -325,7 +326,7 @@ def _run_epoch(run: _Run, state: _RunState, model: nn.Module, *, epoch: int, rng
         return True
     record = {key: result[key] for key in ("loss", "terms", "images_per_s", "seconds")}
     if state.probe is not None and dist_info.is_main:
-        record["attention"] = _attention_spread(state)
+        record["attention"] = attention_spread(state)
     run.run_log.write({"type": "epoch", "epoch": epoch + 1, "step": global_step, **record}, step=global_step)
     last_epoch = epoch + 1 == config.optim.epochs
     due = state.validation is not None and _eval_due(epoch, config.optim.epochs, config.train.eval_every)
@@ -333,80 +334,13 @@ def _run_epoch(run: _Run, state: _RunState, model: nn.Module, *, epoch: int, rng
     # the trained epoch is saved before evaluating it, so a failing evaluation cannot cost the epoch
     run.save(LAST_CHECKPOINT, state, epoch=epoch + 1)
     if due and not state.validation_pending:
-        _validate(run, state, epoch=epoch + 1)
+        validate(run, state, epoch=epoch + 1)
     return result["stopped"] and not last_epoch
 
 
-def _validate(run: _Run, state: _RunState, *, epoch: int) -> None:
-    """Evaluate the held-out identities after `epoch` epochs, keep best.pt on validation mAP, save last.pt."""
-    step = epoch * run.steps
-    state.metrics = _evaluate(run, state.model, state.validation)
-    state.validation_pending = False
-    if run.dist_info.is_main:
-        run.run_log.write({"type": "val", "epoch": epoch, "step": step, **state.metrics}, step=step)
-        run.say(f"epoch {epoch}: validation rank-1 {state.metrics['rank1']:.2%}  mAP {state.metrics['mAP']:.2%}")
-        if state.best_map is None or state.metrics["mAP"] > state.best_map:
-            state.best_map, state.best_epoch = state.metrics["mAP"], epoch
-            run.save(BEST_CHECKPOINT, state, epoch=epoch, resumable=False)
-    run.save(LAST_CHECKPOINT, state, epoch=epoch)
 
 
-def _final_test(run: _Run, state: _RunState) -> None:
-    """The test split, evaluated once on the final model (never used to pick a checkpoint); kept in last.pt."""
-    state.test_metrics = _evaluate(run, state.model, run.dataset)
-    if run.dist_info.is_main:
-        epoch = run.config.optim.epochs
-        step = epoch * run.steps
-        run.run_log.write({"type": "test", "epoch": epoch, "step": step, **state.test_metrics}, step=step)
-        run.save(LAST_CHECKPOINT, state, epoch=epoch)
 
-
-def _calibrate(run: _Run, state: _RunState) -> None:
-    """The same-person threshold of last.pt (and best.pt) on the validation identities, written beside each
-    (`evaluation.calibration.calibrate_run`) and logged; a validation set it cannot be chosen on is said, not fatal."""
-    from spanet.evaluation.calibration import calibrate_run
-
-    if run.dist_info.is_main:
-        names = [LAST_CHECKPOINT, *([BEST_CHECKPOINT] if state.best_map is not None else [])]
-        step = run.config.optim.epochs * run.steps
-        try:
-            written = calibrate_run([run.output_dir / name for name in names], state.validation,
-                                    device=str(run.device), batch_size=run.config.train.eval_batch_size,
-                                    progress=run.config.train.progress)  # fmt: skip
-        except SpanetError as exc:
-            run.run_log.write({"type": "calibration", "error": str(exc)}, step=step)
-            run.say(f"no same-person threshold written: {exc}")
-            written = []
-        for record, path in written:
-            achieved = record["calibration_data"]["achieved"]
-            run.run_log.write({"type": "calibration", "checkpoint": Path(record["checkpoint"]).name, "file": path.name,
-                               "threshold": record["threshold"], "target": record["target"], "achieved": achieved,
-                               "resolved": record["calibration_data"]["resolved"]}, step=step)  # fmt: skip
-            run.say(f"{path.name}: same-person threshold {record['threshold']:.4g} for {Path(record['checkpoint']).name}"
-                    f" at FPR {achieved['fpr']:.2g} on the validation identities (TPR {achieved['tpr']:.1%})")
-    barrier(run.dist_info)
-
-
-def _attention_probe(model: nn.Module, dataset: Any, config: Config, *, device: torch.device) -> torch.Tensor | None:
-    """The first 16 training images (evaluation transform): the fixed batch for `SPANet.attention_spread`; None
-    when the model has no SA layer."""
-    if not any(head.sa_ds is not None for head in model.ds_heads) and model.sa_parts is None:
-        return None
-    from spanet.data.images import read_image
-    from spanet.data.transforms import eval_transform
-
-    transform = eval_transform((config.data.height, config.data.width))
-    return torch.stack([transform(read_image(s.path)) for s in dataset.train[:16]]).to(device)  # (16, 3, H, W)
-
-
-def _attention_spread(state: _RunState) -> dict[str, dict[str, float]]:
-    """Effective number of attended positions per SA layer on the fixed batch (logged with every epoch record, so
-    attention collapse shows as it happens)."""
-    state.model.eval()
-    try:
-        return state.model.attention_spread(state.probe)
-    finally:
-        state.model.train()
 
 
 def _checkpoint(
@@ -497,22 +431,6 @@ def _epoch_with_progress(run: _Run, state: _RunState, model: nn.Module, *, span:
     finally:
         bar.close()
 
-
-def _evaluate(run: _Run, model: nn.Module, dataset: Any) -> dict:
-    """Rank-1/mAP on query/gallery (`spanet.evaluation.evaluate`), computed by rank 0 while the other ranks wait."""
-    metrics: dict[str, float] = {}
-    config = run.config
-    if run.dist_info.is_main:
-        from spanet.evaluation.evaluate import evaluate_model
-        from spanet.features import ExtractionOptions
-
-        options = ExtractionOptions(batch_size=config.train.eval_batch_size, device=run.device,
-                                    flip=config.train.eval_flip, amp=run.precision,  # the training precision
-                                    num_workers=config.data.num_workers, progress=config.train.progress)  # fmt: skip
-        result = evaluate_model(model, dataset, input_size=(config.data.height, config.data.width), options=options)
-        metrics = {key: float(getattr(result, key)) for key in ("rank1", "rank5", "rank10", "mAP", "mINP")}
-    barrier(run.dist_info)
-    return metrics
 
 
 def _save_if_finite(path: Path, checkpoint: dict[str, Any], dist_info: DistInfo) -> None:
