@@ -283,7 +283,10 @@ def main() -> None:
         "command": shlex.join(["python", "scripts/adapt_benchmark.py", *sys.argv[1:]]),
         "commands": [f"spanet synth {args.work}/seedS/data_{d} --preset {args.preset} --domain {d} --seed S" for d in "ab"]
         + commands
-        + [f"spanet evaluate --checkpoint {args.work}/seedS/RUN/last.pt --dataset synthetic --data-root {args.work}/seedS/data_b"],
+        + [f"spanet evaluate --checkpoint {args.work}/seedS/RUN/last.pt --dataset synthetic --data-root {args.work}/seedS/data_b"]
+        + ([f"python scripts/adapt_footage.py --checkpoint {args.work}/seedS/train_a/last.pt --work {args.work}/seedS/footage "
+            f"--seed S --test-data {args.work}/seedS/data_b   # synth-video, ingest, adapt, gallery reembed: its "
+            "commands.log lists them"] if args.footage else []),
         "machine": {"cpu": cpu_info().name, "cores": os.cpu_count(),
                     "note": f"; {args.note}" if args.note else ""},
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "markdown")},
