@@ -25,7 +25,6 @@ Writes WORK/results.json; scripts/adapt_benchmark.py puts the runs of several se
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shlex
 import subprocess
