@@ -12,14 +12,15 @@ Per run (every step a plain `spanet` command, printed as it runs; steps already 
 3. Before: every track's first enrolled crop is a query, sent to the service (`POST /search`, the app `spanet serve`
    runs) for the other cameras, one row per track; a hit when the first track is the same person (the crop's frame
    and size name its ground-truth box). Only queries whose person has a track in another camera count.
-4. `spanet adapt` on the gallery folder (tracks as tracklets; `TRACKLET_ARGS`), then `spanet gallery reembed` with the adapted model.
+4. `spanet adapt` on the gallery folder (tracks as tracklets; `TRACKLET_ARGS`), then `spanet gallery reembed` with
+   the adapted model.
 5. After: the same queries again, now embedded and searched with the adapted model.
 6. With --test-data (a `spanet synth --domain b` dataset): both the tracks-adapted model and one adapted on the same
    crops without their track ids (copied out under Market-style names: camera and frame only matter; the identity
    prefix, from the ground truth, is used for the clustering statistics alone) are evaluated on its test split.
 
-Writes WORK/results.json; scripts/adapt_benchmark.py puts the runs of several seeds into docs/adapt.md
-(`--footage WORK...`).
+Writes WORK/results.json; `scripts/adapt_benchmark.py --footage` runs it per seed and puts the results into
+docs/adapt.md.
 """
 
 from __future__ import annotations
