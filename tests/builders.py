@@ -175,3 +175,28 @@ def ingest_synthetic_footage(root: Path, *, seed: int = 2) -> dict[str, Path]:
     assert main(ingest_args(root / "foot", root / "people", checkpoint)) == 0
     return {"root": root, "foot": root / "foot", "gallery": root / "people", "checkpoint": checkpoint}
 
+
+
+def write_calibration(path: Path, checkpoint: Path, threshold: float) -> Path:
+    """A `spanet calibrate` file for `checkpoint` (its fingerprints and feature kind) holding `threshold`."""
+    from spanet.evaluation.verification import save_calibration
+    from spanet.features import FeatureExtractor
+
+    info = FeatureExtractor(checkpoint, device="cpu").info
+    return save_calibration(path, {"threshold": threshold, "metric": "euclidean", "feature_kind": info["kind"],
+                                   "weights_fingerprint": info["weights_fingerprint"],
+                                   "args_fingerprint": info["args_fingerprint"], "target": {"fpr": 1e-3},
+                                   "calibration_data": {}})  # fmt: skip
+
+
+def serve_app(gallery: Path, checkpoint: Path, monkeypatch, *extra: str) -> dict:
+    """`spanet serve` with uvicorn replaced by a stub that starts nothing; {"app": the app it would have run}."""
+    import sys
+    import types
+
+    from spanet.cli import main
+
+    seen: dict = {}
+    monkeypatch.setitem(sys.modules, "uvicorn", types.SimpleNamespace(run=lambda app, **_: seen.setdefault("app", app)))
+    assert main(["serve", "--gallery", str(gallery), "--checkpoint", str(checkpoint), "--device", "cpu", *extra]) == 0
+    return seen

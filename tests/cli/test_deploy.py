@@ -100,8 +100,7 @@ def test_search_index_auto_threshold_follows_the_serve_rule(workspace: dict[str,
     `search --gallery`); with one beside the checkpoint it uses and names it."""
     import shutil
 
-    from spanet.evaluation.verification import save_calibration
-    from spanet.features import FeatureExtractor
+    from builders import write_calibration
 
     query = sorted((workspace["gallery"] / "a").glob("*.jpg"))[0]
     checkpoint = Path(shutil.copy(workspace["checkpoint"], tmp_path / "last.pt"))
@@ -111,10 +110,7 @@ def test_search_index_auto_threshold_follows_the_serve_rule(workspace: dict[str,
     assert main(args) == 0
     assert f"threshold: none ({tmp_path / 'calibration.json'} does not exist" in capsys.readouterr().out
     assert all(m["known"] for m in json.loads((tmp_path / "hits.json").read_text())[0]["matches"])
-    info = FeatureExtractor(checkpoint, device="cpu").info
-    save_calibration(tmp_path / "calibration.json", {"threshold": 0.0, "metric": "euclidean", "feature_kind": info["kind"],
-                     "weights_fingerprint": info["weights_fingerprint"], "args_fingerprint": info["args_fingerprint"],
-                     "target": {"fpr": 1e-3}, "calibration_data": {}})  # fmt: skip
+    write_calibration(tmp_path / "calibration.json", checkpoint, 0.0)
     assert main(args) == 0
     assert f"threshold 0 from {tmp_path / 'calibration.json'}" in capsys.readouterr().out
     assert not any(m["known"] for m in json.loads((tmp_path / "hits.json").read_text())[0]["matches"][1:])

@@ -5,13 +5,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
-import types
 from pathlib import Path
 
 import pytest
 
-from builders import ingest_args, ingest_synthetic_footage, make_checkpoint
+from builders import ingest_args, ingest_synthetic_footage, make_checkpoint, serve_app, write_calibration
 
 pytest.importorskip("cv2", reason="footage is decoded with OpenCV (opencv-python, in the test extra)")
 pytest.importorskip("fastapi", reason="the service needs the 'serve' extra")
@@ -21,25 +19,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def ingested(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """3 cameras of synthetic footage ingested with their ground-truth boxes as detections (no threshold anywhere)."""
     return ingest_synthetic_footage(tmp_path_factory.mktemp("ingest_search"))
-
-
-def _calibration(path: Path, checkpoint: Path, threshold: float) -> None:
-    from spanet.evaluation.verification import save_calibration
-    from spanet.features import FeatureExtractor
-
-    info = FeatureExtractor(checkpoint, device="cpu").info
-    save_calibration(path, {"threshold": threshold, "metric": "euclidean", "weights_fingerprint": info["weights_fingerprint"],
-                            "args_fingerprint": info["args_fingerprint"], "feature_kind": info["kind"],
-                            "target": {"fpr": 1e-3}, "calibration_data": {}})  # fmt: skip
-
-
-def _serve(gallery: Path, checkpoint: Path, monkeypatch: pytest.MonkeyPatch, *extra: str) -> dict:
-    from spanet.cli import main
-
-    seen: dict = {}
-    monkeypatch.setitem(sys.modules, "uvicorn", types.SimpleNamespace(run=lambda app, **_: seen.setdefault("app", app)))
-    assert main(["serve", "--gallery", str(gallery), "--checkpoint", str(checkpoint), "--device", "cpu", *extra]) == 0
-    return seen
 
 
 def test_ingest_prints_and_stores_the_threshold_and_serve_uses_it(
@@ -58,24 +37,24 @@ def test_ingest_prints_and_stores_the_threshold_and_serve_uses_it(
     out = capsys.readouterr().out
     assert f"threshold: none ({run / 'calibration.json'} does not exist" in out and "none is marked unknown" in out
     assert "threshold" not in json.loads((gallery / "gallery.json").read_text())
-    _calibration(run / "calibration.json", checkpoint, 0.75)
+    write_calibration(run / "calibration.json", checkpoint, 0.75)
     assert main(args) == 0  # the segments are in already: only the threshold is new
     out = capsys.readouterr().out
     assert f"threshold 0.75 from {run / 'calibration.json'}" in out and "stored in" in out and "0 crops enrolled" in out
     stored = json.loads((gallery / "gallery.json").read_text())["threshold"]
     assert stored["value"] == 0.75 and str(run / "calibration.json") in stored["source"]
     moved = Path(shutil.copy(checkpoint, tmp_path / "last.pt"))  # the checkpoint without its calibration file
-    seen = _serve(gallery, moved, monkeypatch)
+    seen = serve_app(gallery, moved, monkeypatch)
     out = capsys.readouterr().out
     assert f"threshold 0.75 from {gallery / 'gallery.json'} (stored by spanet ingest" in out
     assert TestClient(seen["app"], base_url="http://127.0.0.1").get("/health").json()["threshold"] == 0.75
-    _serve(gallery, moved, monkeypatch, "--threshold", "0.5")
+    serve_app(gallery, moved, monkeypatch, "--threshold", "0.5")
     assert "threshold 0.5 (--threshold)" in capsys.readouterr().out
     query = sorted((gallery / "images").iterdir())[0]
     assert main(["search", "--gallery", str(gallery), "--checkpoint", str(moved), "--device", "cpu", "--quiet",
                  "--threshold", "auto", str(query)]) == 0  # fmt: skip
     assert f"threshold 0.75 from {gallery / 'gallery.json'}" in capsys.readouterr().out
-    _calibration(tmp_path / "other.json", make_checkpoint(tmp_path / "other.pt", seed=1), 0.3)
+    write_calibration(tmp_path / "other.json", make_checkpoint(tmp_path / "other.pt", seed=1), 0.3)
     assert main([*args, "--calibration", str(tmp_path / "other.json")]) == 2  # another model's calibration
     err = capsys.readouterr().err
     assert "calibrated for another model" in err and len(err.strip().splitlines()) == 1
