@@ -97,10 +97,10 @@ def adapt(checkpoint: Path, crops: Path, output: Path, *, seed: int, args: argpa
     return timed(output.with_suffix(".timing.json"), command, log=output.with_suffix(".log"))
 
 
-def evaluate(checkpoint: Path, data: Path, out: Path) -> dict:
+def evaluate(checkpoint: Path, data: Path, out: Path, *, log: Path | None = None) -> dict:
     if not out.is_file():
         run([*spanet(), "evaluate", "--checkpoint", str(checkpoint), "--dataset", "synthetic", "--data-root", str(data),
-             "--json", str(out), "--out", str(out.with_suffix("")), "--no-progress"])  # fmt: skip
+             "--json", str(out), "--out", str(out.with_suffix("")), "--no-progress"], log=log)  # fmt: skip
     plain = json.loads(out.read_text())["plain"]
     return {"rank1": plain["rank1"], "mAP": plain["mAP"]}
 

@@ -27,13 +27,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from adapt_benchmark import evaluate, run
+from adapt_benchmark import spanet as spanet_command
+
 START = "2024-05-01T08:00:00+00:00"
 CAMERAS = (1, 2, 3)
 # Tracklets as items: one person has at most one track per camera here (3), so DBSCAN's core needs 2 of them, query
@@ -45,16 +44,7 @@ TRACKLET_ARGS = ("--k1", "10", "--k2", "1", "--min-samples", "2", "--eps-share",
 
 def spanet(*args: str, log: Path) -> float:
     """Run one `spanet` command (printed first, output to `log`); the CPU minutes it and its children used."""
-    import resource
-
-    print("$ spanet", shlex.join(args), flush=True)
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    with open(log, "a") as sink:
-        done = subprocess.run([sys.executable, "-m", "spanet", *args], stdout=sink, stderr=subprocess.STDOUT)
-    if done.returncode != 0:
-        raise SystemExit(f"failed ({done.returncode}): spanet {shlex.join(args)}; see {log}")
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return ((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)) / 60
+    return run([*spanet_command(), *args], log=log) / 60
 
 
 def truth(foot: Path) -> dict[int, dict[int, list[tuple[int, int, int, int, int]]]]:
@@ -135,14 +125,6 @@ def export_crops(rows: list[dict], out: Path) -> Path:
             Path(r["image"]).read_bytes())
     (out / "done").write_text("")
     return out
-
-
-def evaluate(checkpoint: Path, data: Path, out: Path, *, log: Path) -> dict:
-    if not out.is_file():
-        spanet("evaluate", "--checkpoint", str(checkpoint), "--dataset", "synthetic", "--data-root", str(data),
-               "--json", str(out), "--out", str(out.with_suffix("")), "--no-progress", log=log)  # fmt: skip
-    plain = json.loads(out.read_text())["plain"]
-    return {"rank1": plain["rank1"], "mAP": plain["mAP"]}
 
 
 def main() -> None:
