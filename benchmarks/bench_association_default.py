@@ -102,11 +102,12 @@ def main() -> None:
             kind = "fragmented" if fragmented else "gt tracks"
             tracks, truth = footage_tracks_cached(tmp / "calib", tmp / f"calib_{fragmented}", seed=100,
                                                   fragmented=fragmented)
-            for space, feats in spaces(tracks).items():
+            features = spaces(tracks)
+            for space, feats in features.items():
                 chosen[(fragmented, space)] = choose(feats, truth)
                 results["calibration"][f"{kind}, {space}"] = chosen[(fragmented, space)]
                 print(kind, space, chosen[(fragmented, space)], flush=True)
-            centred = spaces(tracks)["centred"]
+            centred = features["centred"]
             chosen[(fragmented, "disjoint")] = fit_track_threshold(centred, truth, disjoint_views=True)[0]
         for seed in args.seeds:
             if {(seed, False), (seed, True)} - cached.keys():
@@ -116,7 +117,8 @@ def main() -> None:
                                                       fragmented=fragmented)
                 row = {"seed": seed, "tracks": "fragmented" if fragmented else "gt tracks",
                        "old_fixed_1.0 (raw)": evaluate(tracks, truth, 1.0)}  # fmt: skip
-                for space, feats in spaces(tracks).items():
+                features = spaces(tracks)
+                for space, feats in features.items():
                     cal = chosen[(fragmented, space)]
                     z = cal["chosen_spread"]
                     row[f"default: mean - {DEFAULT_SPREAD:g} sd ({space})"] = evaluate(
@@ -124,7 +126,7 @@ def main() -> None:
                     row[f"chosen on this kind's calibration: {z:g} sd ({space})"] = evaluate(
                         feats, truth, threshold_from_cannot_links(feats, spread=z))
                     row[f"labelled calibration ({space})"] = evaluate(feats, truth, cal["labelled_threshold"])
-                centred = spaces(tracks)["centred"]  # again with --disjoint-views: synth-video's views never overlap
+                centred = features["centred"]  # again with --disjoint-views: synth-video's views never overlap
                 row[f"default: mean - {DEFAULT_SPREAD:g} sd (centred, --disjoint-views)"] = evaluate(
                     centred, truth, threshold_from_cannot_links(centred, disjoint_views=True), disjoint_views=True)
                 row["labelled calibration (centred, --disjoint-views)"] = evaluate(
