@@ -176,3 +176,26 @@ def test_a_file_that_cannot_be_read_is_skipped_and_listed(tmp_path: Path, model)
     gallery, report = _build(tmp_path / "g", model, [images[0], gone, images[2]])
     assert len(report.ids) == 2 and [path for path, _ in report.failures] == [str(gone)]
     gallery.close()
+
+
+def test_an_interrupt_after_commit_is_not_hidden_by_a_rollback(tmp_path: Path) -> None:
+    """SIGTERM lands as KeyboardInterrupt; arriving once the transaction is already closed (just after COMMIT) it
+    must come out as itself, not as "cannot rollback - no transaction is active" (seen once in `test_sigterm_stops_
+    between_segments_and_a_rerun_finishes`: ingest exited 1 instead of 130); inside the transaction it rolls back."""
+    import sqlite3
+
+    from spanet.deploy.sqlite_store import _transaction
+
+    db = sqlite3.connect(tmp_path / "t.sqlite", isolation_level=None)
+    db.execute("CREATE TABLE t (x INTEGER)")
+    with pytest.raises(KeyboardInterrupt):
+        with _transaction(db):
+            db.execute("INSERT INTO t VALUES (1)")
+            db.execute("COMMIT")  # the interrupt comes after the commit went through
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        with _transaction(db):
+            db.execute("INSERT INTO t VALUES (2)")
+            raise KeyboardInterrupt
+    assert [row[0] for row in db.execute("SELECT x FROM t")] == [1] and not db.in_transaction
+    db.close()

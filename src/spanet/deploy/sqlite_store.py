@@ -4,9 +4,10 @@ mode; filters are `spanet.deploy.filters.Where`, written as SQL by `where_sql`).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -70,8 +71,7 @@ class SQLiteStore:
         """Insert (entry, image file name, fingerprint, feature) rows in one transaction; their new ids. `segment`
         (a key of ingested footage) is recorded in the same transaction."""
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(self._db):
                 ids = []
                 for new, image, fingerprint, feature in rows:
                     cursor = self._db.execute(
@@ -84,10 +84,6 @@ class SQLiteStore:
                     ids.append(int(cursor.lastrowid))
                 if segment is not None:
                     self._db.execute("INSERT OR REPLACE INTO segments (key, entries) VALUES (?, ?)", (segment, len(ids)))
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
             return ids
 
     def delete(self, entry_id: int) -> Entry | None:
@@ -102,14 +98,9 @@ class SQLiteStore:
             raise SpanetError("refusing to delete every gallery entry: give a condition (id, label, track, camera, time)")
         clause, params = where_sql(where)
         with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with _transaction(self._db):
                 found = self._rows(f"SELECT {_ENTRY_COLUMNS} FROM entries{clause}", params)
                 self._db.execute(f"DELETE FROM entries{clause}", params)
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
         return found
 
     def segments(self) -> set[str]:
@@ -166,8 +157,7 @@ class SQLiteStore:
         with self._lock:
             self._db.execute("ATTACH DATABASE ? AS incoming", (str(path),))
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
+                with _transaction(self._db):
                     lacking = self._db.execute(
                         f"SELECT COUNT(*) FROM entries WHERE id NOT IN (SELECT id FROM incoming.{table})"
                     ).fetchone()[0]
@@ -177,10 +167,6 @@ class SQLiteStore:
                         f"UPDATE entries SET fingerprint = ?, feature = (SELECT feature FROM incoming.{table} AS new "
                         "WHERE new.id = entries.id)", (fingerprint,),
                     )  # fmt: skip
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
             finally:
                 self._db.execute("DETACH DATABASE incoming")
         return int(cursor.rowcount)
@@ -231,8 +217,7 @@ def _migrate(db: sqlite3.Connection) -> None:
     """Add what galleries made by older versions lack: the track and time columns (time filled from the timestamp
     text) and the segments table. Idempotent; one transaction."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
-    db.execute("BEGIN IMMEDIATE")
-    try:
+    with _transaction(db):
         if "track" not in columns:
             db.execute("ALTER TABLE entries ADD COLUMN track INTEGER")
         if "time" not in columns:
@@ -243,7 +228,18 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("CREATE INDEX IF NOT EXISTS entries_sha256 ON entries (sha256)")  # an enrolment's retry check
         db.execute("CREATE INDEX IF NOT EXISTS entries_time_camera ON entries (time, camera)")  # covers time + camera filters
         db.execute("CREATE TABLE IF NOT EXISTS segments (key TEXT PRIMARY KEY, entries INTEGER NOT NULL)")
+
+
+@contextlib.contextmanager
+def _transaction(db: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE … COMMIT; on any exception (Ctrl-C and SIGTERM included) ROLLBACK, but only while the
+    transaction is still open: an interrupt that lands just after COMMIT must not turn into "cannot rollback - no
+    transaction is active" and hide itself (a committed segment stays committed)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        yield
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        if db.in_transaction:
+            db.execute("ROLLBACK")
         raise
