@@ -6,7 +6,10 @@
 1. Ingest: `spanet synth-video` footage, one camera, 640×360, 20 s at 10 fps, with 5 and with 20 people; ingested
    with the default HOG detector and with the footage's ground-truth boxes as precomputed detections (what a
    stronger detector run elsewhere would give). Reported: frames/s over the whole run and the time split (decode,
-   detect, track + crop choice, embed + enrol), tracks, and crops enrolled per minute of video.
+   detect, track + crop choice, embed + enrol), tracks, and crops enrolled per minute of video. Each with the
+   default IoU tracker and, where boxmot is installed, `--tracker botsort` (BoT-SORT with the model as its
+   appearance model); with ground-truth detections also how many tracks mix two people (each crop's person is the
+   ground-truth box of its frame closest to it in size).
 2. Search with a time filter: a gallery of N random unit-stripe vectors of the model's dimension (rows written
    straight to the store, no image files: only the search is measured), times spread over 30 days on 8 cameras.
    Per query: `Gallery.search_many` with a one-day window and 3 of the 8 cameras, against the same search unfiltered.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib.util
 import json
 import tempfile
 import time
@@ -28,9 +32,9 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def bench_ingest(checkpoint: Path, *, people: int, seconds: float, detector: str, work: Path) -> dict:
+def bench_ingest(checkpoint: Path, *, people: int, seconds: float, detector: str, tracker: str, work: Path) -> dict:
     from spanet.deploy.gallery import Gallery
-    from spanet.deploy.ingest import CameraFootage, IngestOptions, ingest
+    from spanet.deploy.ingest import CameraFootage, IngestOptions, ingest, iou_tracker
     from spanet.features import FeatureExtractor
     from spanet.synth.video import VideoOptions, generate_video
     from spanet.tracking.detect import HOGDetector, MOTDetections
@@ -39,19 +43,47 @@ def bench_ingest(checkpoint: Path, *, people: int, seconds: float, detector: str
     if not foot.exists():
         generate_video(foot, VideoOptions(cameras=1, people=people, seconds=seconds, fps=10, seed=people))
     extractor = FeatureExtractor(checkpoint, device="cpu", batch_size=64)
-    gallery = Gallery.open(work / f"g_{people}_{detector}", model_info=extractor.info, create=True)
+    gallery = Gallery.open(work / f"g_{people}_{detector}_{tracker}", model_info=extractor.info, create=True)
     item = CameraFootage(camera=1, path=foot / "cam1", start_time=dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc))
     make = (lambda _item: HOGDetector()) if detector == "hog" else (lambda it: MOTDetections(it.path / "gt" / "gt.txt"))
+    track = iou_tracker
+    if tracker == "botsort":
+        from spanet.deploy.reid import ReID
+        from spanet.tracking.botsort import BotSortTracker
+
+        reid = ReID(checkpoint, device="cpu", batch_size=64)
+        track = lambda fps: BotSortTracker(reid, fps=fps)  # noqa: E731
     began = time.perf_counter()
-    report = ingest(gallery, extractor, [item], detector=make, options=IngestOptions())
+    report = ingest(gallery, extractor, [item], detector=make, tracker=track, options=IngestOptions())
     wall = time.perf_counter() - began
+    mixed = _mixed_tracks(gallery, foot / "cam1" / "gt" / "gt.txt") if detector == "gt" else None
     gallery.close()
     minutes = report.frames / 10 / 60
     return {
-        "people": people, "detector": detector, "frames": report.frames, "wall_s": round(wall, 2),
+        "people": people, "detector": detector, "tracker": tracker, "mixed_tracks": mixed, "frames": report.frames, "wall_s": round(wall, 2),
         "frames_per_s": round(report.frames / wall, 2), "split_s": {k: round(v, 2) for k, v in report.seconds.items()},
         "tracks": report.tracks, "crops": report.entries, "crops_per_video_minute": round(report.entries / minutes, 1),
     }  # fmt: skip
+
+
+def _mixed_tracks(gallery, truth_file: Path) -> int:
+    """Tracks whose crops show more than one person (a crop's person: the ground-truth box of its frame closest
+    to the crop in width and height)."""
+    from PIL import Image
+
+    truth: dict[int, list[tuple[int, float, float]]] = {}
+    for line in truth_file.read_text().splitlines():
+        frame, pid, _x, _y, w, h = (float(v) for v in line.split(",")[:6])
+        truth.setdefault(int(frame), []).append((int(pid), w, h))
+    people: dict[int, set[int]] = {}
+    entries, _ = gallery.store.query(limit=100_000, offset=0)
+    for entry in entries:
+        with Image.open(gallery.image_path(entry)) as image:
+            width, height = image.size
+        rows = truth[int(entry.source.rsplit("=", 1)[1])]
+        pid = min(rows, key=lambda r: abs(r[1] - width) + abs(r[2] - height))[0]
+        people.setdefault(entry.track, set()).add(pid)
+    return sum(len(found) > 1 for found in people.values())
 
 
 def bench_search(*, size: int, dim: int, queries: int, work: Path) -> dict:
@@ -104,12 +136,14 @@ def _percentiles(seconds: list[float]) -> dict[str, float]:
 
 
 def _markdown(results: dict) -> str:
-    lines = ["| people | detector | frames | frames/s | decode s | detect s | track s | embed s | tracks | crops / video minute |",
-             "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
+    lines = ["| people | detector | tracker | frames | frames/s | decode s | detect s | track s | embed s | tracks | "
+             "mixed tracks | crops / video minute |", "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
     for r in results["ingest"]:
         s = r["split_s"]
-        lines.append(f"| {r['people']} | {r['detector']} | {r['frames']} | {r['frames_per_s']} | {s['decode']} | "
-                     f"{s['detect']} | {s['track']} | {s['embed']} | {r['tracks']} | {r['crops_per_video_minute']} |")  # fmt: skip
+        mixed = "n/a" if r.get("mixed_tracks") is None else r["mixed_tracks"]
+        lines.append(f"| {r['people']} | {r['detector']} | {r.get('tracker', 'iou')} | {r['frames']} | {r['frames_per_s']} | "
+                     f"{s['decode']} | {s['detect']} | {s['track']} | {s['embed']} | {r['tracks']} | {mixed} | "
+                     f"{r['crops_per_video_minute']} |")  # fmt: skip
     s = results["search"]
     lines += ["", f"Search, gallery of {s['gallery']:,} × {s['dim']}-d, {s['queries']} queries ({s['window']}):",
               f"unfiltered p50 {s['unfiltered_ms']['p50']} ms / p99 {s['unfiltered_ms']['p99']} ms; "
@@ -124,12 +158,15 @@ def main() -> None:
     parser.add_argument("--gallery-size", type=int, default=100_000)
     parser.add_argument("--stem", default="ingest", help="results file name (default: ingest)")
     parser.add_argument("--search-only", action="store_true", help="keep the ingest rows of the results file")
+    parser.add_argument("--trackers", nargs="+", choices=("iou", "botsort"), default=None,
+                        help="trackers to measure (default: iou, and botsort where boxmot is installed)")
     args = parser.parse_args()
     import torch
 
     from spanet.features import FeatureExtractor
 
     dim = FeatureExtractor(args.checkpoint, device="cpu").feature_dim
+    trackers = args.trackers or ["iou", *(["botsort"] if importlib.util.find_spec("boxmot") else [])]
     seconds, size = (4.0, 10_000) if args.quick else (20.0, args.gallery_size)
     results: dict = {"date": dt.date.today().isoformat(), "torch_threads": torch.get_num_threads(), "ingest": []}
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,9 +174,10 @@ def main() -> None:
             results["ingest"] = json.loads((RESULTS / f"{args.stem}.json").read_text())["ingest"]
         for people in () if args.search_only else (5, 20):
             for detector in ("gt", "hog"):
-                results["ingest"].append(bench_ingest(args.checkpoint, people=people, seconds=seconds,
-                                                      detector=detector, work=Path(tmp)))  # fmt: skip
-                print(results["ingest"][-1], flush=True)
+                for tracker in trackers:
+                    results["ingest"].append(bench_ingest(args.checkpoint, people=people, seconds=seconds,
+                                                          detector=detector, tracker=tracker, work=Path(tmp)))  # fmt: skip
+                    print(results["ingest"][-1], flush=True)
         results["search"] = bench_search(size=size, dim=dim, queries=200, work=Path(tmp))
         print(results["search"], flush=True)
     RESULTS.mkdir(exist_ok=True)

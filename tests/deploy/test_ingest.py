@@ -394,3 +394,45 @@ def test_ingest_with_an_onnx_detector(footage: dict, tmp_path: Path, capsys: pyt
     assert "1 tracks, 4 crops enrolled" in capsys.readouterr().out
     assert main([*args, "--detector-model", str(tmp_path / "bad.onnx")]) == 2
     assert "bad.onnx outputs shape [1, 12288]; expected a YOLO-style" in capsys.readouterr().err
+
+
+def test_ingest_with_botsort_enrols_detector_boxes_one_person_per_track(footage: dict, tmp_path: Path,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--tracker botsort`: boxmot's BoT-SORT tracks each camera with the checkpoint as its appearance model (it is
+    called), every track is one person, and every enrolled crop is a detection's own box (the ground truth's size),
+    not BoT-SORT's Kalman estimate."""
+    pytest.importorskip("boxmot", reason="--tracker botsort needs boxmot (in the test extra)")
+    from spanet.cli import main
+    from spanet.deploy.gallery import Gallery
+    from spanet.deploy.reid import ReID
+    from spanet.features import FeatureExtractor
+
+    calls = []
+    original = ReID.get_features
+    monkeypatch.setattr(ReID, "get_features", lambda self, xyxy, img: calls.append(len(xyxy)) or original(self, xyxy, img))
+    gallery_dir = tmp_path / "people"
+    assert main(_ingest_args(footage, gallery_dir, "--tracker", "botsort")) == 0
+    assert sum(calls) > 0  # BoT-SORT embedded the detections with spanet's model
+    gallery = Gallery.open(gallery_dir, model_info=FeatureExtractor(footage["checkpoint"], device="cpu").info)
+    try:
+        entries, _ = gallery.store.query(limit=1000, offset=0)
+        truth = _truth(footage["foot"])
+        tracks: dict[int, set[int]] = {}
+        for e in entries:
+            tracks.setdefault(e.track, set()).add(_person(gallery, e, truth))  # asserts the crop is a ground-truth box
+        assert len(tracks) >= 4 and all(len(people) == 1 for people in tracks.values()), tracks
+    finally:
+        gallery.close()
+
+
+def test_botsort_without_boxmot_is_one_line(footage: dict, tmp_path: Path, capsys: pytest.CaptureFixture,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from spanet.cli import main
+
+    monkeypatch.setitem(sys.modules, "boxmot", None)  # `import boxmot` raises ImportError
+    assert main(_ingest_args(footage, tmp_path / "people", "--tracker", "botsort")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "pip install boxmot" in err[0], err
+    assert not (tmp_path / "people").exists()

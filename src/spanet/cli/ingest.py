@@ -56,6 +56,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--confidence", type=float, default=0.25, metavar="C", help="onnx: smallest score kept (0.25)")
     parser.add_argument("--hog-min-height", type=int, default=128, metavar="PX",
                         help="hog: smallest person height to find; below 128 frames are upscaled (slower)")
+    parser.add_argument("--tracker", choices=("iou", "botsort"), default="iou",
+                        help="iou: spanet's small box-overlap tracker (default); botsort: boxmot's BoT-SORT with this "
+                        "checkpoint as its appearance model (pip install boxmot)")
     parser.add_argument("--crops-per-track", type=int, default=4, metavar="K", help="crops enrolled per track (4)")
     parser.add_argument("--segment-seconds", type=float, default=60.0, metavar="S", help="footage per transaction (60)")
     parser.add_argument("--fps", type=float, metavar="N", help="frame rate, overriding what the footage says")
@@ -126,6 +129,20 @@ def _detector_factory(args: argparse.Namespace, footage: list) -> object:
     return lambda item: files.get(item.camera) or shared
 
 
+def _tracker_factory(args: argparse.Namespace) -> object:
+    """A new tracker per segment, given the footage's frame rate."""
+    from spanet.deploy.ingest import iou_tracker
+
+    if args.tracker == "iou":
+        return iou_tracker
+    from spanet.deploy.reid import ReID
+    from spanet.tracking.botsort import BotSortTracker
+
+    BotSortTracker.require()  # boxmot missing: one line now, not after the model is loaded
+    reid = ReID(args.checkpoint, device=args.device, batch_size=args.batch_size)
+    return lambda fps: BotSortTracker(reid, fps=fps)
+
+
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """SIGTERM stops like Ctrl-C: the segment in progress is dropped, the gallery is closed properly."""
@@ -162,6 +179,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     for item in footage:  # bad footage (and below a bad threshold) is refused before a gallery folder is made
         open_footage(item.path, fps=args.fps)
     detector = _detector_factory(args, footage)
+    tracker = _tracker_factory(args)
     options = IngestOptions(crops_per_track=args.crops_per_track, segment_seconds=args.segment_seconds, fps=args.fps,
                             batch_size=args.batch_size, progress=not args.quiet and sys.stderr.isatty())  # fmt: skip
     kind = Gallery.stored_kind(args.gallery) or args.kind
@@ -174,7 +192,7 @@ def run_ingest(args: argparse.Namespace) -> int:
         print(chosen.describe() + ("" if chosen.value is None or chosen.from_gallery else
                                    f"; stored in {args.gallery}/gallery.json for searches of this gallery"))  # fmt: skip
         with _sigterm_as_interrupt():
-            report = ingest(gallery, extractor, footage, detector=detector, options=options)
+            report = ingest(gallery, extractor, footage, detector=detector, tracker=tracker, options=options)
         size = len(gallery)
     finally:
         gallery.close()

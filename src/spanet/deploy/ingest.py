@@ -24,6 +24,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 from PIL import Image
@@ -36,9 +37,21 @@ from spanet.tracking.detect import Detector
 from spanet.tracking.iou_tracker import IoUTracker
 from spanet.tracking.video import FrameSource, open_footage
 
-__all__ = ["CameraFootage", "IngestOptions", "IngestReport", "ingest", "segment_key"]
+__all__ = ["CameraFootage", "IngestOptions", "IngestReport", "Tracker", "ingest", "iou_tracker", "segment_key"]
 
 Embed = Callable[[list[Image.Image]], np.ndarray]
+
+
+class Tracker(Protocol):
+    """Within-camera tracking: one frame's detections (N, 5: x0, y0, x1, y1, score) on BGR `image`, number
+    `frame`, in; (M, 6) rows x0, y0, x1, y1, track id, score out (`IoUTracker`, `BotSortTracker`)."""
+
+    def update(self, detections: np.ndarray, frame: int, image: np.ndarray) -> np.ndarray: ...
+
+
+def iou_tracker(fps: float) -> Tracker:
+    """The default tracker of a segment: `IoUTracker`, ending a track after half a second unseen."""
+    return IoUTracker(max_missed=max(2, int(round(0.5 * fps))))
 
 
 @dataclass(frozen=True)
@@ -84,9 +97,11 @@ def segment_key(camera: int, source: FrameSource, start: int, stop: int, detecto
 
 
 def ingest(gallery: GalleryBackend, embed: Embed, footage: Sequence[CameraFootage], *,
-           detector: Callable[[CameraFootage], Detector], options: IngestOptions = IngestOptions()) -> IngestReport:  # fmt: skip
+           detector: Callable[[CameraFootage], Detector], tracker: Callable[[float], Tracker] = iou_tracker,
+           options: IngestOptions = IngestOptions()) -> IngestReport:  # fmt: skip
     """Ingest every camera's footage into `gallery` (see the module docstring); `embed` turns RGB crops into the
-    gallery's features and `detector(camera)` gives the detector for one camera's footage."""
+    gallery's features, `detector(camera)` gives the detector for one camera's footage and `tracker(fps)` a new
+    tracker for each segment."""
     from tqdm.auto import tqdm
 
     if options.crops_per_track < 1 or options.segment_seconds <= 0:
@@ -97,15 +112,16 @@ def ingest(gallery: GalleryBackend, embed: Embed, footage: Sequence[CameraFootag
     bar = tqdm(total=sum(s.length for s in sources), unit="frame", desc="ingest", disable=not options.progress)
     try:
         for item, source in zip(footage, sources):
-            _ingest_camera(gallery, embed, item, source, detector(item), done=done, report=report, options=options, bar=bar)
+            _ingest_camera(gallery, embed, item, source, detector(item), tracker, done=done, report=report,
+                           options=options, bar=bar)  # fmt: skip
     finally:
         bar.close()
         gallery.save_index()
     return report
 
 
-def _ingest_camera(gallery: GalleryBackend, embed: Embed, item: CameraFootage, source: FrameSource, detector: Detector, *,
-                   done: set[str], report: IngestReport, options: IngestOptions, bar: object) -> None:  # fmt: skip
+def _ingest_camera(gallery: GalleryBackend, embed: Embed, item: CameraFootage, source: FrameSource, detector: Detector,
+                   tracker: Callable[[float], Tracker], *, done: set[str], report: IngestReport, options: IngestOptions, bar: object) -> None:  # fmt: skip
     step = max(1, int(round(options.segment_seconds * source.fps)))
     for start in range(0, source.length, step):
         stop = min(source.length, start + step)
@@ -114,7 +130,8 @@ def _ingest_camera(gallery: GalleryBackend, embed: Embed, item: CameraFootage, s
             report.skipped_segments += 1
             bar.update(stop - start)  # type: ignore[attr-defined]
             continue
-        picks, frames = _track_segment(source, detector, start, stop, report=report, options=options, bar=bar)
+        picks, frames = _track_segment(source, detector, tracker(source.fps), start, stop, report=report,
+                                       options=options, bar=bar)  # fmt: skip
         _enrol_segment(gallery, embed, item, source, picks, key=key, report=report, options=options)
         report.frames += frames
         report.segments += 1
@@ -123,10 +140,9 @@ def _ingest_camera(gallery: GalleryBackend, embed: Embed, item: CameraFootage, s
             break
 
 
-def _track_segment(source: FrameSource, detector: Detector, start: int, stop: int, *, report: IngestReport,
-                   options: IngestOptions, bar: object) -> tuple[dict[int, list[CropPick]], int]:  # fmt: skip
+def _track_segment(source: FrameSource, detector: Detector, tracker: Tracker, start: int, stop: int, *,
+                   report: IngestReport, options: IngestOptions, bar: object) -> tuple[dict[int, list[CropPick]], int]:  # fmt: skip
     """Detect and track one segment; the chosen crops per (segment-local) track and the frames decoded."""
-    tracker = IoUTracker(max_missed=max(2, int(round(0.5 * source.fps))))
     selector = CropSelector(per_track=options.crops_per_track)
     frames, clock = 0, time.perf_counter()
     for index, frame in source.frames(start, stop):
@@ -135,7 +151,7 @@ def _track_segment(source: FrameSource, detector: Detector, start: int, stop: in
         detections = detector.detect(frame, index)
         clock = time.perf_counter()
         report.seconds["detect"] += clock - now
-        selector.offer(frame, tracker.update(detections, index), index)
+        selector.offer(frame, tracker.update(detections, index, frame), index)
         now = time.perf_counter()
         report.seconds["track"] += now - clock
         clock = now

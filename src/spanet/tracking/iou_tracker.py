@@ -70,8 +70,9 @@ class IoUTracker:
         self._live: list[_Track] = []
         self._next_id = 1
 
-    def update(self, detections: np.ndarray, frame: int) -> np.ndarray:
-        """Assign track ids to one frame's detections (N, 5): x0, y0, x1, y1, score; `frame` counts up."""
+    def update(self, detections: np.ndarray, frame: int, image: np.ndarray | None = None) -> np.ndarray:
+        """Assign track ids to one frame's detections (N, 5): x0, y0, x1, y1, score; `frame` counts up. `image` (the
+        frame itself) is not used: boxes alone decide."""
         dets = np.asarray(detections, dtype=np.float64).reshape(-1, 5)
         self._live = [t for t in self._live if frame - t.last_seen <= self.max_missed]
         ids = np.zeros(len(dets), dtype=np.int64)
