@@ -72,13 +72,17 @@ def test_adapt_writes_a_loadable_checkpoint_with_its_origin_and_round_statistics
                  str(tmp_path / "f.npz"), "--device", "cpu", "--quiet"]) == 0  # fmt: skip
 
 
+@pytest.mark.parametrize("memory", [[], ["--memory-weight", "1"]], ids=["plain", "cluster-memory"])
 def test_stopped_adaptation_resumes_to_the_same_weights(
-    tiny_market: Path, parent: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+    tiny_market: Path, parent: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture,
+    memory: list[str],
 ) -> None:
+    """With a cluster memory, the interrupted round's memory is in its checkpoint and the resumed round goes on
+    with it (without it, the resumed steps would train against no memory, or a fresh one, and end elsewhere)."""
     import spanet.losses
 
     source = tiny_market / "bounding_box_train"
-    assert main(adapt_args(parent, tmp_path / "straight", source, "--rounds", "2")) == 0
+    assert main(adapt_args(parent, tmp_path / "straight", source, "--rounds", "2", *memory)) == 0
     real, calls = spanet.losses.weigh_terms, []
 
     def stop_in_round_two(*args: object, **kwargs: object) -> torch.Tensor:
@@ -89,17 +93,20 @@ def test_stopped_adaptation_resumes_to_the_same_weights(
 
     monkeypatch.setattr(spanet.losses, "weigh_terms", stop_in_round_two)
     out = tmp_path / "split"
-    assert main(adapt_args(parent, out, source, "--rounds", "2")) == 130
+    assert main(adapt_args(parent, out, source, "--rounds", "2", *memory)) == 130
     assert [r["round"] for r in load_checkpoint(out / "last.pt")["adaptation"]["rounds"]] == [1]
-    assert load_checkpoint(out / "rounds" / "02" / "last.pt")["step_in_epoch"] == 1
+    stopped = load_checkpoint(out / "rounds" / "02" / "last.pt")
+    assert stopped["step_in_epoch"] == 1
+    assert ("cluster_memory" in stopped) == bool(memory)
     monkeypatch.setattr(spanet.losses, "weigh_terms", real)
     capsys.readouterr()
-    assert main(adapt_args(parent, out, source, "--rounds", "3", "--resume")) == 2
+    assert main(adapt_args(parent, out, source, "--rounds", "3", "--resume", *memory)) == 2
     assert "was adapted with other settings" in capsys.readouterr().err
-    assert main(adapt_args(parent, out, source, "--rounds", "2", "--resume")) == 0
+    assert main(adapt_args(parent, out, source, "--rounds", "2", "--resume", *memory)) == 0
     straight, resumed = load_checkpoint(tmp_path / "straight" / "last.pt"), load_checkpoint(out / "last.pt")
     assert [k for k in straight["model"] if not torch.equal(straight["model"][k], resumed["model"][k])] == []
     assert straight["adaptation"]["rounds"] == resumed["adaptation"]["rounds"]
+    assert "cluster_memory" not in resumed  # RUN/last.pt is a plain model checkpoint
 
 
 def test_overlapping_tracklets_of_one_camera_are_never_one_identity() -> None:

@@ -62,6 +62,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--init", choices=("centroids", "random"), default="centroids",
                         help="new classifiers each round: from the clusters' mean features (default) or "
                         "random")  # fmt: skip
+    parser.add_argument("--memory-weight", type=float, default=0.0, metavar="W",
+                        help="add a cluster-memory contrastive term (Cluster Contrast: each crop against every "
+                        "cluster's momentum-updated mean feature, temperature 0.05) with weight W to the model's own "
+                        "losses (default 0: none)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="seed of the fine-tuning (default 0)")
     add_device_arg(parser)
     parser.add_argument("--resume", action="store_true", help="continue the adaptation in --output")
@@ -81,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
     guard_folder(args.output, option="--output", inputs=[args.checkpoint, *args.sources])
     options = AdaptOptions(
         rounds=args.rounds, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, init=args.init,
-        camera_bn=args.camera_bn,
+        camera_bn=args.camera_bn, memory_weight=args.memory_weight,
         cluster=ClusterSettings(k1=args.k1, k2=args.k2, eps=args.eps, eps_share=args.eps_share,
                                 min_samples=args.min_samples,
                                 camera_centre=args.camera_centre),  # fmt: skip

@@ -46,6 +46,7 @@ from spanet.data.unlabelled import UnlabelledCrop, describe_sources, read_unlabe
 from spanet.errors import SpanetError
 from spanet.outputs import write_json
 from spanet.run_dir import ADAPT_FILE, LAST_CHECKPOINT, ROUNDS_DIR, RunLog, move_aside, remove_stale_temp_files
+from spanet.training.cluster_memory import ClusterMemory
 from spanet.training.pseudo_labels import ClusterSettings, PseudoLabels, pseudo_labels
 
 __all__ = ["AdaptOptions", "adapt", "round_config", "initial_weights"]
@@ -64,6 +65,7 @@ class AdaptOptions:
     batch_size: int | None = None  # None: the parent's data.batch_size
     init: Literal["centroids", "random"] = "centroids"
     camera_bn: bool = True  # cluster on features with each camera's own batch-norm statistics (`camera_bn`)
+    memory_weight: float = 0.0  # > 0: add a cluster-memory contrastive term with this weight (`cluster_memory`)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     device: str = "auto"
     seed: int = 0
@@ -72,7 +74,8 @@ class AdaptOptions:
 
     def to_json(self) -> dict[str, Any]:
         return {"rounds": self.rounds, "epochs": self.epochs, "lr": self.lr, "batch_size": self.batch_size,
-                "init": self.init, "camera_bn": self.camera_bn, "cluster": self.cluster.to_json(), "seed": self.seed,
+                "init": self.init, "camera_bn": self.camera_bn, "memory_weight": self.memory_weight,
+                "cluster": self.cluster.to_json(), "seed": self.seed,
                 "overrides": list(self.overrides)}  # fmt: skip
 
 
@@ -94,6 +97,8 @@ def adapt(
                           f"{options.epochs} epoch(s)")  # fmt: skip
     if options.cluster.eps is not None and not options.cluster.eps > 0:
         raise SpanetError(f"--eps is a Jaccard distance radius in (0, 1], got {options.cluster.eps}")
+    if options.memory_weight < 0:
+        raise SpanetError(f"--memory-weight is a loss weight >= 0 (0: no memory term), got {options.memory_weight}")
     if not 0 < options.cluster.eps_share < 1:
         raise SpanetError(f"--eps-share is a share of the pairwise distances in (0, 1), got {options.cluster.eps_share}")
     parent = load_checkpoint(checkpoint)
@@ -256,15 +261,26 @@ def _fine_tune(output_dir: Path, number: int, model: torch.nn.Module, state: dic
                           split_source="pseudo-labels of `spanet adapt`")  # fmt: skip
     round_dir = output_dir / ROUNDS_DIR / f"{number:02d}"
     resume = (round_dir / LAST_CHECKPOINT).is_file()
-    initial = None
+    initial, memory = None, None
     if not resume:
         reduced = _features(model, state, [crops[i] for i in kept], options, kind="reduced") \
             if options.init == "centroids" else None  # fmt: skip
         initial = initial_weights(model, state["model_args"], labels.labels[kept], reduced=reduced,
                                   seed=options.seed + number)  # fmt: skip
+        if options.memory_weight > 0:
+            parts = _features(model, state, [crops[i] for i in kept], options, kind="parts")
+            memory = ClusterMemory(_centroids(parts, labels.labels[kept]), weight=options.memory_weight)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, seed=options.seed + number))
     hint = "spanet adapt --resume with the same --checkpoint, --output and SOURCEs"
-    return train_on_dataset(config, dataset, output_dir=round_dir, initial=initial, resume=resume, resume_hint=hint)
+    return train_on_dataset(config, dataset, output_dir=round_dir, initial=initial, resume=resume, resume_hint=hint,
+                            memory=memory)  # fmt: skip
+
+
+def _centroids(features: np.ndarray, labels: np.ndarray) -> torch.Tensor:
+    """(C, D) mean of each cluster's `features` (N, D), for the cluster memory (which makes them unit length)."""
+    sums = np.zeros((int(labels.max()) + 1, features.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, features)
+    return torch.from_numpy(sums).float()
 
 
 def initial_weights(model: torch.nn.Module, model_args: dict[str, Any], labels: np.ndarray, *,
@@ -298,7 +314,7 @@ def _finish_round(output_dir: Path, number: int, result: dict[str, Any], record:
     """RUN/last.pt = the round's model + the adaptation record; the round's own (resumable) last.pt is removed."""
     round_last = output_dir / ROUNDS_DIR / f"{number:02d}" / LAST_CHECKPOINT
     state = load_checkpoint(round_last)
-    for key in ("optimizer", "scaler", "rng", "step_in_epoch"):
+    for key in ("optimizer", "scaler", "rng", "step_in_epoch", "cluster_memory"):
         state.pop(key, None)
     state["adaptation"] = {**record, "rounds": rounds}
     state.pop("format", None), state.pop("version", None)

@@ -27,6 +27,7 @@ from torch.utils.data import DataLoader
 
 from spanet.checkpoint import check_model_config, load_checkpoint, restore_rng_state, rng_state, save_checkpoint
 from spanet.config import Config, ModelConfig, config_to_dict, save_config
+from spanet.training.cluster_memory import ClusterMemory
 from spanet.training.distributed import (
     DistInfo,
     barrier,
@@ -119,11 +120,13 @@ def train(
 
 def train_on_dataset(
     config: Config, dataset: Any, *, output_dir: str | Path, initial: dict[str, torch.Tensor] | None = None,
-    resume: bool = False, resume_hint: str | None = None,
+    resume: bool = False, resume_hint: str | None = None, memory: ClusterMemory | None = None,
 ) -> dict[str, Any]:
     """`train` on a dataset already in memory (a `ReidDataset` whose `train` holds the labels to learn, e.g.
     `spanet adapt`'s pseudo-labels), in this one process, from `initial` weights (a state dict for a model with
     `dataset.num_train_ids` classes; None: the config's initialisation) unless `resume` continues `output_dir`.
+    With a cluster `memory` its contrastive term is trained as well (`spanet.training.cluster_memory`); it is
+    stored in the run's checkpoints, and a resumed run continues with the stored one.
 
     Same epochs, checkpoints, stop requests and exact resume as `train`; nothing is evaluated (`train.eval_every`
     is taken as 0). A non-empty `output_dir` is moved aside unless `resume`."""
@@ -133,7 +136,7 @@ def train_on_dataset(
     precision = choose_precision(config.train.amp, device, channels_last=config.train.channels_last)
     check_output_dir(output_dir, resume=resume, overwrite=not resume)
     run = _Run(config=config, dataset=dataset, output_dir=output_dir, device=device, dist_info=DistInfo(),
-               precision=precision, initial=initial, resume_hint=resume_hint)  # fmt: skip
+               precision=precision, initial=initial, resume_hint=resume_hint, memory=memory)  # fmt: skip
     return _run(run, validation=None, loaded=dataset, resume=resume)
 
 
@@ -153,6 +156,7 @@ class _RunState:
     probe: torch.Tensor | None = None  # a fixed batch on which the attention spread is logged every epoch
     validation: Any = None  # the held-out identities (`data.val_ids`) evaluated every `eval_every` epochs
     validation_pending: bool = False  # a stop came at the end of an epoch due for validation: validate on resume
+    memory: ClusterMemory | None = None  # `spanet adapt --memory-weight`: the cluster memory trained against
 
 
 @dataclass
@@ -173,6 +177,7 @@ class _Run:
     stop: Any = None
     initial: dict[str, torch.Tensor] | None = None  # weights a fresh (not resumed) run starts from
     resume_hint: str | None = None  # the command that resumes, when not `spanet train --resume`
+    memory: ClusterMemory | None = None  # a fresh run's cluster memory (a resumed run's comes from its checkpoint)
 
     def say(self, message: str) -> None:
         _printer(self.dist_info)(message)
@@ -193,6 +198,10 @@ def _run(run: _Run, *, validation: Any, loaded: Any, resume: bool) -> dict[str, 
     state = _build_state(config, num_classes=run.dataset.num_train_ids, device=run.device, checkpoint=checkpoint,
                          precision=run.precision, initial=run.initial)  # fmt: skip
     state.validation = validation
+    if checkpoint is not None and checkpoint.get("cluster_memory") is not None:
+        state.memory = ClusterMemory.from_state_dict(checkpoint["cluster_memory"]).to(run.device)
+    elif run.memory is not None:
+        state.memory = run.memory.to(run.device)
     model = _wrap_model(run, state)
     run.loader = build_train_loader(  # one loader for the run: its workers persist across epochs
         run.dataset.train, config.data, seed=config.train.seed, rank=dist_info.rank, world_size=dist_info.world_size
@@ -368,6 +377,8 @@ def _checkpoint(
         "best_epoch": state.best_epoch,
         "dataset": config.data.dataset,
     }
+    if state.memory is not None:
+        checkpoint["cluster_memory"] = state.memory.state_dict()
     if not resumable:
         for key in ("optimizer", "scaler", "rng", "step_in_epoch"):
             checkpoint.pop(key)
@@ -426,7 +437,7 @@ def _epoch_with_progress(run: _Run, state: _RunState, model: nn.Module, *, span:
     try:
         return train_one_epoch(
             model, state.optimizer, run.loader, settings=settings, span=span, device=run.device, scaler=state.scaler,
-            dist_info=run.dist_info, should_stop=run.stop.requested, on_step=on_step,
+            dist_info=run.dist_info, should_stop=run.stop.requested, on_step=on_step, memory=state.memory,
         )  # fmt: skip
     finally:
         bar.close()

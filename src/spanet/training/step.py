@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader
 from spanet.config import LossConfig, OptimConfig
 from spanet.errors import SpanetError
 from spanet.runtime import autocast_dtype
+from spanet.training.cluster_memory import ClusterMemory, memory_features
 from spanet.training.distributed import DistInfo, any_rank
 from spanet.training.optim import set_learning_rate
 
@@ -58,11 +59,14 @@ def train_step(
     *,
     settings: StepSettings,
     scaler: torch.amp.GradScaler | None = None,
+    memory: ClusterMemory | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimisation step: forward, named loss terms, weighted loss, backward, update; detached loss and terms.
 
     `inputs` (B, 3, H, W) and `targets` (B,) must be on the model's device. The values stay on the device (reading
-    them is the caller's choice), so the benchmark times exactly the step training runs.
+    them is the caller's choice), so the benchmark times exactly the step training runs. With a cluster `memory`
+    (`spanet adapt --memory-weight`) its contrastive term "memory", times its weight, is added to the loss and the
+    memory moves towards the batch's features after the update.
     """
     from spanet.losses import classification_terms, weigh_terms
 
@@ -73,6 +77,10 @@ def train_step(
         output = model(inputs)
         terms = classification_terms(output, targets, label_smoothing=settings.loss.label_smoothing)
         loss = weigh_terms(terms, weighting=settings.loss.weighting)
+        if memory is not None:
+            features = memory_features(output.part_features)
+            terms["memory"] = memory.loss(features, targets)
+            loss = loss + memory.weight * terms["memory"]
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None and scaler.is_enabled():
         scaler.scale(loss).backward()
@@ -81,6 +89,8 @@ def train_step(
     else:
         loss.backward()
         optimizer.step()
+    if memory is not None:
+        memory.update(features, targets)
     return loss.detach(), {name: term.detach() for name, term in terms.items()}
 
 
@@ -96,6 +106,7 @@ def train_one_epoch(
     dist_info: DistInfo = DistInfo(),
     should_stop: Callable[[], bool] = lambda: False,
     on_step: Callable[[dict[str, Any]], None] = lambda record: None,
+    memory: ClusterMemory | None = None,
 ) -> dict[str, Any]:
     """Train over `loader` from `span.start_step` up to `span.steps`; return the mean losses and where it stopped.
 
@@ -121,7 +132,8 @@ def train_one_epoch(
         factor = set_learning_rate(optimizer, epoch=span.epoch + step / span.steps, optim_config=settings.optim)
         inputs = prepare_batch(pixels, boxes, device=device, channels_last=settings.channels_last)
         loss, terms = train_step(
-            model, optimizer, inputs, pids.to(device, non_blocking=True), settings=settings, scaler=scaler
+            model, optimizer, inputs, pids.to(device, non_blocking=True), settings=settings, scaler=scaler,
+            memory=memory,
         )
         current = {"loss": loss, **terms}
         for name, value in current.items():
