@@ -9,7 +9,9 @@
    detect, track + crop choice, embed + enrol), tracks, and crops enrolled per minute of video. Each with the
    default IoU tracker and, where boxmot is installed, `--tracker botsort` (BoT-SORT with the model as its
    appearance model); with ground-truth detections also how many tracks mix two people (each crop's person is the
-   ground-truth box of its frame closest to it in size).
+   ground-truth box of its frame closest to it in size). Real footage too where `--real` exists (OpenCV's
+   `vtest.avi`, 768×576, 795 frames: `bash scripts/fetch_real_video.sh`): HOG at its default smallest person
+   height (128 px) and at 64 px (frames upscaled 2×), with each tracker.
 2. Search with a time filter: a gallery of N random unit-stripe vectors of the model's dimension (rows written
    straight to the store, no image files: only the search is measured), times spread over 30 days on 8 cameras.
    Per query: `Gallery.search_many` with a one-day window and 3 of the 8 cameras, against the same search unfiltered.
@@ -32,7 +34,9 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def bench_ingest(checkpoint: Path, *, people: int, seconds: float, detector: str, tracker: str, work: Path) -> dict:
+def bench_ingest(checkpoint: Path, *, people: int, seconds: float, detector: str, tracker: str, work: Path,
+                 real: Path | None = None, hog_min_height: int = 128) -> dict:
+    """One ingest of synthetic footage with `people` walkers (or of the `real` video file, HOG only)."""
     from spanet.deploy.gallery import Gallery
     from spanet.deploy.ingest import CameraFootage, IngestOptions, ingest, iou_tracker
     from spanet.features import FeatureExtractor
@@ -40,12 +44,14 @@ def bench_ingest(checkpoint: Path, *, people: int, seconds: float, detector: str
     from spanet.tracking.detect import HOGDetector, MOTDetections
 
     foot = work / f"foot_{people}"
-    if not foot.exists():
+    if real is None and not foot.exists():
         generate_video(foot, VideoOptions(cameras=1, people=people, seconds=seconds, fps=10, seed=people))
     extractor = FeatureExtractor(checkpoint, device="cpu", batch_size=64)
-    gallery = Gallery.open(work / f"g_{people}_{detector}_{tracker}", model_info=extractor.info, create=True)
-    item = CameraFootage(camera=1, path=foot / "cam1", start_time=dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc))
-    make = (lambda _item: HOGDetector()) if detector == "hog" else (lambda it: MOTDetections(it.path / "gt" / "gt.txt"))
+    gallery = Gallery.open(work / f"g_{people}_{detector}_{tracker}_{real is not None}", model_info=extractor.info,
+                           create=True)  # fmt: skip
+    item = CameraFootage(camera=1, path=real or foot / "cam1", start_time=dt.datetime(2024, 5, 1, tzinfo=dt.timezone.utc))
+    make = (lambda _item: HOGDetector(min_height=hog_min_height)) if detector == "hog" else \
+        (lambda it: MOTDetections(it.path / "gt" / "gt.txt"))  # fmt: skip
     track = iou_tracker
     if tracker == "botsort":
         from spanet.deploy.reid import ReID
@@ -56,11 +62,11 @@ def bench_ingest(checkpoint: Path, *, people: int, seconds: float, detector: str
     began = time.perf_counter()
     report = ingest(gallery, extractor, [item], detector=make, tracker=track, options=IngestOptions())
     wall = time.perf_counter() - began
-    mixed = _mixed_tracks(gallery, foot / "cam1" / "gt" / "gt.txt") if detector == "gt" else None
+    mixed = _mixed_tracks(gallery, foot / "cam1" / "gt" / "gt.txt") if detector == "gt" and real is None else None
     gallery.close()
     minutes = report.frames / 10 / 60
     return {
-        "people": people, "detector": detector, "tracker": tracker, "mixed_tracks": mixed, "frames": report.frames, "wall_s": round(wall, 2),
+        "people": real.name if real else people, "detector": detector if real is None else f"hog{hog_min_height}", "tracker": tracker, "mixed_tracks": mixed, "frames": report.frames, "wall_s": round(wall, 2),
         "frames_per_s": round(report.frames / wall, 2), "split_s": {k: round(v, 2) for k, v in report.seconds.items()},
         "tracks": report.tracks, "crops": report.entries, "crops_per_video_minute": round(report.entries / minutes, 1),
     }  # fmt: skip
@@ -158,6 +164,9 @@ def main() -> None:
     parser.add_argument("--gallery-size", type=int, default=100_000)
     parser.add_argument("--stem", default="ingest", help="results file name (default: ingest)")
     parser.add_argument("--search-only", action="store_true", help="keep the ingest rows of the results file")
+    parser.add_argument("--real", type=Path, default=Path(".cache/real-video/vtest.avi"),
+                        help="real footage to ingest with HOG as well, where the file exists (default: OpenCV's "
+                        "vtest.avi from scripts/fetch_real_video.sh)")
     parser.add_argument("--trackers", nargs="+", choices=("iou", "botsort"), default=None,
                         help="trackers to measure (default: iou, and botsort where boxmot is installed)")
     args = parser.parse_args()
@@ -177,6 +186,13 @@ def main() -> None:
                 for tracker in trackers:
                     results["ingest"].append(bench_ingest(args.checkpoint, people=people, seconds=seconds,
                                                           detector=detector, tracker=tracker, work=Path(tmp)))  # fmt: skip
+                    print(results["ingest"][-1], flush=True)
+        if not args.search_only and args.real.is_file():
+            for tracker in trackers:
+                for height in (128, 64):
+                    results["ingest"].append(bench_ingest(args.checkpoint, people=0, seconds=0, detector="hog",
+                                                          tracker=tracker, work=Path(tmp), real=args.real,
+                                                          hog_min_height=height))  # fmt: skip
                     print(results["ingest"][-1], flush=True)
         results["search"] = bench_search(size=size, dim=dim, queries=200, work=Path(tmp))
         print(results["search"], flush=True)
