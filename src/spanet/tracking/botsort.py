@@ -4,7 +4,9 @@
 compensation off for fixed cameras) whose `reid_model` is `spanet.ReID` of the ingest checkpoint, instead of the
 small IoU tracker (`spanet.tracking.iou_tracker`). boxmot is optional: `pip install boxmot`. Each output row keeps the
 box of the detection BoT-SORT matched (its `det_ind` column), not the Kalman estimate, so the crops enrolled are the
-detector's boxes whichever tracker ran.
+detector's boxes whichever tracker ran. BoT-SORT takes confidences in [0, 1] (boxmot refuses others); detector scores
+outside it — HOG's SVM margins, any MOT file's scores — are clipped into it, so HOG boxes with a margin of 1 or more
+count as sure and BoT-SORT's own thresholds (0.1 to keep a box, 0.6 to start a track) apply to the rest.
 """
 
 from __future__ import annotations
@@ -35,11 +37,11 @@ class BotSortTracker:
 
     def update(self, detections: np.ndarray, frame: int, image: np.ndarray | None = None) -> np.ndarray:
         """Track one frame's detections (N, 5: x0, y0, x1, y1, score) on its BGR `image`; `frame` is unused (BoT-SORT
-        counts the calls)."""
+        counts the calls). The output score is the clipped one."""
         if image is None:
             raise SpanetError("BotSortTracker.update needs the frame's image: BoT-SORT embeds the boxes on it")
         dets = np.asarray(detections, dtype=np.float32).reshape(-1, 5)
-        rows = np.column_stack([dets, np.zeros(len(dets), dtype=np.float32)])  # class 0: person
+        rows = np.column_stack([dets[:, :4], dets[:, 4].clip(0.0, 1.0), np.zeros(len(dets), dtype=np.float32)])
         out = np.asarray(self._tracker.update(rows, image), dtype=np.float64)
         if out.size == 0:
             return np.zeros((0, 6))
