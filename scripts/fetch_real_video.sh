@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Real pedestrian footage for the tests and benchmarks that use it: OpenCV's sample `vtest.avi` (768×576, 10 fps,
-# 795 frames of people walking in a hall), taken from Debian's `opencv-doc` package (BSD-3-Clause, OpenCV's own
+# 795 frames of pedestrians walking), taken from Debian's `opencv-doc` package (BSD-3-Clause, OpenCV's own
 # sample data) with `apt-get download`: no root, nothing installed, only that one file kept.
 #   bash scripts/fetch_real_video.sh            # writes .cache/real-video/vtest.avi
 # Tests that need it skip, naming this script, where it is absent.

@@ -1,4 +1,4 @@
-"""`spanet ingest` on real footage: OpenCV's sample `vtest.avi` (people walking outdoors, 768×576, 10 fps), fetched
+"""`spanet ingest` on real footage: OpenCV's sample `vtest.avi` (pedestrians walking, 768×576, 10 fps), fetched
 from Debian's opencv-doc package by `scripts/fetch_real_video.sh` (CI runs it). No ground truth exists for it, so
 what is checked is what holds on any footage: the video decodes frame for frame, HOG finds people and the tracker
 follows them over time (tracks span many frames), times are start + frame / fps, a re-run enrols nothing, and a
