@@ -100,22 +100,24 @@ def test_precomputed_embeddings_give_the_same_tracks_as_reid_model(footage: Path
 def test_ingest_botsort_takes_scores_outside_0_1(footage: Path, tmp_path: Path) -> None:
     """HOG's scores are SVM margins (0.3 to ~3) and MOT files may hold any scores; boxmot refuses confidences outside
     [0, 1], so `BotSortTracker` clips them: margins of 1 or more track as sure boxes do."""
+    import dataclasses
+
     from spanet.tracking.botsort import BotSortTracker
+
+    class OnRunTracker:  # run_tracker's boxmot contract, update(dets, image), onto ingest's update(dets, frame, image)
+        def __init__(self) -> None:
+            self.tracker = BotSortTracker(reid, fps=10)
+
+        def update(self, dets: np.ndarray, image: np.ndarray) -> np.ndarray:
+            return self.tracker.update(dets[:, :5], 0, image)
 
     sequence = read_sequence(footage)
     truth = read_tracks(footage / "gt" / "gt.txt", sequence=sequence)
     reid = spanet.ReID(make_checkpoint(tmp_path / "model.pt"), device="cpu")
-    runs = {}
-    for name, scale in (("sure", 1.0), ("margins", 2.5)):
-        tracker, rows = BotSortTracker(reid, fps=10), []
-        for frame in range(1, int(truth.frames.max()) + 1):
-            xywh = truth.boxes[truth.frames == frame]
-            dets = np.column_stack([xywh[:, :2], xywh[:, :2] + xywh[:, 2:], np.full(len(xywh), scale)])
-            with Image.open(sequence.frame_path(frame)) as image:
-                out = tracker.update(dets, frame - 1, np.asarray(image.convert("RGB"))[:, :, ::-1])
-            rows.append(np.column_stack([np.full(len(out), frame), out]))
-        runs[name] = np.concatenate(rows)
-    assert len(runs["sure"]) > 0.8 * len(truth)
-    np.testing.assert_array_equal(runs["margins"][:, :5], runs["sure"][:, :5])  # same frames, boxes
-    np.testing.assert_array_equal(runs["margins"][:, 5], runs["sure"][:, 5])  # and track ids
-    assert runs["margins"][:, 6].max() <= 1.0
+    sure = run_tracker(OnRunTracker(), sequence, dataclasses.replace(truth, scores=np.ones(len(truth))))
+    margins = run_tracker(OnRunTracker(), sequence, dataclasses.replace(truth, scores=np.full(len(truth), 2.5)))
+    assert len(sure) > 0.8 * len(truth)
+    np.testing.assert_array_equal(margins.frames, sure.frames)
+    np.testing.assert_array_equal(margins.boxes, sure.boxes)
+    np.testing.assert_array_equal(margins.ids, sure.ids)
+    assert margins.scores.max() <= 1.0
