@@ -158,18 +158,21 @@ def summarise(per_seed: dict[int, dict]) -> dict:
         if rows:
             summary[name] = {key: _spread([r.get(key) for r in rows])
                              for key in ("rank1", "mAP", "cpu_minutes", "wall_minutes")}  # fmt: skip
-    both = [r for r in per_seed.values() if "supervised" in r and "direct" in r]
+            summary[name]["seeds"] = [seed for seed, r in per_seed.items() if name in r]
+    both = {seed: r for seed, r in per_seed.items() if "supervised" in r and "direct" in r}
     if not both:
         return summary
-    gaps = [r["supervised"]["mAP"] - r["direct"]["mAP"] for r in both]
+    gaps = [r["supervised"]["mAP"] - r["direct"]["mAP"] for r in both.values()]
     summary["gap_mAP"] = {"mean": statistics.mean(gaps), "per_seed": gaps}
-    mean_gap, direct = statistics.mean(gaps), [r["direct"]["mAP"] for r in both]
-    for name in ("adapted", "footage_tracks", "footage_no_tracks"):
-        if all(name in r for r in both):
-            adapted = [r[name]["mAP"] for r in both]
+    for name in ("adapted", "footage_tracks", "footage_no_tracks"):  # over the seeds that have the run
+        rows = [r for r in both.values() if name in r]
+        if rows:
+            gap = [r["supervised"]["mAP"] - r["direct"]["mAP"] for r in rows]
+            gained = [r[name]["mAP"] - r["direct"]["mAP"] for r in rows]
             summary.setdefault("gap_closed", {})[name] = {
-                "of_means": (statistics.mean(adapted) - statistics.mean(direct)) / mean_gap if mean_gap > 0 else None,
-                "per_seed": [(a - d) / gap if gap > 0 else None for a, d, gap in zip(adapted, direct, gaps)],
+                "of_means": statistics.mean(gained) / statistics.mean(gap) if statistics.mean(gap) > 0 else None,
+                "per_seed": [g / d if d > 0 else None for g, d in zip(gained, gap)],
+                "seeds": [seed for seed, r in both.items() if name in r],
             }  # fmt: skip
     searches = [r["search"] for r in per_seed.values() if "search" in r]
     if searches:
@@ -185,10 +188,11 @@ def markdown(report: dict) -> str:
              "test split (Market-1501 protocol, no re-ranking). CPU minutes: user + system time of the command and its "
              "loader workers, per run (adapted: the adaptation alone, on top of the direct-transfer model).", "",
              "| Model | rank-1 (%) | mAP (%) | CPU minutes per run |", "|---|---|---|---|"]  # fmt: skip
+    only = lambda seen: "" if len(seen) == len(seeds) else f" (seeds {', '.join(map(str, seen))} only)"  # noqa: E731
     for name in RUNS:
         if name in s:
             cpu = s[name]["cpu_minutes"]["mean"]
-            lines.append(f"| {LABELS[name]} | {pct(s[name]['rank1'])} | {pct(s[name]['mAP'])} | "
+            lines.append(f"| {LABELS[name]}{only(s[name]['seeds'])} | {pct(s[name]['rank1'])} | {pct(s[name]['mAP'])} | "
                          f"{'not recorded' if cpu is None else f'{cpu:.1f}'} |")  # fmt: skip
     if "source" in s:
         lines.append(f"| (the a model on a's own test split) | {pct(s['source']['rank1'])} | {pct(s['source']['mAP'])} | |")
@@ -199,7 +203,9 @@ def markdown(report: dict) -> str:
     for name, closed in s.get("gap_closed", {}).items():
         if closed["of_means"] is not None:
             per = ", ".join("n/a" if c is None else f"{100 * c:.0f} %" for c in closed["per_seed"])
-            lines.append(f"{LABELS[name]} closes {100 * closed['of_means']:.0f} % of it (per seed: {per}).")
+            of = "it" if len(closed["seeds"]) == len(seeds) else "those seeds' gap"
+            lines.append(f"{LABELS[name]}{only(closed['seeds'])} closes {100 * closed['of_means']:.0f} % of {of} "
+                         f"(per seed: {per}).")  # fmt: skip
     if "adapted" not in s:
         lines.append("Adaptation: not run here.")
     if "search" in s:

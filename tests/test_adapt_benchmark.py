@@ -47,6 +47,15 @@ def test_summary_gap_and_share_closed(bench) -> None:
     text = bench.markdown({"summary": summary, "seeds": [0, 1], "per_seed": with_footage, "date": "2026-12-02",
                            "machine": {"cpu": "c", "cores": 2, "note": ""}, "command": "x", "commands": []})  # fmt: skip
     assert "| 1 | 30 | 240 | 50.0 % (5 / 10) | 70.0 % (7 / 10) |" in text and "closes 25 % of it" in text
+    some = {**PER_SEED, 1: with_footage[1]}  # footage measured on seed 1 only: its rows say so and use seed 1's gap
+    summary = bench.summarise(some)
+    closed = summary["gap_closed"]["footage_tracks"]
+    assert closed["of_means"] == pytest.approx(0.25) and closed["per_seed"] == pytest.approx([0.25]) and closed["seeds"] == [1]
+    assert summary["gap_closed"]["adapted"]["seeds"] == [0, 1] and summary["footage_tracks"]["seeds"] == [1]
+    text = bench.markdown({"summary": summary, "seeds": [0, 1], "per_seed": some, "date": "d", "command": "x",
+                           "commands": [], "machine": {"cpu": "c", "cores": 2, "note": ""}})  # fmt: skip
+    assert "with track ids) (seeds 1 only) | 60.0 ± 0.0 | 40.0 ± 0.0 |" in text
+    assert "(seeds 1 only) closes 25 % of those seeds' gap (per seed: 25 %)" in text and "closes 62 % of it" in text
     without = bench.summarise({s: {k: v for k, v in r.items() if k != "adapted"} for s, r in PER_SEED.items()})
     assert "adapted" not in without and "gap_closed" not in without
 
