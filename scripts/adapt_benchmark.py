@@ -123,7 +123,7 @@ def one_seed(seed: int, args: argparse.Namespace) -> dict:
     if "adapted" in args.runs and not args.no_adapt:
         cost = adapt(work / "train_a" / "last.pt", data_b / "bounding_box_train", work / "adapt", seed=seed, args=args)
         results["adapted"] = {**evaluate(work / "adapt" / "last.pt", data_b, work / "eval_adapted_on_b.json"), **cost}
-    if args.footage and not args.no_adapt:
+    if args.footage is not None and (not args.footage or seed in args.footage) and not args.no_adapt:
         results.update(footage(work, seed=seed, args=args))
     return results
 
@@ -259,8 +259,9 @@ def main() -> None:
     parser.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE", help="extra train override")
     parser.add_argument("--adapt-rounds", type=int, default=3, help="`spanet adapt --rounds` (default 3)")
     parser.add_argument("--adapt-epochs", type=int, default=3, help="`spanet adapt --epochs` (default 3)")
-    parser.add_argument("--footage", action="store_true",
-                        help="also scripts/adapt_footage.py per seed: domain-b footage ingested, adapted on its tracks "
+    parser.add_argument("--footage", type=int, nargs="*", metavar="SEED",
+                        help="also scripts/adapt_footage.py on every seed, or on the SEEDs given: domain-b footage "
+                        "ingested, adapted on its tracks "
                         "(and on its crops without track ids), cross-camera search before and after")  # fmt: skip
     parser.add_argument("--adapt-arg", dest="adapt_args", action="append", default=[], metavar="ARG",
                         help="extra `spanet adapt` argument (repeatable), e.g. --adapt-arg=--lr --adapt-arg=0.02")
@@ -292,7 +293,7 @@ def main() -> None:
         + [f"spanet evaluate --checkpoint {args.work}/seedS/RUN/last.pt --dataset synthetic --data-root {args.work}/seedS/data_b"]
         + ([f"python scripts/adapt_footage.py --checkpoint {args.work}/seedS/train_a/last.pt --work {args.work}/seedS/footage "
             f"--seed S --test-data {args.work}/seedS/data_b   # synth-video, ingest, adapt, gallery reembed: its "
-            "commands.log lists them"] if args.footage else []),
+            "commands.log lists them"] if args.footage is not None else []),
         "machine": {"cpu": cpu_info().name, "cores": os.cpu_count(),
                     "note": f"; {args.note}" if args.note else ""},
         "settings": {k: v for k, v in vars(args).items() if k not in ("json", "markdown")},

@@ -92,8 +92,18 @@ def test_a_supervised_only_process_leaves_the_a_model_to_the_other(bench, tmp_pa
     monkeypatch.setattr(bench, "train", lambda data, output, **_: trained.append(output.name) or {"cpu_minutes": 1.0})
     monkeypatch.setattr(bench, "adapt", lambda *_, **__: {"cpu_minutes": 1.0})
     monkeypatch.setattr(bench, "evaluate", lambda *_: {"rank1": 0.5, "mAP": 0.4})
-    args = SimpleNamespace(work=str(tmp_path), preset="demo", runs=["supervised"], no_adapt=False, footage=False)
+    args = SimpleNamespace(work=str(tmp_path), preset="demo", runs=["supervised"], no_adapt=False, footage=None)
     assert set(bench.one_seed(0, args)) == {"supervised"} and trained == ["train_b"]
     trained.clear()
     assert set(bench.one_seed(0, SimpleNamespace(**{**vars(args), "runs": ["direct", "adapted"]}))) == {"source", "direct", "adapted"}
     assert trained == ["train_a"]
+
+
+def test_footage_on_the_seeds_asked(bench, tmp_path: Path, monkeypatch) -> None:
+    for name in ("synth", "train", "adapt"):
+        monkeypatch.setattr(bench, name, lambda *_, **__: {"cpu_minutes": 1.0})
+    monkeypatch.setattr(bench, "evaluate", lambda *_: {"rank1": 0.5, "mAP": 0.4})
+    monkeypatch.setattr(bench, "footage", lambda work, **_: {"footage_tracks": {"rank1": 0.5, "mAP": 0.4}})
+    args = SimpleNamespace(work=str(tmp_path), preset="demo", runs=["direct", "adapted"], no_adapt=False)
+    ran = lambda footage: [s for s in (0, 1) if "footage_tracks" in bench.one_seed(s, SimpleNamespace(**vars(args), footage=footage))]  # noqa: E731
+    assert ran(None) == [] and ran([]) == [0, 1] and ran([1]) == [1]
