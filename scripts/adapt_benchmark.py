@@ -154,25 +154,26 @@ def summarise(per_seed: dict[int, dict]) -> dict:
     """Mean and sample standard deviation per run and metric, and the share of the mAP gap adaptation closes."""
     summary: dict = {}
     for name in ("source", *RUNS):
-        rows = [r[name] for r in per_seed.values() if name in r]
+        rows = {seed: r[name] for seed, r in per_seed.items() if name in r}
         if rows:
-            summary[name] = {key: _spread([r.get(key) for r in rows])
+            summary[name] = {key: _spread([r.get(key) for r in rows.values()])
                              for key in ("rank1", "mAP", "cpu_minutes", "wall_minutes")}  # fmt: skip
-            summary[name]["seeds"] = [seed for seed, r in per_seed.items() if name in r]
-    both = {seed: r for seed, r in per_seed.items() if "supervised" in r and "direct" in r}
-    if not both:
+            summary[name]["seeds"] = list(rows)
+    gaps = {seed: r["supervised"]["mAP"] - r["direct"]["mAP"] for seed, r in per_seed.items()
+            if "supervised" in r and "direct" in r}  # fmt: skip
+    if not gaps:
         return summary
-    gaps = [r["supervised"]["mAP"] - r["direct"]["mAP"] for r in both.values()]
-    summary["gap_mAP"] = {"mean": statistics.mean(gaps), "per_seed": gaps}
+    summary["gap_mAP"] = {"mean": statistics.mean(gaps.values()), "per_seed": list(gaps.values())}
     for name in ("adapted", "footage_tracks", "footage_no_tracks"):  # over the seeds that have the run
-        rows = [r for r in both.values() if name in r]
-        if rows:
-            gap = [r["supervised"]["mAP"] - r["direct"]["mAP"] for r in rows]
-            gained = [r[name]["mAP"] - r["direct"]["mAP"] for r in rows]
+        gained = {seed: per_seed[seed][name]["mAP"] - per_seed[seed]["direct"]["mAP"] for seed in gaps
+                  if name in per_seed[seed]}  # fmt: skip
+        if gained:
+            gap = [gaps[seed] for seed in gained]
+            mean_gap = statistics.mean(gap)
             summary.setdefault("gap_closed", {})[name] = {
-                "of_means": statistics.mean(gained) / statistics.mean(gap) if statistics.mean(gap) > 0 else None,
-                "per_seed": [g / d if d > 0 else None for g, d in zip(gained, gap)],
-                "seeds": [seed for seed, r in both.items() if name in r],
+                "of_means": statistics.mean(gained.values()) / mean_gap if mean_gap > 0 else None,
+                "per_seed": [g / d if d > 0 else None for g, d in zip(gained.values(), gap)],
+                "seeds": list(gained),
             }  # fmt: skip
     searches = [r["search"] for r in per_seed.values() if "search" in r]
     if searches:
@@ -203,9 +204,9 @@ def markdown(report: dict) -> str:
     for name, closed in s.get("gap_closed", {}).items():
         if closed["of_means"] is not None:
             per = ", ".join("n/a" if c is None else f"{100 * c:.0f} %" for c in closed["per_seed"])
-            of = "it" if len(closed["seeds"]) == len(seeds) else "those seeds' gap"
-            lines.append(f"{LABELS[name]}{only(closed['seeds'])} closes {100 * closed['of_means']:.0f} % of {of} "
-                         f"(per seed: {per}).")  # fmt: skip
+            subset = only(closed["seeds"])
+            of = "those seeds' gap" if subset else "it"
+            lines.append(f"{LABELS[name]}{subset} closes {100 * closed['of_means']:.0f} % of {of} (per seed: {per}).")
     if "adapted" not in s:
         lines.append("Adaptation: not run here.")
     if "search" in s:
